@@ -1,0 +1,46 @@
+// Operator schemas of the splatfield library and their CPU implementations.
+// The CUDA implementations register themselves from gpu/ when that is built.
+// Autograd is attached in Python (splatfield.render._autograd).
+#include <torch/library.h>
+
+#include "ops.h"
+
+TORCH_LIBRARY(splatfield, m) {
+  m.def(
+      "project_fwd(Tensor means, Tensor quats, Tensor log_scales, Tensor opacity_logits, "
+      "Tensor sh, Tensor viewmats, Tensor Ks, int width, int height, int sh_degree, "
+      "float near_plane, float far_plane, float eps2d, bool antialiased) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "project_bwd(Tensor means, Tensor quats, Tensor log_scales, Tensor opacity_logits, "
+      "Tensor sh, Tensor viewmats, Tensor Ks, int width, int height, int sh_degree, "
+      "float near_plane, float far_plane, float eps2d, bool antialiased, Tensor radii, "
+      "Tensor v_means2d, Tensor v_conics, Tensor v_opacities, Tensor v_colors, "
+      "Tensor v_depths) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "rasterize_fwd(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, "
+      "Tensor depths, Tensor radii, Tensor background, int width, int height) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "rasterize_bwd(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, "
+      "Tensor depths, Tensor background, int width, int height, Tensor final_T, Tensor last, "
+      "Tensor tile_offsets, Tensor flat_ids, Tensor gauss_offsets, Tensor gauss_entries, "
+      "Tensor v_image, Tensor v_depth, Tensor v_alpha, bool want_split2d) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "composite_fwd(Tensor offsets, Tensor alphas, Tensor colors, Tensor ts, "
+      "Tensor background) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "composite_bwd(Tensor offsets, Tensor alphas, Tensor colors, Tensor ts, "
+      "Tensor background, Tensor final_T, Tensor last, Tensor v_rgb, Tensor v_depth, "
+      "Tensor v_alpha) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(splatfield, CPU, m) {
+  m.impl("project_fwd", &splatfield::project_fwd_cpu);
+  m.impl("project_bwd", &splatfield::project_bwd_cpu);
+  m.impl("rasterize_fwd", &splatfield::rasterize_fwd_cpu);
+  m.impl("rasterize_bwd", &splatfield::rasterize_bwd_cpu);
+  m.impl("composite_fwd", &splatfield::composite_fwd_cpu);
+  m.impl("composite_bwd", &splatfield::composite_bwd_cpu);
+}

@@ -1,0 +1,206 @@
+// Host-side glue shared by the CPU and CUDA drivers: shape checks, output
+// allocation and packing tensors into the argument structs of kernels.h.
+// Everything device-specific lives in cpu/ and gpu/.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+#include "splatfield/kernels.h"
+
+namespace splatfield {
+
+#define SF_CHECK_INPUT(x, dtype)                                                      \
+  TORCH_CHECK((x).is_contiguous() && (x).scalar_type() == (dtype), #x " must be a "  \
+              "contiguous " #dtype " tensor")
+
+using Tensor6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Tensor5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+inline ProjectArgs make_project_args(const at::Tensor& means, const at::Tensor& quats,
+                                     const at::Tensor& log_scales,
+                                     const at::Tensor& opacity_logits, const at::Tensor& sh,
+                                     const at::Tensor& viewmats, const at::Tensor& Ks,
+                                     int64_t width, int64_t height, int64_t sh_degree,
+                                     double near_plane, double far_plane, double eps2d,
+                                     bool antialiased) {
+  for (const at::Tensor* t : {&means, &quats, &log_scales, &opacity_logits, &sh, &viewmats, &Ks})
+    SF_CHECK_INPUT(*t, at::kFloat);
+  const int64_t N = means.size(0), B = viewmats.size(0);
+  TORCH_CHECK(means.dim() == 2 && means.size(1) == 3, "means must be [N, 3]");
+  TORCH_CHECK(quats.sizes() == at::IntArrayRef({N, 4}), "quats must be [N, 4]");
+  TORCH_CHECK(log_scales.sizes() == at::IntArrayRef({N, 3}), "log_scales must be [N, 3]");
+  TORCH_CHECK(opacity_logits.sizes() == at::IntArrayRef({N}), "opacity_logits must be [N]");
+  TORCH_CHECK(sh.dim() == 3 && sh.size(0) == N && sh.size(2) == 3, "sh must be [N, K, 3]");
+  TORCH_CHECK(sh_degree >= 0 && sh_degree <= 3, "sh_degree must be in 0..3");
+  TORCH_CHECK(sh.size(1) >= (sh_degree + 1) * (sh_degree + 1), "sh has too few coefficients");
+  TORCH_CHECK(viewmats.dim() == 3 && viewmats.size(1) == 4 && viewmats.size(2) == 4,
+              "viewmats must be [B, 4, 4]");
+  TORCH_CHECK(Ks.sizes() == at::IntArrayRef({B, 4}), "Ks must be [B, 4]");
+  ProjectArgs a{};
+  a.means = means.data_ptr<float>();
+  a.quats = quats.data_ptr<float>();
+  a.log_scales = log_scales.data_ptr<float>();
+  a.opacity_logits = opacity_logits.data_ptr<float>();
+  a.sh = sh.data_ptr<float>();
+  a.viewmats = viewmats.data_ptr<float>();
+  a.Ks = Ks.data_ptr<float>();
+  a.B = B;
+  a.N = N;
+  a.K = sh.size(1);
+  a.width = (int)width;
+  a.height = (int)height;
+  a.sh_degree = (int)sh_degree;
+  a.near_plane = (float)near_plane;
+  a.far_plane = (float)far_plane;
+  a.eps2d = (float)eps2d;
+  a.antialiased = antialiased;
+  return a;
+}
+
+inline Tensor6 alloc_project_outputs(const at::Tensor& like, int64_t B, int64_t N) {
+  auto f = like.options();
+  return {at::empty({B, N, 2}, f), at::empty({B, N, 3}, f), at::empty({B, N}, f),
+          at::empty({B, N, 3}, f), at::empty({B, N}, f),
+          at::empty({B, N, 2}, f.dtype(at::kInt))};
+}
+
+inline void set_project_outputs(ProjectArgs& a, Tensor6& o) {
+  a.means2d = std::get<0>(o).data_ptr<float>();
+  a.conics = std::get<1>(o).data_ptr<float>();
+  a.opacities = std::get<2>(o).data_ptr<float>();
+  a.colors = std::get<3>(o).data_ptr<float>();
+  a.depths = std::get<4>(o).data_ptr<float>();
+  a.radii = std::get<5>(o).data_ptr<int32_t>();
+}
+
+inline Tensor5 alloc_project_grads(const at::Tensor& means, const at::Tensor& quats,
+                                   const at::Tensor& log_scales,
+                                   const at::Tensor& opacity_logits, const at::Tensor& sh) {
+  return {at::empty_like(means), at::empty_like(quats), at::empty_like(log_scales),
+          at::empty_like(opacity_logits), at::empty_like(sh)};
+}
+
+inline void set_project_grads(ProjectArgs& a, const at::Tensor& radii,
+                              const at::Tensor& v_means2d, const at::Tensor& v_conics,
+                              const at::Tensor& v_opacities, const at::Tensor& v_colors,
+                              const at::Tensor& v_depths, Tensor5& g) {
+  SF_CHECK_INPUT(radii, at::kInt);
+  for (const at::Tensor* t : {&v_means2d, &v_conics, &v_opacities, &v_colors, &v_depths})
+    SF_CHECK_INPUT(*t, at::kFloat);
+  TORCH_CHECK(radii.numel() == a.B * a.N * 2 && v_means2d.numel() == a.B * a.N * 2 &&
+                  v_conics.numel() == a.B * a.N * 3 && v_opacities.numel() == a.B * a.N &&
+                  v_colors.numel() == a.B * a.N * 3 && v_depths.numel() == a.B * a.N,
+              "projection gradients must be [B, N, ...]");
+  a.radii = const_cast<int32_t*>(radii.data_ptr<int32_t>());
+  a.v_means2d = v_means2d.data_ptr<float>();
+  a.v_conics = v_conics.data_ptr<float>();
+  a.v_opacities = v_opacities.data_ptr<float>();
+  a.v_colors = v_colors.data_ptr<float>();
+  a.v_depths = v_depths.data_ptr<float>();
+  a.v_means = std::get<0>(g).data_ptr<float>();
+  a.v_quats = std::get<1>(g).data_ptr<float>();
+  a.v_log_scales = std::get<2>(g).data_ptr<float>();
+  a.v_opacity_logits = std::get<3>(g).data_ptr<float>();
+  a.v_sh = std::get<4>(g).data_ptr<float>();
+}
+
+inline CompositeArgs make_composite_args(const at::Tensor& offsets, const at::Tensor& alphas,
+                                         const at::Tensor& colors, const at::Tensor& ts,
+                                         const at::Tensor& background) {
+  SF_CHECK_INPUT(offsets, at::kLong);
+  for (const at::Tensor* t : {&alphas, &colors, &ts, &background}) SF_CHECK_INPUT(*t, at::kFloat);
+  const int64_t M = alphas.size(0), R = offsets.size(0) - 1;
+  TORCH_CHECK(offsets.dim() == 1 && R >= 0, "offsets must be [R + 1]");
+  TORCH_CHECK(alphas.dim() == 1 && colors.sizes() == at::IntArrayRef({M, 3}) &&
+                  ts.sizes() == at::IntArrayRef({M}),
+              "samples must be alphas [M], colors [M, 3], ts [M]");
+  TORCH_CHECK(background.sizes() == at::IntArrayRef({R, 3}), "background must be [R, 3]");
+  CompositeArgs a{};
+  a.offsets = offsets.data_ptr<int64_t>();
+  a.alphas = alphas.data_ptr<float>();
+  a.colors = colors.data_ptr<float>();
+  a.ts = ts.data_ptr<float>();
+  a.background = background.data_ptr<float>();
+  a.R = R;
+  return a;
+}
+
+inline Tensor5 alloc_composite_outputs(const at::Tensor& like, int64_t R) {
+  auto f = like.options();
+  return {at::empty({R, 3}, f), at::empty({R}, f), at::empty({R}, f), at::empty({R}, f),
+          at::empty({R}, f.dtype(at::kLong))};
+}
+
+inline void set_composite_outputs(CompositeArgs& a, Tensor5& o) {
+  a.out_rgb = std::get<0>(o).data_ptr<float>();
+  a.out_depth = std::get<1>(o).data_ptr<float>();
+  a.out_alpha = std::get<2>(o).data_ptr<float>();
+  a.final_T = std::get<3>(o).data_ptr<float>();
+  a.last = std::get<4>(o).data_ptr<int64_t>();
+}
+
+inline Tensor3 alloc_composite_grads(const at::Tensor& alphas, const at::Tensor& colors,
+                                     const at::Tensor& ts) {
+  return {at::empty_like(alphas), at::empty_like(colors), at::empty_like(ts)};
+}
+
+inline void set_composite_grads(CompositeArgs& a, const at::Tensor& final_T,
+                                const at::Tensor& last, const at::Tensor& v_rgb,
+                                const at::Tensor& v_depth, const at::Tensor& v_alpha,
+                                Tensor3& g) {
+  SF_CHECK_INPUT(final_T, at::kFloat);
+  SF_CHECK_INPUT(last, at::kLong);
+  for (const at::Tensor* t : {&v_rgb, &v_depth, &v_alpha}) SF_CHECK_INPUT(*t, at::kFloat);
+  TORCH_CHECK(v_rgb.numel() == 3 * a.R && v_depth.numel() == a.R && v_alpha.numel() == a.R,
+              "composite gradients must be [R, ...]");
+  a.final_T = const_cast<float*>(final_T.data_ptr<float>());
+  a.last = const_cast<int64_t*>(last.data_ptr<int64_t>());
+  a.v_rgb = v_rgb.data_ptr<float>();
+  a.v_depth = v_depth.data_ptr<float>();
+  a.v_alpha = v_alpha.data_ptr<float>();
+  a.v_alphas = std::get<0>(g).data_ptr<float>();
+  a.v_colors = std::get<1>(g).data_ptr<float>();
+  a.v_ts = std::get<2>(g).data_ptr<float>();
+}
+
+// Outputs of the rasterizer forward that its backward needs again.
+// image [B,H,W,3], depth [B,H,W,1], alpha [B,H,W,1], final_T [B,H,W],
+// last [B,H,W] (int64, one past the last flat entry composited),
+// tile_offsets [B*TY*TX+1] (int64), flat_ids [M] (int32 Gaussian index),
+// gauss_offsets [B*N+1] (int64), gauss_entries [M] (int64 flat position of
+// each of a Gaussian's tile entries), importance [B,N].
+using RasterFwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// Declarations of the CPU drivers (the CUDA ones mirror them in gpu/).
+Tensor6 project_fwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, int64_t, int64_t, int64_t, double, double, double,
+                        bool);
+Tensor5 project_bwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, int64_t, int64_t, int64_t, double, double, double,
+                        bool, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, const at::Tensor&, const at::Tensor&);
+RasterFwd rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
+                            const at::Tensor& opacities, const at::Tensor& colors,
+                            const at::Tensor& depths, const at::Tensor& radii,
+                            const at::Tensor& background, int64_t width, int64_t height);
+Tensor6 rasterize_bwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
+                          const at::Tensor& opacities, const at::Tensor& colors,
+                          const at::Tensor& depths, const at::Tensor& background, int64_t width,
+                          int64_t height, const at::Tensor& final_T, const at::Tensor& last,
+                          const at::Tensor& tile_offsets, const at::Tensor& flat_ids,
+                          const at::Tensor& gauss_offsets, const at::Tensor& gauss_entries,
+                          const at::Tensor& v_image, const at::Tensor& v_depth,
+                          const at::Tensor& v_alpha, bool want_split2d);
+Tensor5 composite_fwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const at::Tensor&, const at::Tensor&);
+Tensor3 composite_bwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const at::Tensor&);
+
+}  // namespace splatfield

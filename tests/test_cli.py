@@ -1,0 +1,366 @@
+"""The `splatfield` command line: bench raster, demo, errors, and the footprint-pair counter."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from splatfield.apps import bench, cli, demo, scene_io
+from splatfield.render import STATISTICS, Cameras, Gaussians, _ext, reference
+
+REQUIRED_KEYS = {"forward_ms", "backward_ms", "pairs_per_s", "peak_rss_mb", "threads", "backend", "gaussians", "width", "height"}
+EXTRA_KEYS = {"total_ms", "stats", "scene", "repeats", "cpu", "torch"}
+
+NATIVE = _ext.native_available()
+BACKEND = "native" if NATIVE else "reference"
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "splatfield.apps.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *, code: int, starts: str) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip("\n").splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(starts), lines[0]
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def test_literals_mirror_the_renderer():
+    assert typing.get_args(cli.StatisticName) == STATISTICS
+    assert set(typing.get_args(cli.BackendName)) == {"native", "reference"}
+
+
+def test_parse_bench_raster_and_demo():
+    cmd = cli.parse(["bench", "raster", "--gaussians", "7", "--backend", "native", "reference", "--stats", "grad2d",
+                     "importance", "--sh-degree", "2", "--threads", "1"])  # fmt: skip
+    assert isinstance(cmd, cli.BenchRaster)
+    assert cmd.gaussians == 7 and cmd.scene is None
+    assert cmd.backend == ("native", "reference")
+    assert cmd.stats == ("grad2d", "importance")
+    assert cmd.sh_degree == 2 and cmd.threads == 1
+    assert (cmd.width, cmd.height, cmd.repeats, cmd.warmup, cmd.reference_repeats) == (400, 400, 10, 2, 3)
+    demo = cli.parse(["demo", "--frames", "3"])
+    assert isinstance(demo, cli.Demo) and demo.frames == 3 and demo.size == 256 and demo.gaussians == 20000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "raster", "--backend", "foo"],
+        ["bench", "raster", "--stats", "bogus"],
+        ["bench", "raster", "--sh-degree", "4"],
+        ["bench", "raster", "--scene", "x.bin", "--gaussians", "5"],
+        ["bench", "raster", "--width", "wide"],
+        ["bench"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_options_are_rejected_at_parse_time(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.parse(argv)
+    assert exc.value.code == 2
+
+
+def test_invalid_literal_exits_2_in_a_subprocess(tmp_path):
+    proc = run_cli("bench", "raster", "--backend", "foo", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "foo" in proc.stderr
+    assert proc.stdout == ""  # rejected before anything ran
+
+
+def test_option_out_of_range_is_one_line(tmp_path):
+    proc = run_cli("bench", "raster", "--gaussians", "10", "--width", "0", cwd=tmp_path)
+    assert_one_line_error(proc, code=2, starts="splatfield: error: --width: ")
+
+
+# ----------------------------------------------------------------------------- scene files
+
+
+def test_truncated_scene_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "cut.bin"
+    path.write_bytes(np.zeros((3, 14), "<f4").tobytes()[:-5])  # 3 rows less 5 bytes
+    proc = run_cli("bench", "raster", "--scene", str(path), cwd=tmp_path)
+    line = assert_one_line_error(proc, code=2, starts=f"splatfield: error: {path}: ")
+    assert "not a multiple of 56" in line
+
+
+def test_missing_scene_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "absent.bin"
+    proc = run_cli("bench", "raster", "--scene", str(path), cwd=tmp_path)
+    line = assert_one_line_error(proc, code=2, starts=f"splatfield: error: {path}: ")
+    assert "no such file" in line
+
+
+def test_scene_with_bad_values_is_an_input_error(tmp_path):
+    rows = np.zeros((4, 14), "<f4")
+    rows[:, 6] = 1.0  # identity rotation
+    rows[:, 10] = 0.5
+    rows[2, 10] = 1.5  # not a probability
+    path = tmp_path / "bad.bin"
+    rows.tofile(path)
+    with pytest.raises(scene_io.InputError, match=r"row 2: opacity 1.5"):
+        scene_io.read_bench_scene(path)
+    rows[2, 10] = 0.5
+    rows[1, 4] = np.nan
+    rows.tofile(path)
+    with pytest.raises(scene_io.InputError, match=r"row 1: log_scale1 is not finite"):
+        scene_io.read_bench_scene(path)
+
+
+def test_read_bench_scene_maps_the_columns(tmp_path):
+    gen = np.random.default_rng(3)
+    rows = np.concatenate(
+        [gen.uniform(-1, 1, (5, 3)), gen.uniform(-5, -3, (5, 3)), gen.normal(size=(5, 4)),
+         gen.uniform(0.1, 0.9, (5, 1)), gen.uniform(0, 1, (5, 3))], 1,
+    ).astype("<f4")  # fmt: skip
+    path = tmp_path / "five.bin"
+    rows.tofile(path)
+    g = scene_io.read_bench_scene(path)
+    t = torch.from_numpy(rows)
+    assert len(g) == 5 and g.means.dtype == torch.float32
+    assert torch.equal(g.means, t[:, 0:3])
+    assert torch.equal(g.log_scales, t[:, 3:6])  # bit for bit
+    assert torch.equal(g.quats, t[:, 6:10])
+    torch.testing.assert_close(torch.sigmoid(g.opacity_logits), t[:, 10])
+    torch.testing.assert_close(0.5 + 0.28209479177387814 * g.sh0[:, 0], t[:, 11:14])
+    assert g.shN.shape == (5, 0, 3)
+
+
+def test_bench_camera_is_the_readme_camera():
+    cam = scene_io.bench_camera(400, 400)
+    assert (cam.width, cam.height) == (400, 400)
+    torch.testing.assert_close(cam.Ks[0], torch.tensor([346.41016, 346.41016, 200.0, 200.0]))
+    assert torch.equal(cam.world_to_camera[0], torch.eye(4))
+    cam = scene_io.bench_camera(64, 48)
+    t = math.tan(math.radians(30))
+    torch.testing.assert_close(cam.Ks[0], torch.tensor([32 / t, 24 / t, 32.0, 24.0]))
+
+
+def test_random_scene_is_seeded_and_inside_the_frustum():
+    cam = scene_io.bench_camera(80, 60)
+    a = scene_io.random_bench_gaussians(4000, cam, seed=5)
+    b = scene_io.random_bench_gaussians(4000, cam, seed=5)
+    c = scene_io.random_bench_gaussians(4000, cam, seed=6)
+    assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+    assert not torch.equal(a.means, c.means)
+    z = a.means[:, 2]
+    assert z.min() >= 2 and z.max() <= 6 and z.max() - z.min() > 3.9
+    fx, fy, cx, cy = cam.Ks[0].tolist()
+    u = fx * a.means[:, 0] / z + cx
+    v = fy * a.means[:, 1] / z + cy
+    assert u.min() >= 0 and u.max() <= 80 and v.min() >= 0 and v.max() <= 60
+    assert u.min() < 1 and u.max() > 79  # uniform across the whole frustum
+    s = a.log_scales
+    assert s.min() >= math.log(0.005) - 1e-6 and s.max() <= math.log(0.05) + 1e-6
+    o = torch.sigmoid(a.opacity_logits)
+    assert o.min() >= 0.1 - 1e-6 and o.max() <= 0.9 + 1e-6
+    rgb = 0.5 + 0.28209479177387814 * a.sh0[:, 0]
+    assert rgb.min() >= -1e-6 and rgb.max() <= 1 + 1e-6
+    # uniform rotations: E[w^2] = 1/4 for each component of a uniform unit quaternion
+    torch.testing.assert_close(a.quats.square().mean(0), torch.full((4,), 0.25), atol=0.02, rtol=0)
+
+
+# ----------------------------------------------------------------------------- pair counting
+
+
+def brute_force_pairs(means2d, conics, opacities, radii, width, height) -> int:
+    """Dense: every visible Gaussian at every pixel centre, d^T C d <= 2 ln(255 o), float64."""
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64) + 0.5, torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij"
+    )
+    vis = (radii > 0).all(-1)
+    m, (a, b, c), o = means2d[vis], conics[vis].unbind(-1), opacities[vis]
+    dx = xs.reshape(-1, 1) - m[:, 0]
+    dy = ys.reshape(-1, 1) - m[:, 1]
+    q = a * dx * dx + 2 * b * dx * dy + c * dy * dy
+    return int((q <= 2 * torch.log(255 * o)).sum())
+
+
+def small_scene(n: int, seed: int) -> tuple[Gaussians, Cameras]:
+    gen = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    z = 1 + 5 * torch.rand(n, generator=gen, dtype=f64)
+    z[:5] = -1.0  # behind the camera: not rendered
+    xy = (torch.rand(n, 2, generator=gen, dtype=f64) * 2 - 1) * 0.9 * z[:, None]  # some off-screen
+    means = torch.cat([xy, z[:, None]], 1)
+    scales = torch.exp(torch.empty(n, 3, dtype=f64).uniform_(math.log(0.01), math.log(0.4), generator=gen))
+    quats = torch.randn(n, 4, generator=gen, dtype=f64)
+    opac = torch.empty(n, dtype=f64).uniform_(0.005, 0.99, generator=gen)  # a few below 1/255
+    rgb = torch.rand(n, 3, generator=gen, dtype=f64)
+    cam = scene_io.bench_camera(37, 29, dtype=f64)
+    return Gaussians.from_rgb(means, scales, quats, opac, rgb), cam
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pair_count_equals_brute_force(seed):
+    g, cam = small_scene(300, seed)
+    means2d, conics, opacities, _, _, radii = reference.project(
+        g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, cam.world_to_camera, cam.Ks,
+        cam.width, cam.height, 0, bench.NEAR_PLANE, bench.FAR_PLANE, bench.EPS2D, False,
+    )  # fmt: skip
+    args = (means2d[0], conics[0], opacities[0], radii[0], cam.width, cam.height)
+    expected = brute_force_pairs(*args)
+    assert expected > 1000  # the test scene is not trivial
+    assert 0 < int((radii[0] > 0).all(-1).sum()) < 300  # and some Gaussians are culled
+    assert bench.count_footprint_pairs(*args) == expected
+    assert bench.count_footprint_pairs(*args, max_rows=1) == expected  # many tiny chunks
+    # the wrapper used by the benchmark (visibility and centres from a render)
+    assert bench.footprint_pairs(g, cam, radii, means2d, sh_degree=0) == expected
+
+
+def test_pair_count_of_a_single_gaussian():
+    # isotropic: C = I / s^2, o = 1 -> d^T d <= 2 s^2 ln 255, a disc of radius r
+    s, W = 2.0, 41
+    r2 = 2 * s * s * math.log(255.0)
+    means2d = torch.tensor([[20.5, 20.5]], dtype=torch.float64)
+    conics = torch.tensor([[1 / s**2, 0.0, 1 / s**2]], dtype=torch.float64)
+    opac = torch.tensor([1.0], dtype=torch.float64)
+    radii = torch.tensor([[10, 10]], dtype=torch.int32)
+    disc = sum(1 for x in range(-20, 21) for y in range(-20, 21) if x * x + y * y <= r2)
+    assert bench.count_footprint_pairs(means2d, conics, opac, radii, W, W) == disc
+    # half of it off the left edge (centre on the pixel boundary x = 0)
+    left = bench.count_footprint_pairs(torch.tensor([[0.0, 20.5]], dtype=torch.float64), conics, opac, radii, W, W)
+    half = sum(1 for x in range(0, 21) for y in range(-20, 21) if (x + 0.5) ** 2 + y * y <= r2)
+    assert left == half
+    assert bench.count_footprint_pairs(means2d, conics, opac, torch.zeros_like(radii), W, W) == 0
+
+
+# ----------------------------------------------------------------------------- bench raster
+
+
+def test_bench_raster_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli(
+        "bench", "raster", "--gaussians", "2000", "--width", "64", "--height", "48", "--repeats", "2",
+        "--warmup", "1", "--backend", BACKEND, "--json", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    data = json.loads(out.read_text())
+    assert set(data) == REQUIRED_KEYS | EXTRA_KEYS
+    assert data["backend"] == BACKEND
+    assert (data["gaussians"], data["width"], data["height"], data["repeats"]) == (2000, 64, 48, 2)
+    assert data["forward_ms"] > 0 and data["backward_ms"] > 0
+    assert data["total_ms"] >= max(data["forward_ms"], data["backward_ms"])
+    assert data["pairs_per_s"] > 0
+    assert 10 < data["peak_rss_mb"] < 64 * 1024
+    assert data["threads"] >= 1
+    assert data["stats"] == [] and data["scene"] == "random (seed 0)"
+    assert data["torch"] == torch.__version__
+    assert data["cpu"]["logical_cores"] == os.cpu_count() and data["cpu"]["model"]
+    # the table: a row for the backend, the definition of pairs
+    assert re.search(rf"^{BACKEND}\s+1\+2\s", proc.stdout, re.M), proc.stdout
+    assert "alpha >= 1/255" in proc.stdout
+    assert not list(tmp_path.glob(".bench.json.*"))  # no temporary file left behind
+
+
+def test_time_raster_pairs_match_the_projection():
+    cam = scene_io.bench_camera(40, 30)
+    g = scene_io.random_bench_gaussians(500, cam, seed=2)
+    r = bench.time_raster(g, cam, BACKEND, repeats=1, warmup=0, stats=("importance",))
+    gd, cd = g.to(dtype=torch.float64), cam.to(dtype=torch.float64)
+    m2, con, op, _, _, rad = reference.project(
+        gd.means, gd.quats, gd.log_scales, gd.opacity_logits, gd.sh, cd.world_to_camera, cd.Ks, 40, 30, 0,
+        bench.NEAR_PLANE, bench.FAR_PLANE, bench.EPS2D, False,
+    )  # fmt: skip
+    assert r.pairs == brute_force_pairs(m2[0], con[0], op[0], rad[0], 40, 30)
+    assert r.pairs_per_s == pytest.approx(r.pairs / (r.forward_ms / 1e3))
+    assert r.visible == 500 and r.stats == ["importance"]
+
+
+def test_results_json_for_several_backends():
+    def result(backend, f, b):
+        return bench.RasterBenchResult(
+            backend=backend, forward_ms=f, backward_ms=b, total_ms=f + b, pairs_per_s=1.0, pairs=1, visible=1,
+            peak_rss_mb=1.0, threads=1, gaussians=1, width=1, height=1, repeats=1, warmup=0, stats=[], scene="s",
+            cpu={}, torch="t",
+        )  # fmt: skip
+
+    one = bench.results_json([result("native", 1.0, 2.0)])
+    assert set(one) == REQUIRED_KEYS | EXTRA_KEYS
+    both = bench.results_json([result("native", 1.0, 2.0), result("reference", 10.0, 30.0)])
+    assert set(both) == {"results", "ratios"}
+    assert [r["backend"] for r in both["results"]] == ["native", "reference"]
+    assert both["ratios"] == pytest.approx({"forward": 10.0, "backward": 15.0, "total": 40.0 / 3.0})
+
+
+def test_write_json_atomic(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("old")
+    bench.write_json_atomic(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splatfield.apps.cli", "bench", "raster", "--gaussians", "500", "--width", "32",
+         "--height", "32", "--repeats", "1000000", "--backend", BACKEND],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:  # wait until the timing loop runs (the table header is printed)
+            if line.startswith("backend") or time.monotonic() > deadline:
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["splatfield: interrupted"]
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def test_demo_writes_frames_and_contact_sheet(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "--out", str(out), "--frames", "2", "--size", "48", "--gaussians", "500", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    frames = sorted((out / "frames").glob("frame_*.png"))
+    assert [f.name for f in frames] == ["frame_000.png", "frame_001.png"]
+    first = np.asarray(Image.open(frames[0]))
+    assert first.shape == (48, 48, 3)
+    assert first.std() > 10  # something was drawn, not a flat background
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.size[0] >= 2 * 48 and sheet.size[1] >= 48
+    assert f"contact sheet: {out / 'contact_sheet.png'}" in proc.stdout
+    if NATIVE:
+        m = re.search(r"max \|diff\| = ([0-9.e+-]+) \(ok\)", proc.stdout)
+        assert m, proc.stdout
+        assert float(m.group(1)) < 1e-3
+
+
+def test_demo_scene_is_seeded():
+    a = demo.demo_scene(1000, seed=4)
+    b = demo.demo_scene(1000, seed=4)
+    assert len(a) == 1000
+    assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+    assert all(bool(t.isfinite().all()) for t in a.tensors())
