@@ -58,10 +58,14 @@ class BenchRaster:
     Peak RSS is the whole process's peak: compare configurations from separate invocations.
     """
 
-    scene: Annotated[Optional[Path], SceneSource, tyro.conf.arg(metavar="FILE")] = None
-    """Benchmark scene file (float32 LE rows of 14: x y z | log_scale0..2 | qw qx qy qz | opacity | r g b), e.g. shared/bench/gaussians_100k.bin."""
-    gaussians: Annotated[Optional[int], SceneSource, tyro.conf.arg(metavar="N")] = None
-    """Generate N random Gaussians distributed like the shared scene (seeded by --seed); the default when neither is given: 100000."""
+    scene: Annotated[
+        Optional[Path], SceneSource, tyro.conf.arg(metavar="FILE", help_behavior_hint="(default: a random scene)")
+    ] = None
+    """Benchmark scene (float32 LE rows: x y z | log_scale0..2 | qw qx qy qz | opacity | r g b)."""
+    gaussians: Annotated[
+        Optional[int], SceneSource, tyro.conf.arg(metavar="N", help_behavior_hint=f"(default: {DEFAULT_GAUSSIANS})")
+    ] = None
+    """N random Gaussians distributed like the shared scene, seeded by --seed."""
     width: int = 400
     """Image width in pixels (the camera has a 60 degree field of view in x and in y)."""
     height: int = 400
@@ -74,13 +78,13 @@ class BenchRaster:
     """Untimed iterations before the timed ones."""
     reference_repeats: int = 3
     """Caps --repeats for the (slow, pure PyTorch) reference backend."""
-    threads: Annotated[Optional[int], tyro.conf.arg(metavar="T")] = None
-    """torch.set_num_threads(T) before running (default: torch's choice, e.g. OMP_NUM_THREADS)."""
-    stats: tuple[StatisticName, ...] = ()
+    threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
+    """torch.set_num_threads(T) before running (otherwise torch's default, e.g. OMP_NUM_THREADS)."""
+    stats: Annotated[tuple[StatisticName, ...], tyro.conf.arg(help_behavior_hint="(default: none)")] = ()
     """Per-Gaussian statistics the backward pass also accumulates."""
     sh_degree: Literal[0, 1, 2, 3] = 0
     """Spherical-harmonics degree evaluated (coefficients above 0 are zero)."""
-    json: Annotated[Optional[Path], tyro.conf.arg(metavar="FILE")] = None
+    json: Annotated[Optional[Path], tyro.conf.arg(metavar="FILE", help_behavior_hint="(default: no file)")] = None
     """Also write the results as JSON (atomically) to FILE."""
     seed: int = 0
     """Seed of the random scene (--gaussians)."""
@@ -200,7 +204,7 @@ def run_bench_raster(cfg: BenchRaster) -> int:
         f"60° fov (fx={fx:.2f}), sh degree {cfg.sh_degree}, stats: {', '.join(cfg.stats) or 'none'}"
     )
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine['model']} "
+        f"torch {torch.__version__}, threads: {torch.get_num_threads()}, {machine['model']} "
         f"({machine['logical_cores']} logical cores); medians after warm-ups"
     )
     header = (

@@ -76,7 +76,7 @@ def read_bench_rows(path: str | os.PathLike[str]) -> np.ndarray:
     out = (op < 0) | (op > 1)
     if out.any():
         r = int(np.argmax(out))
-        raise InputError(path, f"row {r}: opacity {op[r]} is outside [0, 1] (the file stores a probability, not a logit)")
+        raise InputError(path, f"row {r}: opacity {op[r]} is outside [0, 1] (stored as a probability, not a logit)")
     if not (np.square(rows[:, 6:10]).sum(1) > 0).all():
         r = int(np.argmax(~(np.square(rows[:, 6:10]).sum(1) > 0)))
         raise InputError(path, f"row {r}: the quaternion is zero")

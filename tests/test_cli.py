@@ -20,7 +20,9 @@ import torch
 from splatfield.apps import bench, cli, demo, scene_io
 from splatfield.render import STATISTICS, Cameras, Gaussians, _ext, reference
 
-REQUIRED_KEYS = {"forward_ms", "backward_ms", "pairs_per_s", "peak_rss_mb", "threads", "backend", "gaussians", "width", "height"}
+REQUIRED_KEYS = {
+    "forward_ms", "backward_ms", "pairs_per_s", "peak_rss_mb", "threads", "backend", "gaussians", "width", "height",
+}  # fmt: skip
 EXTRA_KEYS = {"total_ms", "stats", "scene", "repeats", "cpu", "torch"}
 
 NATIVE = _ext.native_available()
@@ -93,6 +95,19 @@ def test_invalid_literal_exits_2_in_a_subprocess(tmp_path):
 def test_option_out_of_range_is_one_line(tmp_path):
     proc = run_cli("bench", "raster", "--gaussians", "10", "--width", "0", cwd=tmp_path)
     assert_one_line_error(proc, code=2, starts="splatfield: error: --width: ")
+
+
+def test_unavailable_native_backend_is_one_line_exit_1(monkeypatch, capsys):
+    import splatfield.render
+
+    def unavailable(backend, device):
+        raise RuntimeError("native rasterizer unavailable: no compiler")
+
+    monkeypatch.setattr(splatfield.render, "resolve_backend", unavailable)
+    code = cli.run(["bench", "raster", "--gaussians", "10", "--width", "8", "--height", "8", "--backend", "native"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["splatfield: error: native rasterizer unavailable: no compiler"]
 
 
 # ----------------------------------------------------------------------------- scene files

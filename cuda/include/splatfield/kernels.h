@@ -80,11 +80,12 @@ SF_HD void project_forward_item(const ProjectArgs& a, int64_t b, int64_t n) {
   a.depths[i] = 0.f;
   a.radii[2 * i] = a.radii[2 * i + 1] = 0;
   if (!project_gaussian(g, cam, p, cache)) return;
-  const Vec3 rgb = sh_color(a.sh_degree, g.mean - camera_center(cam), a.sh + 3 * a.K * n);
-  if (!finite3(rgb)) {  // non-finite SH coefficients: mask the Gaussian
-    a.radii[2 * i] = a.radii[2 * i + 1] = 0;
-    return;
-  }
+  // Non-finite SH coefficients mask the Gaussian (checked on the coefficients: the
+  // colour's clamp at zero would hide a NaN).
+  const float* sh = a.sh + 3 * a.K * n;
+  for (int k = 0; k < 3 * sh_num_bases(a.sh_degree); ++k)
+    if (!isfinite(sh[k])) return;
+  const Vec3 rgb = sh_color(a.sh_degree, g.mean - camera_center(cam), sh);
   a.means2d[2 * i] = p.mean2d.x;
   a.means2d[2 * i + 1] = p.mean2d.y;
   a.conics[3 * i] = p.conic.a;

@@ -1,0 +1,45 @@
+# splatfield — setup and the two everyday commands. Everything here installs what it
+# needs on a fresh machine: Debian packages (when run as root), a virtual environment,
+# the pinned CPU build of torch, and the project itself.
+#
+#   make demo    set up, then run the demo
+#   make test    set up, then run the test suite
+#
+# On a machine with an NVIDIA GPU pick a CUDA build of torch, e.g.
+#   make test TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url <your CUDA wheel index>"
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+APT_PACKAGES ?= g++ make python3-venv
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench clean-cache
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first and pinned: an unpinned torch would pull several GB of CUDA wheels.
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_INDEX)
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/splatfield demo
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/splatfield bench raster --scene ../shared/bench/gaussians_100k.bin --backend native
+
+clean-cache:
+	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/splatfield
