@@ -87,8 +87,15 @@ def load(verbose: bool = False) -> bool:
             _state["cuda"] = with_cuda
         except Exception as exc:  # any build or load failure means: use the reference
             _state["ok"] = False
-            _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
+            _state["error"] = _one_line(exc)
         return bool(_state["ok"])
+
+
+def _one_line(exc: Exception) -> str:
+    """The most telling line of a build failure: the compiler's first error if any."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln or "error " in ln.lower()[:12]]
+    return f"{type(exc).__name__}: {(errors or lines or ['no message'])[0]}"
 
 
 def native_available() -> bool:

@@ -22,7 +22,7 @@ from .scenes import SceneSpec, make_scene, suite
 
 FWD_ATOL = 1e-5
 GRAD_RTOL = 1e-4
-MAX_AMBIGUOUS_FRACTION = 0.02
+MAX_AMBIGUOUS_FRACTION = 0.05  # dense scenes see hundreds of pairs per pixel
 STATS = ("grad2d", "importance", "split2d")
 PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN")
 

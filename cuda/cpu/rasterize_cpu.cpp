@@ -6,17 +6,18 @@
 // records where it landed, so per-entry results can be reduced per Gaussian
 // deterministically, without atomics.
 //
-// Tiles: unlike a GPU (one thread per pixel, every pixel tests every
-// Gaussian), a CPU thread owns a whole 16x16 tile and, for each Gaussian in
-// the tile's list, visits only the pixel columns of each row that can reach
-// alpha >= 1/255 (row_span). Tiles are handed out largest first from an atomic
-// counter to balance the threads.
+// Tiles: a thread owns a 16x16 tile and, for each Gaussian of the tile's list,
+// evaluates the tile rows its ellipse reaches, a row being one SIMD register of
+// pixels (16 with AVX-512, else 2 x 8 with the columns it reaches). The
+// per-pixel math is the templated code of composite.h, branch-free on lanes.
+// Tiles are handed out largest first from an atomic counter to balance threads.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "ops.h"
@@ -40,6 +41,31 @@ struct View {
 inline void pixel_range(float c, int r, int size, int& lo, int& hi) {
   lo = std::max(0, (int)floorf(c - (float)r - 0.5f));
   hi = std::min(size - 1, (int)ceilf(c + (float)r - 0.5f));
+}
+
+// Indices 0..N-1 sorted by depth, ties by index: a stable LSD radix sort on
+// the bits of the (positive) depths, three 11-bit digits.
+void depth_order(const float* depth, int64_t N, std::vector<int32_t>& order) {
+  std::vector<uint32_t> key(N), key2(N);
+  std::vector<int32_t> tmp(N);
+  for (int64_t i = 0; i < N; ++i) {
+    uint32_t k;
+    __builtin_memcpy(&k, &depth[i], 4);
+    key[i] = k;
+    order[i] = (int32_t)i;
+  }
+  for (int shift = 0; shift < 32; shift += 11) {
+    int64_t count[2049] = {};
+    for (int64_t i = 0; i < N; ++i) ++count[((key[i] >> shift) & 2047) + 1];
+    for (int d = 0; d < 2048; ++d) count[d + 1] += count[d];
+    for (int64_t i = 0; i < N; ++i) {
+      const int64_t pos = count[(key[i] >> shift) & 2047]++;
+      key2[pos] = key[i];
+      tmp[pos] = order[i];
+    }
+    key.swap(key2);
+    order.swap(tmp);
+  }
 }
 
 Bins bin_gaussians(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
@@ -88,34 +114,57 @@ Bins bin_gaussians(const at::Tensor& means2d, const at::Tensor& radii, const at:
   int32_t* ids = bins.flat_ids.data_ptr<int32_t>();
   int64_t* gent = bins.gauss_entries.data_ptr<int64_t>();
 
-  // Entries per tile, then tile start offsets.
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t n = 0; n < N; ++n) {
-      const int32_t* r = &rect[4 * (b * N + n)];
-      for (int ty = r[2]; ty < r[3]; ++ty)
-        for (int tx = r[0]; tx < r[1]; ++tx) ++toff[b * T + ty * bins.tiles_x + tx + 1];
-    }
-  for (int64_t t = 0; t < bins.num_tiles; ++t) toff[t + 1] += toff[t];
-
-  // Depth order per camera (ties broken by index, so the order is deterministic).
-  std::vector<int64_t> cursor(toff, toff + bins.num_tiles);
+  // Depth order per camera, then a stable counting sort of the entries into
+  // tiles: thread t takes a contiguous run of the depth order, counts its
+  // entries per tile, and writes them after those of threads < t, so each
+  // tile's list stays sorted front to back.
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  std::vector<int64_t> hist(threads * bins.num_tiles);
   std::vector<int32_t> order(N);
   for (int64_t b = 0; b < B; ++b) {
-    std::iota(order.begin(), order.end(), 0);
-    const float* d = dep + b * N;
-    std::sort(order.begin(), order.end(),
-              [d](int32_t i, int32_t j) { return d[i] < d[j] || (d[i] == d[j] && i < j); });
-    for (int32_t n : order) {
-      const int64_t i = b * N + n;
-      const int32_t* r = &rect[4 * i];
-      int64_t e = goff[i];
-      for (int ty = r[2]; ty < r[3]; ++ty)
-        for (int tx = r[0]; tx < r[1]; ++tx) {
-          const int64_t pos = cursor[b * T + ty * bins.tiles_x + tx]++;
-          ids[pos] = n;
-          gent[e++] = pos;
-        }
+    depth_order(dep + b * N, N, order);
+    const int64_t chunk = (N + threads - 1) / threads;
+    auto for_each_chunk = [&](auto&& fn) {
+      at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) fn(t, t * chunk, std::min(N, (t + 1) * chunk));
+      });
+    };
+    std::fill(hist.begin(), hist.end(), 0);
+    for_each_chunk([&](int64_t t, int64_t lo, int64_t hi) {
+      int64_t* h = &hist[t * bins.num_tiles];
+      for (int64_t j = lo; j < hi; ++j) {
+        const int32_t* r = &rect[4 * (b * N + order[j])];
+        for (int ty = r[2]; ty < r[3]; ++ty)
+          for (int tx = r[0]; tx < r[1]; ++tx) ++h[b * T + ty * bins.tiles_x + tx];
+      }
+    });
+    // cursor of (thread, tile) = tile start + entries of earlier threads in that tile
+    for (int64_t tile = b * T; tile < (b + 1) * T; ++tile) {
+      int64_t sum = 0;
+      for (int64_t t = 0; t < threads; ++t) {
+        const int64_t c = hist[t * bins.num_tiles + tile];
+        hist[t * bins.num_tiles + tile] = sum;
+        sum += c;
+      }
+      toff[tile + 1] = sum;
     }
+    for (int64_t tile = b * T; tile < (b + 1) * T; ++tile) toff[tile + 1] += toff[tile];
+    for_each_chunk([&](int64_t t, int64_t lo, int64_t hi) {
+      int64_t* cur = &hist[t * bins.num_tiles];
+      for (int64_t j = lo; j < hi; ++j) {
+        const int32_t n = order[j];
+        const int64_t i = b * N + n;
+        const int32_t* r = &rect[4 * i];
+        int64_t e = goff[i];
+        for (int ty = r[2]; ty < r[3]; ++ty)
+          for (int tx = r[0]; tx < r[1]; ++tx) {
+            const int64_t tile = b * T + ty * bins.tiles_x + tx;
+            const int64_t pos = toff[tile] + cur[tile]++;
+            ids[pos] = n;
+            gent[e++] = pos;
+          }
+      }
+    });
   }
   return bins;
 }
@@ -154,15 +203,14 @@ inline TileGeom tile_geom(int64_t tile, const Bins& bins, int64_t width, int64_t
 
 // One (camera, Gaussian) as the tile loops read it, packed once so an entry
 // costs one cache line, with the constants of its row spans precomputed.
-struct alignas(64) Splat {
+struct alignas(64) Splat {  // one cache line
   Vec2 mean;
   Sym2 conic;
   float opacity;
   float value[5];  // rgb, depth, 1 (alpha channel)
   float K;         // alpha >= kAlphaMin  <=>  d^T conic d <= K
-  float det;       // of the conic
-  float inv_a;     // 1 / conic.a
   float half_h;    // vertical half-extent of the ellipse d^T conic d <= K
+  float half_w;    // horizontal half-extent (padded like half_h)
 };
 
 std::vector<Splat> pack_splats(const View& v, int64_t count) {
@@ -179,38 +227,45 @@ std::vector<Splat> pack_splats(const View& v, int64_t count) {
       s.value[3] = v.depths[i];
       s.value[4] = 1.f;
       s.K = s.opacity > 0.f ? 2.f * logf(s.opacity / kAlphaMin) : -1.f;
-      s.det = s.conic.a * s.conic.c - s.conic.b * s.conic.b;
-      s.inv_a = 1.f / s.conic.a;
-      s.half_h = sqrtf(fmaxf(s.K, 0.f) * s.conic.a / fmaxf(s.det, 1e-30f));
+      // Extents of the ellipse d^T conic d <= K: sqrt(K * cov_yy), sqrt(K * cov_xx).
+      const float det = s.conic.a * s.conic.c - s.conic.b * s.conic.b;
+      s.half_h = sqrtf(fmaxf(s.K, 0.f) * s.conic.a / fmaxf(det, 1e-30f));
+      const float hw = sqrtf(fmaxf(s.K, 0.f) * s.conic.c / fmaxf(det, 1e-30f)) * 1.0001f + 1e-3f;
+      s.half_w = isfinite(hw) ? hw : 1e30f;
     }
   });
   return out;
 }
 
-constexpr int kLanes = 16;               // pixels per lane vector (f16)
+// Lane vectors: one register of the widest float SIMD the target has (GCC
+// splits wider vectors into slow element-wise code).
+#if defined(__AVX512F__)
+using VF = f16;
+using VI = i16;
+#else
+using VF = f8;
+using VI = i8;
+#endif
+constexpr int kLanes = sizeof(VF) / sizeof(float);  // pixels per lane vector
 constexpr int kVecs = kTile / kLanes;     // lane vectors per tile row
 
-inline bool any_active(const f16 (&T)[kTile][kVecs]) {
+// Marks the row vectors that still have a compositing pixel (T > 0); returns
+// whether any does.
+inline bool refresh_live(const VF (&T)[kTile][kVecs], bool (&live)[kTile][kVecs]) {
+  bool any = false;
   for (int r = 0; r < kTile; ++r)
-    for (int v = 0; v < kVecs; ++v)
-      for (int i = 0; i < kLanes; ++i)
-        if (T[r][v][i] > 0.f) return true;
-  return false;
+    for (int v = 0; v < kVecs; ++v) {
+      bool l = false;
+      for (int i = 0; i < kLanes; ++i) l |= T[r][v][i] > 0.f;
+      live[r][v] = l;
+      any |= l;
+    }
+  return any;
 }
 
 constexpr int kPrefetch = 4;  // entries ahead
 
-inline bool any_lane(i16 m) {
-  i16 x = m;
-  for (int w = kLanes / 2; w > 0; w /= 2) {  // OR-reduce without leaving vector registers
-    i16 y;
-    for (int i = 0; i < kLanes; ++i) y[i] = x[(i + w) % kLanes];
-    x = x | y;
-  }
-  return x[0] != 0;
-}
-
-inline float hsum(f16 v) {  // fixed order, so results are deterministic
+inline float hsum(VF v) {  // fixed order, so results are deterministic
   float s = 0.f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
   return s;
@@ -226,19 +281,19 @@ inline void for_each_covered_vector(const Splat& s, const TileGeom& g, Fn&& fn) 
     ylo = std::max(ylo, (int)floorf(s.mean.y - s.half_h * 1.0001f - 1e-3f - 0.5f));
     yhi = std::min(yhi, (int)ceilf(s.mean.y + s.half_h * 1.0001f + 1e-3f - 0.5f));
   }
-  f16 lane_dx;
-  for (int i = 0; i < kLanes; ++i) lane_dx[i] = (float)(g.x0 + i) + 0.5f - s.mean.x;
+  // Columns the footprint box reaches (with kVecs > 1, only those vectors).
+  const int v0 = std::max(0, (int)floorf(s.mean.x - s.half_w - 0.5f) - g.x0) / kLanes;
+  const int v1 = std::min(kTile - 1, std::max(0, (int)ceilf(s.mean.x + s.half_w - 0.5f) - g.x0)) / kLanes;
+  VF dx[kVecs];
+  for (int v = 0; v < kVecs; ++v)
+    for (int i = 0; i < kLanes; ++i) dx[v][i] = (float)(g.x0 + v * kLanes + i) + 0.5f - s.mean.x;
   for (int py = ylo; py <= yhi; ++py) {
-    const float dy = (float)py + 0.5f - s.mean.y;
-    float lo, hi;
-    if (!row_span(s.conic, s.K, s.det, s.inv_a, s.mean.x, dy, lo, hi)) continue;
-    const float rel_lo = fmaxf(lo - (float)g.x0, 0.f), rel_hi = fminf(hi - (float)g.x0, kTile - 1.f);
-    if (rel_lo > rel_hi) continue;
-    const f16 dyv = f16{} + dy;
-    for (int v = (int)rel_lo / kLanes; v <= (int)rel_hi / kLanes; ++v)
-      fn(py - g.y0, v, lane_dx + (float)(v * kLanes), dyv);
+    const VF dy = VF{} + ((float)py + 0.5f - s.mean.y);
+    for (int v = v0; v <= v1; ++v) fn(py - g.y0, v, dx[v], dy);
   }
 }
+
+static_assert(sizeof(Splat) == 64, "a splat is one cache line");
 
 }  // namespace
 
@@ -279,28 +334,31 @@ RasterFwd rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
     const TileGeom g = tile_geom(tile, bins, width, height);
     const int64_t start = toff[tile];
     // Lane state of the tile's pixels; lanes outside the image start finished (T < 0).
-    f16 T[kTile][kVecs], acc[5][kTile][kVecs];
-    i16 lst[kTile][kVecs];  // one past the last composited entry, relative to `start`
+    VF T[kTile][kVecs], acc[5][kTile][kVecs];
+    VI lst[kTile][kVecs];  // one past the last composited entry, relative to `start`
     for (int r = 0; r < kTile; ++r)
       for (int v = 0; v < kVecs; ++v) {
         for (int i = 0; i < kLanes; ++i)
           T[r][v][i] = (r < g.h && v * kLanes + i < g.w) ? 1.f : -1.f;
-        for (int ch = 0; ch < 5; ++ch) acc[ch][r][v] = f16{};
-        lst[r][v] = i16{};
+        for (int ch = 0; ch < 5; ++ch) acc[ch][r][v] = VF{};
+        lst[r][v] = VI{};
       }
+    // Row vectors with unfinished pixels, refreshed every 16 entries: a rarely
+    // changing flag is a well-predicted branch, unlike a per-row lane test.
+    bool live[kTile][kVecs];
     for (int64_t k = start; k < toff[tile + 1]; ++k) {
-      if (((k - start) & 15) == 15 && !any_active(T)) break;
+      if (((k - start) & 15) == 0 && !refresh_live(T, live)) break;
       // Entries are depth-sorted, so their Gaussians are scattered in memory.
       if (k + kPrefetch < toff[tile + 1]) __builtin_prefetch(&splats[g.b * N + ids[k + kPrefetch]]);
       const Splat& s = splats[g.b * N + ids[k]];
-      const i16 next = i16{} + (int)(k - start + 1);
-      f16 importance = f16{};
-      for_each_covered_vector(s, g, [&](int r, int vi, f16 dx, f16 dy) {
-        if (!any_lane(T[r][vi] > 0.f)) return;  // all eight pixels finished
-        f16 G;
-        const f16 a = gaussian_alpha(s.conic, s.opacity, dx, dy, G);
-        f16 px_acc[5] = {acc[0][r][vi], acc[1][r][vi], acc[2][r][vi], acc[3][r][vi], acc[4][r][vi]};
-        const f16 w = composite_step_masked<5>(a, s.value, T[r][vi], px_acc);
+      const VI next = VI{} + (int)(k - start + 1);
+      VF importance = VF{};
+      for_each_covered_vector(s, g, [&](int r, int vi, VF dx, VF dy) {
+        if (!live[r][vi]) return;
+        VF G;
+        const VF a = gaussian_alpha(s.conic, s.opacity, dx, dy, G);
+        VF px_acc[5] = {acc[0][r][vi], acc[1][r][vi], acc[2][r][vi], acc[3][r][vi], acc[4][r][vi]};
+        const VF w = composite_step_masked<5>(a, s.value, T[r][vi], px_acc);
         for (int ch = 0; ch < 5; ++ch) acc[ch][r][vi] = px_acc[ch];
         lst[r][vi] = w > 0.f ? next : lst[r][vi];
         importance += w;
@@ -372,11 +430,15 @@ Tensor6 rasterize_bwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
   const float* valp = v_alpha.data_ptr<float>();
   float* eg = entry_grads.data_ptr<float>();
 
-  for_each_tile(toff, bins.num_tiles, [&](int64_t tile) {
+  // A loss on RGB alone (the usual training case) leaves the depth and alpha
+  // gradients exactly zero: composite 3 channels instead of 5 then.
+  const bool aux = v_depth.ne(0).any().item<bool>() || v_alpha.ne(0).any().item<bool>();
+  auto backward_tile = [&](auto channels, int64_t tile) {
+    constexpr int C = decltype(channels)::value;
     const TileGeom g = tile_geom(tile, bins, width, height);
     const int64_t start = toff[tile];
-    f16 T[kTile][kVecs], behind[5][kTile][kVecs], vout[5][kTile][kVecs];
-    i16 lst[kTile][kVecs];  // relative to `start`; 0 for pixels outside the image
+    VF T[kTile][kVecs], behind[5][kTile][kVecs], vout[5][kTile][kVecs];
+    VI lst[kTile][kVecs];  // relative to `start`; 0 for pixels outside the image
     int64_t kmax = start;
     for (int r = 0; r < kTile; ++r)
       for (int vi = 0; vi < kVecs; ++vi)
@@ -395,34 +457,47 @@ Tensor6 rasterize_bwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
           vout[3][r][vi][i] = inside ? vdep[o] : 0.f;
           vout[4][r][vi][i] = inside ? valp[o] : 0.f;
         }
+    int row_last[kTile][kVecs];  // latest entry any pixel of the row vector composited
+    for (int r = 0; r < kTile; ++r)
+      for (int vi = 0; vi < kVecs; ++vi) {
+        row_last[r][vi] = 0;
+        for (int i = 0; i < kLanes; ++i) row_last[r][vi] = std::max(row_last[r][vi], lst[r][vi][i]);
+      }
     for (int64_t k = kmax - 1; k >= start; --k) {
+      const int k_rel = (int)(k - start);
       if (k - kPrefetch >= start) __builtin_prefetch(&splats[g.b * N + ids[k - kPrefetch]]);
       const Splat& s = splats[g.b * N + ids[k]];
-      const i16 rel = i16{} + (int)(k - start);
-      AlphaGradT<f16> ag{f16{}, f16{}, f16{}, f16{}, f16{}, f16{}};
-      f16 v_val[5] = {f16{}, f16{}, f16{}, f16{}, f16{}};
-      f16 split[3] = {f16{}, f16{}, f16{}};
-      for_each_covered_vector(s, g, [&](int r, int vi, f16 dx, f16 dy) {
-        if (!any_lane(rel < lst[r][vi])) return;  // no pixel composited this entry
-        f16 G;
-        const f16 a = gaussian_alpha(s.conic, s.opacity, dx, dy, G);
-        const i16 valid = (rel < lst[r][vi]) & (a >= kAlphaMin);
-        f16 bh[5], vo[5];
+      const VI rel = VI{} + (int)(k - start);
+      AlphaGradT<VF> ag{VF{}, VF{}, VF{}, VF{}, VF{}, VF{}};
+      VF v_val[5] = {VF{}, VF{}, VF{}, VF{}, VF{}};
+      VF split[3] = {VF{}, VF{}, VF{}};
+      for_each_covered_vector(s, g, [&](int r, int vi, VF dx, VF dy) {
+        if (k_rel >= row_last[r][vi]) return;
+        VF G;
+        const VF a = gaussian_alpha(s.conic, s.opacity, dx, dy, G);
+        const VI valid = (rel < lst[r][vi]) & (a >= kAlphaMin);
+        VF bh[5], vo[5];
         for (int ch = 0; ch < 5; ++ch) {
           bh[ch] = behind[ch][r][vi];
           vo[ch] = vout[ch][r][vi];
         }
-        const f16 va = composite_step_vjp_masked<5>(valid, a, s.value, vo, T[r][vi], bh, v_val);
+        const VF va = composite_step_vjp_masked<C>(valid, a, s.value, vo, T[r][vi], bh, v_val);
         for (int ch = 0; ch < 5; ++ch) behind[ch][r][vi] = bh[ch];
         gaussian_alpha_vjp(s.conic, s.opacity, dx, dy, G, va, ag);
         if (want_split2d) split2d_term(s.conic, s.opacity, dx, dy, G, va, split);
       });
       float* out = eg + kGradFields * k;
-      const f16 vals[kGradFields] = {ag.mx,    ag.my,    ag.a,     ag.b,     ag.c,
+      const VF vals[kGradFields] = {ag.mx,    ag.my,    ag.a,     ag.b,     ag.c,
                                     ag.opacity, v_val[0], v_val[1], v_val[2], v_val[3],
                                     split[0], split[1], split[2]};
       for (int j = 0; j < kGradFields; ++j) out[j] = hsum(vals[j]);
     }
+  };
+  for_each_tile(toff, bins.num_tiles, [&](int64_t tile) {
+    if (aux)
+      backward_tile(std::integral_constant<int, 5>{}, tile);
+    else
+      backward_tile(std::integral_constant<int, 3>{}, tile);
   });
 
   auto f = means2d.options();

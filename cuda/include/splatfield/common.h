@@ -81,17 +81,17 @@ SF_HD bool finite3(Vec3 v) { return isfinite(v.x) && isfinite(v.y) && isfinite(v
 // rest, with the same operation sequence for both so the results agree.
 // ---------------------------------------------------------------------------
 #if !defined(__CUDACC__)
-// One 16-pixel tile row: a single AVX-512 register, or two AVX2 ones.
+// Lane vectors for the CPU drivers: 16 floats (one AVX-512 register) or 8
+// (one AVX2 register); the driver picks the width the target supports.
 typedef float f16 __attribute__((vector_size(64)));
 typedef int i16 __attribute__((vector_size(64)));
-SF_HD f16 sf_trunc(f16 x) {
-  return __builtin_convertvector(__builtin_convertvector(x, i16), f16);
-}
+typedef float f8 __attribute__((vector_size(32)));
+typedef int i8 __attribute__((vector_size(32)));
 SF_HD f16 sf_pow2i(f16 n) {  // 2^n for integral n in [-126, 127]
   return (f16)((__builtin_convertvector(n, i16) + 127) << 23);
 }
+SF_HD f8 sf_pow2i(f8 n) { return (f8)((__builtin_convertvector(n, i8) + 127) << 23); }
 #endif
-SF_HD float sf_trunc(float x) { return (float)(int)x; }
 SF_HD float sf_pow2i(float n) {
   const int bits = ((int)n + 127) << 23;
 #if defined(__CUDA_ARCH__)
@@ -109,11 +109,12 @@ template <typename F>
 SF_HD F sf_max(F a, F b) { return a > b ? a : b; }
 
 // exp(x) to about 1 ulp (Cephes' expf polynomial); flushes to ~1e-38 below -87.
+// Rounds to the nearest integer with the 1.5 * 2^23 trick (valid because
+// -ffp-contract=off / --fmad=false keep the two additions apart).
 template <typename F>
 SF_HD F sf_exp(F x) {
   x = sf_max(sf_min(x, F{} + 88.f), F{} - 87.f);
-  F n = sf_trunc(x * 1.44269504088896341f + 0.5f);
-  n = n > x * 1.44269504088896341f + 0.5f ? n - 1.f : n;  // floor for negative values
+  const F n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
   const F r = x - n * 0.693359375f - n * -2.12194440e-4f;
   F p = F{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;

@@ -117,31 +117,4 @@ SF_HD F composite_step_vjp_masked(Mask valid, F alpha, const float* value, const
   return valid ? v_alpha * T : F{};
 }
 
-// Conservative span [lo, hi] of pixel columns in a row at vertical offset dy
-// (pixel centre minus mean) where d^T conic d <= K may hold, given the
-// conic's determinant and 1/conic.a. Returns false for an empty row; a span
-// that cannot be computed is the whole row. The per-pixel alpha test stays
-// the only exact decision.
-SF_HD bool row_span(Sym2 conic, float K, float det, float inv_a, float mx, float dy, float& lo,
-                    float& hi) {
-  lo = -INFINITY;
-  hi = INFINITY;
-  if (!(conic.a > 0.f) || !isfinite(det) || !isfinite(K) || !isfinite(inv_a)) return true;
-  // q(dx) = a dx^2 + 2 b dy dx + c dy^2 <= K  <=>  (a dx + b dy)^2 <= a K - det dy^2
-  const float aK = conic.a * K, ddy = det * dy * dy;
-  // Widened by a relative tolerance: rounding must never drop a pixel.
-  const float disc = aK - ddy + 1e-4f * (fabsf(aK) + fabsf(ddy));
-  if (disc < 0.f) return false;
-  const float r = sqrtf(disc) * inv_a;
-  const float c0 = -conic.b * dy * inv_a;
-  const float pad = 1e-3f + 1e-4f * (fabsf(c0) + r);
-  // pixel centre x + 0.5 = mx + dx
-  const float l = mx - 0.5f + c0 - r - pad, h = mx - 0.5f + c0 + r + pad;
-  if (isfinite(l) && isfinite(h)) {
-    lo = l;
-    hi = h;
-  }
-  return true;
-}
-
 }  // namespace splatfield
