@@ -36,11 +36,4 @@ TORCH_LIBRARY(splatfield, m) {
       "Tensor v_alpha) -> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(splatfield, CPU, m) {
-  m.impl("project_fwd", &splatfield::project_fwd_cpu);
-  m.impl("project_bwd", &splatfield::project_bwd_cpu);
-  m.impl("rasterize_fwd", &splatfield::rasterize_fwd_cpu);
-  m.impl("rasterize_bwd", &splatfield::rasterize_bwd_cpu);
-  m.impl("composite_fwd", &splatfield::composite_fwd_cpu);
-  m.impl("composite_bwd", &splatfield::composite_bwd_cpu);
-}
+TORCH_LIBRARY_IMPL(splatfield, CPU, m) { SF_REGISTER_DRIVERS(m, cpu); }

@@ -174,33 +174,51 @@ inline void set_composite_grads(CompositeArgs& a, const at::Tensor& final_T,
 using RasterFwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                              at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Declarations of the CPU drivers (the CUDA ones mirror them in gpu/).
-Tensor6 project_fwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, int64_t, int64_t, int64_t, double, double, double,
-                        bool);
-Tensor5 project_bwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, int64_t, int64_t, int64_t, double, double, double,
-                        bool, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, const at::Tensor&, const at::Tensor&);
-RasterFwd rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
-                            const at::Tensor& opacities, const at::Tensor& colors,
-                            const at::Tensor& depths, const at::Tensor& radii,
-                            const at::Tensor& background, int64_t width, int64_t height);
-Tensor6 rasterize_bwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
-                          const at::Tensor& opacities, const at::Tensor& colors,
-                          const at::Tensor& depths, const at::Tensor& background, int64_t width,
-                          int64_t height, const at::Tensor& final_T, const at::Tensor& last,
-                          const at::Tensor& tile_offsets, const at::Tensor& flat_ids,
-                          const at::Tensor& gauss_offsets, const at::Tensor& gauss_entries,
-                          const at::Tensor& v_image, const at::Tensor& v_depth,
-                          const at::Tensor& v_alpha, bool want_split2d);
-Tensor5 composite_fwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const at::Tensor&);
-Tensor3 composite_bwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&);
+// The six drivers of one device (suffix cpu or cuda), declared once here and
+// bound to the schemas of ops.cpp by SF_REGISTER_DRIVERS.
+#define SF_DECLARE_DRIVERS(dev)                                                                  \
+  Tensor6 project_fwd_##dev(const at::Tensor& means, const at::Tensor& quats,                   \
+                            const at::Tensor& log_scales, const at::Tensor& opacity_logits,     \
+                            const at::Tensor& sh, const at::Tensor& viewmats,                   \
+                            const at::Tensor& Ks, int64_t width, int64_t height,                \
+                            int64_t sh_degree, double near_plane, double far_plane,             \
+                            double eps2d, bool antialiased);                                    \
+  Tensor5 project_bwd_##dev(                                                                     \
+      const at::Tensor& means, const at::Tensor& quats, const at::Tensor& log_scales,           \
+      const at::Tensor& opacity_logits, const at::Tensor& sh, const at::Tensor& viewmats,       \
+      const at::Tensor& Ks, int64_t width, int64_t height, int64_t sh_degree, double near_plane, \
+      double far_plane, double eps2d, bool antialiased, const at::Tensor& radii,                \
+      const at::Tensor& v_means2d, const at::Tensor& v_conics, const at::Tensor& v_opacities,   \
+      const at::Tensor& v_colors, const at::Tensor& v_depths);                                  \
+  RasterFwd rasterize_fwd_##dev(const at::Tensor& means2d, const at::Tensor& conics,            \
+                                const at::Tensor& opacities, const at::Tensor& colors,          \
+                                const at::Tensor& depths, const at::Tensor& radii,              \
+                                const at::Tensor& background, int64_t width, int64_t height);   \
+  Tensor6 rasterize_bwd_##dev(                                                                   \
+      const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& opacities,         \
+      const at::Tensor& colors, const at::Tensor& depths, const at::Tensor& background,         \
+      int64_t width, int64_t height, const at::Tensor& final_T, const at::Tensor& last,         \
+      const at::Tensor& tile_offsets, const at::Tensor& flat_ids,                               \
+      const at::Tensor& gauss_offsets, const at::Tensor& gauss_entries,                         \
+      const at::Tensor& v_image, const at::Tensor& v_depth, const at::Tensor& v_alpha,          \
+      bool want_split2d);                                                                        \
+  Tensor5 composite_fwd_##dev(const at::Tensor& offsets, const at::Tensor& alphas,              \
+                              const at::Tensor& colors, const at::Tensor& ts,                   \
+                              const at::Tensor& background);                                    \
+  Tensor3 composite_bwd_##dev(const at::Tensor& offsets, const at::Tensor& alphas,              \
+                              const at::Tensor& colors, const at::Tensor& ts,                   \
+                              const at::Tensor& background, const at::Tensor& final_T,          \
+                              const at::Tensor& last, const at::Tensor& v_rgb,                  \
+                              const at::Tensor& v_depth, const at::Tensor& v_alpha);
+
+#define SF_REGISTER_DRIVERS(m, dev)                                   \
+  m.impl("project_fwd", &splatfield::project_fwd_##dev);              \
+  m.impl("project_bwd", &splatfield::project_bwd_##dev);              \
+  m.impl("rasterize_fwd", &splatfield::rasterize_fwd_##dev);          \
+  m.impl("rasterize_bwd", &splatfield::rasterize_bwd_##dev);          \
+  m.impl("composite_fwd", &splatfield::composite_fwd_##dev);          \
+  m.impl("composite_bwd", &splatfield::composite_bwd_##dev)
+
+SF_DECLARE_DRIVERS(cpu)
 
 }  // namespace splatfield

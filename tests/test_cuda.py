@@ -105,11 +105,16 @@ def test_cuda_sources_present_and_registered() -> None:
     blocks = []
     for src in GPU_SOURCES:
         text = src.read_text()
-        for m in re.finditer(r"TORCH_LIBRARY_IMPL\(\s*splatfield\s*,\s*CUDA\s*,\s*m\s*\)\s*\{(.*?)\n\}", text, re.S):
-            blocks.append(m.group(1))
+        blocks += re.findall(r"TORCH_LIBRARY_IMPL\(\s*splatfield\s*,\s*CUDA\s*,\s*m\s*\)\s*\{(.*?)\}", text, re.S)
     assert len(blocks) == 1, f"expected one TORCH_LIBRARY_IMPL(splatfield, CUDA, m), found {len(blocks)}"
-    registered = re.findall(r'm\.impl\("(\w+)"', blocks[0])
+    # the block binds the drivers through SF_REGISTER_DRIVERS(m, cuda) of ops.h
+    assert re.search(r"SF_REGISTER_DRIVERS\(\s*m\s*,\s*cuda\s*\)", blocks[0]), blocks[0]
+    macro = re.search(r"#define SF_REGISTER_DRIVERS\(m, dev\)(.*?)\n\n", (SOURCE_DIR / "ops.h").read_text(), re.S)
+    assert macro is not None
+    registered = re.findall(r'm\.impl\("(\w+)"', macro.group(1))
     assert sorted(registered) == sorted(schemas)
+    # and every driver it names is declared for CUDA
+    assert re.search(r"SF_DECLARE_DRIVERS\(\s*cuda\s*\)", (SOURCE_DIR / "gpu" / "register.cu").read_text())
 
 
 @pytest.mark.parametrize("src", GPU_SOURCES, ids=[p.name for p in GPU_SOURCES])

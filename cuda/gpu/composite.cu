@@ -1,13 +1,9 @@
 // CUDA driver for the compositing of packed ray samples: one thread per ray
 // running the shared bodies of kernels.h (front to back forward, back to front
 // VJP), exactly as the CPU driver does per ray.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
-#include <initializer_list>
 
+#include "launch.cuh"
 #include "ops.h"
 #include "splatfield/kernels.h"
 
@@ -15,16 +11,6 @@ namespace splatfield {
 namespace {
 
 constexpr int kThreads = 128;
-
-void check_cuda_inputs(std::initializer_list<const at::Tensor*> ts, const at::Tensor& ref) {
-  TORCH_CHECK(ref.is_cuda(), "splatfield CUDA op called with a non-CUDA tensor");
-  for (const at::Tensor* t : ts)
-    TORCH_CHECK(t->is_cuda() && t->device() == ref.device(),
-                "all tensors must be on the same CUDA device as ", ref.device(), ", got ",
-                t->device());
-}
-
-unsigned int num_blocks(int64_t n) { return (unsigned int)((n + kThreads - 1) / kThreads); }
 
 __global__ void __launch_bounds__(kThreads) composite_fwd_kernel(const CompositeArgs a) {
   const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -49,7 +35,7 @@ Tensor5 composite_fwd_cuda(const at::Tensor& offsets, const at::Tensor& alphas,
   auto outs = alloc_composite_outputs(alphas, a.R);
   set_composite_outputs(a, outs);
   if (a.R > 0) {
-    composite_fwd_kernel<<<num_blocks(a.R), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    composite_fwd_kernel<<<num_blocks(a.R, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -70,7 +56,7 @@ Tensor3 composite_bwd_cuda(const at::Tensor& offsets, const at::Tensor& alphas,
   set_composite_grads(a, final_T, last, v_rgb, v_depth, v_alpha, grads);
   TORCH_CHECK(final_T.numel() == a.R && last.numel() == a.R, "final_T and last must be [R]");
   if (a.R > 0) {
-    composite_bwd_kernel<<<num_blocks(a.R), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    composite_bwd_kernel<<<num_blocks(a.R, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

@@ -2,13 +2,9 @@
 // one thread per (camera, Gaussian) forward and one thread per Gaussian
 // backward (each thread loops over the cameras, so no atomics are needed and
 // the sums run in the same order as on the CPU).
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
-#include <initializer_list>
 
+#include "launch.cuh"
 #include "ops.h"
 #include "splatfield/kernels.h"
 
@@ -16,16 +12,6 @@ namespace splatfield {
 namespace {
 
 constexpr int kThreads = 128;
-
-void check_cuda_inputs(std::initializer_list<const at::Tensor*> ts, const at::Tensor& ref) {
-  TORCH_CHECK(ref.is_cuda(), "splatfield CUDA op called with a non-CUDA tensor");
-  for (const at::Tensor* t : ts)
-    TORCH_CHECK(t->is_cuda() && t->device() == ref.device(),
-                "all tensors must be on the same CUDA device as ", ref.device(), ", got ",
-                t->device());
-}
-
-unsigned int num_blocks(int64_t n) { return (unsigned int)((n + kThreads - 1) / kThreads); }
 
 __global__ void __launch_bounds__(kThreads) project_fwd_kernel(const ProjectArgs a) {
   const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -55,7 +41,7 @@ Tensor6 project_fwd_cuda(
   set_project_outputs(a, outs);
   const int64_t items = a.B * a.N;
   if (items > 0) {
-    project_fwd_kernel<<<num_blocks(items), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(a);
+    project_fwd_kernel<<<num_blocks(items, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return outs;
@@ -78,7 +64,7 @@ Tensor5 project_bwd_cuda(
   auto grads = alloc_project_grads(means, quats, log_scales, opacity_logits, sh);
   set_project_grads(a, radii, v_means2d, v_conics, v_opacities, v_colors, v_depths, grads);
   if (a.N > 0) {
-    project_bwd_kernel<<<num_blocks(a.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(a);
+    project_bwd_kernel<<<num_blocks(a.N, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return grads;

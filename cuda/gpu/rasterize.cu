@@ -18,15 +18,11 @@
 // in the forward, the 13 gradient fields in the backward) are reduced within
 // each warp and added with one atomicAdd per warp, then gathered per Gaussian
 // through gauss_offsets/gauss_entries in the CPU's order.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <cub/device/device_radix_sort.cuh>
-#include <initializer_list>
 #include <limits>
 
+#include "launch.cuh"
 #include "ops.h"
 #include "splatfield/composite.h"
 
@@ -37,16 +33,6 @@ constexpr int kPix = kTile * kTile;  // threads of a tile block, entries per bat
 constexpr int kGradFields = 13;      // mean2d(2) conic(3) opacity rgb(3) depth split2d(3)
 constexpr int kThreads = 256;        // 1D kernels
 constexpr unsigned kFullMask = 0xffffffffu;
-
-void check_cuda_inputs(std::initializer_list<const at::Tensor*> ts, const at::Tensor& ref) {
-  TORCH_CHECK(ref.is_cuda(), "splatfield CUDA op called with a non-CUDA tensor");
-  for (const at::Tensor* t : ts)
-    TORCH_CHECK(t->is_cuda() && t->device() == ref.device(),
-                "all tensors must be on the same CUDA device as ", ref.device(), ", got ",
-                t->device());
-}
-
-unsigned int num_blocks(int64_t n) { return (unsigned int)((n + kThreads - 1) / kThreads); }
 
 __device__ __forceinline__ int64_t global_index() {
   return (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -459,7 +445,7 @@ RasterFwd rasterize_fwd_cuda(const at::Tensor& means2d, const at::Tensor& conics
   if (BN > 0) {
     rects = at::empty({BN, 4}, f.dtype(at::kInt));
     at::Tensor counts = at::empty({BN}, l);
-    count_tiles_kernel<<<num_blocks(BN), kThreads, 0, stream>>>(
+    count_tiles_kernel<<<num_blocks(BN, kThreads), kThreads, 0, stream>>>(
         BN, means2d.data_ptr<float>(), radii.data_ptr<int32_t>(), (int)width, (int)height,
         reinterpret_cast<int4*>(rects.data_ptr<int32_t>()), counts.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -476,7 +462,7 @@ RasterFwd rasterize_fwd_cuda(const at::Tensor& means2d, const at::Tensor& conics
     at::Tensor vals = at::empty({M}, l), vals_alt = at::empty({M}, l);
     at::Tensor entry_gauss = at::empty({M}, f.dtype(at::kInt));
     uint64_t* keys_p = reinterpret_cast<uint64_t*>(keys.data_ptr<int64_t>());
-    emit_entries_kernel<<<num_blocks(BN), kThreads, 0, stream>>>(
+    emit_entries_kernel<<<num_blocks(BN, kThreads), kThreads, 0, stream>>>(
         BN, N, reinterpret_cast<const int4*>(rects.data_ptr<int32_t>()),
         gauss_offsets.data_ptr<int64_t>(), depths.data_ptr<float>(), tiles_per_cam,
         (int)tiles_x, keys_p, vals.data_ptr<int64_t>(), entry_gauss.data_ptr<int32_t>());
@@ -499,12 +485,12 @@ RasterFwd rasterize_fwd_cuda(const at::Tensor& means2d, const at::Tensor& conics
     sorted_keys = keys_in_alt ? keys_alt : keys;
     at::Tensor sorted_vals = val_buf.Current() == vals.data_ptr<int64_t>() ? vals : vals_alt;
 
-    scatter_entries_kernel<<<num_blocks(M), kThreads, 0, stream>>>(
+    scatter_entries_kernel<<<num_blocks(M, kThreads), kThreads, 0, stream>>>(
         M, sorted_vals.data_ptr<int64_t>(), entry_gauss.data_ptr<int32_t>(),
         flat_ids.data_ptr<int32_t>(), gauss_entries.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  tile_offsets_kernel<<<num_blocks(num_tiles + 1), kThreads, 0, stream>>>(
+  tile_offsets_kernel<<<num_blocks(num_tiles + 1, kThreads), kThreads, 0, stream>>>(
       num_tiles, M,
       M > 0 ? reinterpret_cast<const uint64_t*>(sorted_keys.data_ptr<int64_t>()) : nullptr,
       tile_offsets.data_ptr<int64_t>());
@@ -532,7 +518,7 @@ RasterFwd rasterize_fwd_cuda(const at::Tensor& means2d, const at::Tensor& conics
 
   at::Tensor importance = at::empty({B, N}, f);
   if (BN > 0) {
-    gather_importance_kernel<<<num_blocks(BN), kThreads, 0, stream>>>(
+    gather_importance_kernel<<<num_blocks(BN, kThreads), kThreads, 0, stream>>>(
         BN, gauss_offsets.data_ptr<int64_t>(), gauss_entries.data_ptr<int64_t>(),
         entry_importance.data_ptr<float>(), importance.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -603,7 +589,7 @@ Tensor6 rasterize_bwd_cuda(const at::Tensor& means2d, const at::Tensor& conics,
     o.v_colors = v_colors.data_ptr<float>();
     o.v_depths = v_depths.data_ptr<float>();
     o.split2d = split2d.data_ptr<float>();
-    gather_grads_kernel<<<num_blocks(BN), kThreads, 0, stream>>>(
+    gather_grads_kernel<<<num_blocks(BN, kThreads), kThreads, 0, stream>>>(
         BN, gauss_offsets.data_ptr<int64_t>(), gauss_entries.data_ptr<int64_t>(),
         entry_grads.data_ptr<float>(), o);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
