@@ -94,7 +94,7 @@ def load(verbose: bool = False) -> bool:
 def _one_line(exc: Exception) -> str:
     """The most telling line of a build failure: the compiler's first error if any."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error:" in ln or "error " in ln.lower()[:12]]
+    errors = [ln for ln in lines if "error:" in ln]
     return f"{type(exc).__name__}: {(errors or lines or ['no message'])[0]}"
 
 
