@@ -121,9 +121,17 @@ def test_extreme_but_finite_values_stay_finite(backend, request):
     means = g.means.clone()
     means[20:25, 2] = 1e-3  # inside the near plane
     means[25:30, 2] = 1e12  # beyond the far plane
-    out, gp = render_and_grad(g.with_(log_scales=ls, opacity_logits=logits, means=means), cams, backend)
+    ls[30:35] = -100.0  # scales exp(-100): denormal in float32
+    quats = g.quats.clone()
+    quats[35:40] = 1e-39  # denormal quaternion: its norm underflows, so it is masked
+    sh0 = g.sh0.clone()
+    sh0[40:45] = 1e-41  # denormal colour coefficients
+    means[45:50, :2] = 1e-40  # denormal coordinates
+    g = g.with_(log_scales=ls, opacity_logits=logits, means=means, quats=quats, sh0=sh0)
+    out, gp = render_and_grad(g, cams, backend)
     assert_all_finite(out, gp)
     assert (out.meta.radii[0, 15:30] == 0).all()
+    assert (out.meta.radii[0, 35:40] == 0).all()
 
 
 def test_native_huge_image_and_tiny_image(native):
