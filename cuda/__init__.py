@@ -16,3 +16,11 @@ def cpu_sources() -> list[Path]:
 
 def cuda_sources() -> list[Path]:
     return sorted((SOURCE_DIR / "gpu").glob("*.cu"))
+
+
+def header_files() -> list[Path]:
+    """Every header a source may include: what, besides the sources, keys a build."""
+    gpu = SOURCE_DIR / "gpu"
+    return sorted(INCLUDE_DIR.rglob("*.h")) + sorted(SOURCE_DIR.glob("*.h")) + sorted(gpu.glob("*.cuh")) + sorted(
+        gpu.glob("*.h")
+    )

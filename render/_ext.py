@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from splatfield.cuda import INCLUDE_DIR, SOURCE_DIR, cpu_sources, cuda_sources
+from splatfield.cuda import INCLUDE_DIR, SOURCE_DIR, cpu_sources, cuda_sources, header_files
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -46,7 +46,7 @@ def _build_dir(sources: list[Path], with_cuda: bool) -> Path:
     h = hashlib.sha256()
     h.update(torch.__version__.encode())
     h.update(repr((CPU_FLAGS, NVCC_FLAGS, with_cuda)).encode())
-    for path in sorted(sources) + sorted(INCLUDE_DIR.rglob("*.h")) + [SOURCE_DIR / "ops.h"] + sorted((SOURCE_DIR / "gpu").glob("*.cuh")):
+    for path in sorted(sources) + header_files():
         h.update(path.read_bytes())
     path = cache_root() / "ext" / h.hexdigest()[:16]
     path.mkdir(parents=True, exist_ok=True)

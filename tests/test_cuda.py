@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from splatfield.cuda import INCLUDE_DIR, SOURCE_DIR, cuda_sources
+from splatfield.cuda import INCLUDE_DIR, SOURCE_DIR, cuda_sources, header_files
 
 # ------------------------------------------------------------------ tolerances
 
@@ -89,9 +89,7 @@ def _compile_key(nvcc: str, flags: list[str], src: Path) -> str:
     version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
     h.update(repr((nvcc, version, torch.__version__, flags)).encode())
     h.update(src.read_bytes())
-    headers = sorted(INCLUDE_DIR.rglob("*.h")) + sorted(SOURCE_DIR.glob("*.h"))
-    headers += sorted((SOURCE_DIR / "gpu").glob("*.cuh")) + sorted((SOURCE_DIR / "gpu").glob("*.h"))
-    for path in headers:
+    for path in header_files():
         h.update(str(path.relative_to(SOURCE_DIR)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()

@@ -27,7 +27,7 @@ STATS = ("grad2d", "importance", "split2d")
 PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN")
 
 
-def _reference(g64: Gaussians, cams, bg64, spec: SceneSpec, weights, ambiguity: dict):
+def _reference(g64: Gaussians, cams, bg64, spec: SceneSpec, ambiguity: dict):
     degree = spec.sh_degree
     P = reference.project(
         g64.means, g64.quats, g64.log_scales, g64.opacity_logits, g64.sh,
@@ -67,7 +67,7 @@ def compare(spec: SceneSpec) -> dict[str, float]:
     weights = [torch.randn(B, H, W, c, generator=gen, dtype=torch.float64) for c in (3, 1, 1)]
     # the reference forward runs first (it defines which pixels are ambiguous); the loss
     # weights then vanish there, and only then is anything back-propagated
-    r_img, r_alpha, r_depth, r_stats, r_radii = _reference(g64, cams, bg64, spec, weights, ambiguity)
+    r_img, r_alpha, r_depth, r_stats, r_radii = _reference(g64, cams, bg64, spec, ambiguity)
     amb = ambiguity["pixels"]
     keep = (~amb)[..., None].double()
     weights = [w * keep for w in weights]
@@ -98,7 +98,7 @@ def compare(spec: SceneSpec) -> dict[str, float]:
         errors["grad_background"] = _rel_inf(bg32.grad, bg64.grad)
 
     # importance is a forward sum over pixels: compare Gaussians clear of ambiguous pixels
-    touched = _touches(amb, r_stats, r_radii, out)
+    touched = _touches(amb, r_radii, out)
     imp_n, imp_r = out.stats.importance, r_stats.importance
     errors["importance"] = _rel_inf(imp_n[~touched], imp_r[~touched]) if (~touched).any() else 0.0
     errors["grad2d"] = _rel_inf(out.stats.grad2d, r_stats.grad2d)
@@ -112,7 +112,7 @@ def _only_borderline_visibility(out, r_radii) -> bool:
     return int(diff.sum()) <= 2
 
 
-def _touches(amb: torch.Tensor, r_stats, radii: torch.Tensor, out) -> torch.Tensor:
+def _touches(amb: torch.Tensor, radii: torch.Tensor, out) -> torch.Tensor:
     """[B, N]: footprint boxes that reach an ambiguous pixel."""
     B, H, W = amb.shape
     m2 = out.meta.means2d.detach().double()
