@@ -24,7 +24,6 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -336,21 +335,6 @@ def results_json(results: Sequence[RasterBenchResult]) -> dict:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: object) -> None:
     """Writes ``obj`` as JSON to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from splatfield.scenes.checkpoint import atomic_write
+
+    atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))

@@ -18,14 +18,16 @@ is quick and Ctrl-C is caught from the start.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import tyro
-from tyro.conf import Suppress, subcommand
+from tyro.conf import subcommand
 from typing_extensions import Annotated
 
 PROG = "splatfield"
@@ -34,6 +36,7 @@ PROG = "splatfield"
 # parsing the command line does not import torch.
 StatisticName = Literal["grad2d", "importance", "split2d"]
 BackendName = Literal["native", "reference"]
+StrategyName = Literal["adc", "none"]
 SceneSource = tyro.conf.create_mutex_group(required=False, title="scene (one of)")
 
 DEFAULT_GAUSSIANS = 100_000
@@ -92,30 +95,104 @@ class BenchRaster:
 
 @dataclasses.dataclass(frozen=True)
 class Demo:
-    """Renders an orbit around a procedural scene of Gaussians with the native rasterizer,
-    writes the frames and a contact sheet, and checks a small view against the reference."""
+    """The whole job on a scene splatfield makes itself: ray casts a procedural tabletop
+    into a Blender-format dataset, trains Gaussians on it (3DGS density control, a few
+    minutes on a CPU), reports the held-out PSNR and renders an orbit of the result.
+    Run it again to reuse the dataset; a demo stopped with Ctrl-C continues."""
 
     out: Path = Path("runs/demo")
-    """Output folder: frames/ and contact_sheet.png are written there."""
+    """Output folder: data/, run/ (a run directory), frames/ and contact_sheet.png."""
+    size: int = 128
+    """Width and height of the dataset's images, in pixels."""
+    steps: int = 3000
+    """Training steps."""
     frames: int = 24
-    """Views around the orbit."""
-    size: int = 256
-    """Width and height of each view, in pixels."""
-    gaussians: int = 20000
-    """Gaussians in the scene."""
+    """Views of the orbit rendered from the trained scene."""
     seed: int = 0
-    """Seed of the scene."""
+    """Seed of the cameras, initial points and training."""
 
 
-# `bench` is a group whose sub-subcommands are benchmarks; tyro wants two arms in a Union,
-# hence the suppressed None (as tyro.extras.SubcommandApp does) until a second one exists.
+@dataclasses.dataclass(frozen=True)
+class Train:
+    """Trains a Gaussian-splatting scene on a dataset (Blender, transforms.json, COLMAP, LLFF)
+    into a run directory: config.yaml, checkpoints/, scene.ply, cameras.json, metrics.json,
+    renders/test/. Ctrl-C (or SIGTERM) saves a checkpoint; --resume RUN continues it."""
+
+    data: Annotated[Optional[Path], tyro.conf.Positional, tyro.conf.arg(metavar="DATA")] = None
+    """Dataset folder (or its transforms/poses file); not needed with --resume."""
+    strategy: StrategyName = "adc"
+    """Density control: adc (3DGS adaptive density control) or none (fixed Gaussians)."""
+    steps: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint="(default: 7000, or the resumed run's)")] = None
+    """Training steps (one view per step)."""
+    downscale: float = 1.0
+    """Divide the image size by this (cached resized images)."""
+    out: Annotated[Optional[Path], tyro.conf.arg(metavar="RUN", help_behavior_hint="(default: runs/<data>-<time>)")] = None
+    """Run directory to create."""
+    resume: Annotated[Optional[Path], tyro.conf.arg(metavar="RUN", help_behavior_hint="(default: a new run)")] = None
+    """Continue this run from its latest checkpoint, exactly where it stopped."""
+    seed: int = 0
+    """Seed of the initial points, view order and density control."""
+    sh_degree: Literal[0, 1, 2, 3] = 3
+    """Highest spherical-harmonics degree (grown by one every 1000 steps)."""
+    init_points: int = 100_000
+    """Random initial points when the dataset has no SfM points."""
+    test_every: int = 8
+    """Every n-th frame is a test view when the dataset has no split of its own."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints (0: only at the end and on Ctrl-C)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept (the newest)."""
+    eval: bool = True
+    """Evaluate on the test views when training finishes."""
+    threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
+    """torch.set_num_threads(T)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+    """Evaluates a run's latest checkpoint on its test views (PSNR, SSIM, LPIPS when its
+    weights are present locally); writes metrics.json and renders/test/."""
+
+    run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
+    """Run directory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchTrain:
+    """Times the first --steps training steps (render, loss, backward, density control,
+    Adam) on a dataset initialised as `splatfield train` does; reports the median step time.
+    The peers' figure (shared/bench): lego at --downscale 2 from 100k random points in
+    [-1.5, 1.5]^3 (--init-half-size 1.5)."""
+
+    data: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DATA")]
+    """Dataset folder."""
+    downscale: float = 2.0
+    """Divide the image size by this."""
+    steps: int = 100
+    """Training steps timed."""
+    init_points: int = 100_000
+    """Random initial points when the dataset has no SfM points."""
+    init_half_size: Annotated[Optional[float], tyro.conf.arg(help_behavior_hint="(default: extent / 3)")] = None
+    """Half size of the cube of random initial points (around the cameras' look-at centre)."""
+    strategy: StrategyName = "adc"
+    """Density control during the timed steps."""
+    threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
+    """torch.set_num_threads(T)."""
+    json: Annotated[Optional[Path], tyro.conf.arg(metavar="FILE", help_behavior_hint="(default: no file)")] = None
+    """Also write the results as JSON (atomically) to FILE."""
+    seed: int = 0
+    """Seed of the initial points and view order."""
+
+
 BenchCommand = Union[
     Annotated[BenchRaster, subcommand("raster")],
-    Annotated[None, Suppress],
+    Annotated[BenchTrain, subcommand("train")],
 ]
 
 Command = Union[
     Annotated[Any, subcommand("bench", description="Benchmarks.", constructor_factory=lambda: BenchCommand)],
+    Annotated[Train, subcommand("train")],
+    Annotated[Eval, subcommand("eval")],
     Annotated[Demo, subcommand("demo")],
 ]
 
@@ -249,38 +326,189 @@ def run_bench_raster(cfg: BenchRaster) -> int:
 
 
 def run_demo(cfg: Demo) -> int:
+    _at_least("--size", cfg.size, 16)
+    _at_least("--steps", cfg.steps, 1)
     _at_least("--frames", cfg.frames, 1)
-    _at_least("--size", cfg.size, 8)
-    _at_least("--gaussians", cfg.gaussians, 4)
     if cfg.out.exists() and not cfg.out.is_dir():
         raise CLIError(f"{cfg.out}: exists and is not a folder")
 
     from . import demo
 
-    with _progress(cfg.frames, "rendering", "frame") as bar:
-        res = demo.run_demo(
-            cfg.out, frames=cfg.frames, size=cfg.size, gaussians=cfg.gaussians, seed=cfg.seed,
-            on_frame=lambda i: bar.update(),
-        )  # fmt: skip
-    print(f"{PROG} demo: {res.gaussians:,} Gaussians, {res.frames} frames at {res.size}x{res.size}")
-    print(f"backend: {res.backend}; render per frame: {res.frame_ms_median:.1f} ms (median)")
-    if res.check_max_abs_diff is None:
-        print("check against the reference: skipped (the native rasterizer is unavailable)")
+    with _bars() as bars:
+        res = demo.run_demo(cfg.out, size=cfg.size, steps=cfg.steps, frames=cfg.frames, seed=cfg.seed,
+                            on_phase=_phase_bar(bars), on_step=_train_progress(cfg.steps, bars),
+                            log=lambda m: print(m, flush=True))  # fmt: skip
+    if not res.finished:
+        return _report_stop(res.stop_signal, res.steps, f"run {res.run}", f"{PROG} demo --out {cfg.out}")
+    print(f"{PROG} demo: dataset {res.dataset} (ray cast), run {res.run}")
+    if res.metrics is not None:
+        _print_metrics(res.metrics)
+        print(f"train time {res.metrics['train_seconds']:.0f} s for {res.steps} steps; metrics: {res.run / 'metrics.json'}")
+    print(f"orbit frames: {res.frames_dir}/; contact sheet: {res.contact_sheet}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train / eval
+
+
+@contextlib.contextmanager
+def _bars() -> Iterator[list]:
+    """A list of progress bars, all closed on the way out."""
+    bars: list = []
+    try:
+        yield bars
+    finally:
+        for b in bars:
+            b.close()
+
+
+def _report_stop(signal_name: str | None, step: int, saved: str, resume_command: str) -> int:
+    print(f"stopped by {signal_name} at step {step}; {saved}")
+    print(f"continue with: {resume_command}")
+    return 130 if signal_name == "SIGINT" else 143
+
+
+def _phase_bar(bars: list):
+    """on_phase for apps.train: a progress bar per phase (loading, evaluating)."""
+
+    def start(name: str, total: int) -> Callable[[int], None]:
+        for b in bars:
+            b.close()
+        bars.clear()
+        bars.append(_progress(total, name, "view"))
+        return bars[-1].update
+
+    return start
+
+
+def _train_progress(steps: int, bars: list) -> Callable[[Any], None]:
+    """on_step for apps.train: one bar over the steps with loss, PSNR and Gaussian count;
+    when stderr is not a terminal (a log file), a line every 5% of the steps instead."""
+    state: dict = {"bar": None, "t": None}
+    every = max(1, steps // 20)
+
+    def on_step(info: Any) -> None:
+        if state["bar"] is None:
+            for b in bars:
+                b.close()
+            bars.clear()
+            state["bar"] = _progress(steps, "training", "step")
+            state["bar"].update(info.step - 1)
+            bars.append(state["bar"])
+        bar = state["bar"]
+        bar.update(1)
+        if bar.disable and (info.step % every == 0 or info.step == steps):
+            now = time.perf_counter()
+            rate = "" if state["t"] is None else f", {(now - state['t'][0]) / (info.step - state['t'][1]):.3f} s/step"
+            state["t"] = (now, info.step)
+            print(f"step {info.step}/{steps}: loss {info.loss:.4f}, train-view PSNR {info.psnr:.2f} dB, "
+                  f"{info.num_gaussians:,} Gaussians{rate}", flush=True)  # fmt: skip
+        if info.step % 10 == 0 or info.step == steps:
+            bar.set_postfix(loss=f"{info.loss:.4f}", psnr=f"{info.psnr:.2f}", n=f"{info.num_gaussians:,}", refresh=False)
+
+    return on_step
+
+
+def _print_metrics(m: dict) -> None:
+    lp = "unavailable" if m["lpips"] is None else f"{m['lpips']:.4f}"
+    print(f"{m['split']} views: {m['views']} at {m['width']}x{m['height']} — PSNR {m['psnr']:.3f} dB, "
+          f"SSIM {m['ssim']:.4f}, LPIPS {lp}; {m['num_gaussians']:,} Gaussians")  # fmt: skip
+
+
+def run_train(cfg: Train) -> int:
+    from . import train as tr
+
+    if cfg.resume is None and cfg.data is None:
+        raise CLIError("DATA: give a dataset folder (or --resume RUN)")
+    for opt, v, lo in (("--steps", cfg.steps, 1), ("--init-points", cfg.init_points, 1), ("--test-every", cfg.test_every, 0),
+                       ("--checkpoint-every", cfg.checkpoint_every, 0), ("--keep-checkpoints", cfg.keep_checkpoints, 1),
+                       ("--threads", cfg.threads, 1)):  # fmt: skip
+        if v is not None:
+            _at_least(opt, v, lo)
+    if not cfg.downscale >= 1.0:
+        raise CLIError(f"--downscale: must be >= 1 (got {cfg.downscale})")
+    import torch
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if cfg.resume is not None:
+        run = cfg.resume
+        opts = tr.TrainOptions.from_yaml(run / "config.yaml")
+        if cfg.steps is not None:
+            opts = dataclasses.replace(opts, steps=cfg.steps)
     else:
-        verdict = "ok" if res.check_ok else f"EXCEEDS {demo.CHECK_TOLERANCE:g}"
-        print(
-            f"check native (float32) vs reference (float64), {res.check_size}x{res.check_size}, "
-            f"{res.check_gaussians:,} Gaussians: max |diff| = {res.check_max_abs_diff:.2e} ({verdict})"
-        )
-    print(f"frames: {res.frames_dir}/")
-    print(f"contact sheet: {res.contact_sheet}")
-    if not res.check_ok:
-        print(f"{PROG}: error: native and reference renders disagree", file=sys.stderr)
-        return 1
+        data = cfg.data
+        assert data is not None
+        if not data.exists():
+            raise CLIError(f"{data}: no such file or directory")
+        run = cfg.out if cfg.out is not None else tr.default_run_dir(data)
+        if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
+            raise CLIError(f"{run}: already holds a run (continue it with --resume {run}, or choose another --out)")
+        opts = tr.TrainOptions(
+            data=str(data.resolve()), out=str(run), strategy=cfg.strategy, steps=7000 if cfg.steps is None else cfg.steps,
+            downscale=cfg.downscale, test_every=cfg.test_every, seed=cfg.seed, sh_degree=cfg.sh_degree,
+            init_points=cfg.init_points, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
+            evaluate=cfg.eval,
+        )  # fmt: skip
+    with _bars() as bars:
+        res = tr.train(opts, resume=cfg.resume is not None, on_step=_train_progress(opts.steps, bars),
+                       on_phase=_phase_bar(bars), log=lambda m: print(m, flush=True))  # fmt: skip
+    if not res.finished:
+        return _report_stop(res.stop_signal, res.step, f"checkpoint {res.checkpoint}", f"{PROG} train --resume {res.run}")
+    print(f"trained {res.step} steps; checkpoint {res.checkpoint}; scene {res.run / 'scene.ply'}")
+    if res.metrics is not None:
+        _print_metrics(res.metrics)
+        print(f"train time {res.metrics['train_seconds']:.0f} s, peak RSS {res.metrics['peak_rss_mb']:.0f} MiB; "
+              f"metrics: {res.run / 'metrics.json'}")  # fmt: skip
+    return 0
+
+
+def run_eval(cfg: Eval) -> int:
+    from . import train as tr
+
+    with _bars() as bars:
+        m = tr.eval_run(cfg.run, on_phase=_phase_bar(bars))
+    _print_metrics(m)
+    print(f"metrics: {cfg.run / 'metrics.json'}")
+    return 0
+
+
+def run_bench_train(cfg: BenchTrain) -> int:
+    _at_least("--steps", cfg.steps, 1)
+    _at_least("--init-points", cfg.init_points, 1)
+    if cfg.threads is not None:
+        _at_least("--threads", cfg.threads, 1)
+    if not cfg.downscale >= 1.0:
+        raise CLIError(f"--downscale: must be >= 1 (got {cfg.downscale})")
+    if not cfg.data.exists():
+        raise CLIError(f"{cfg.data}: no such file or directory")
+    if cfg.json is not None:
+        _check_output_file(cfg.json)
+    import torch
+
+    from . import bench, bench_train
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    with _progress(cfg.steps, "training steps", "step") as bar:
+        r = bench_train.time_training(str(cfg.data), downscale=cfg.downscale, steps=cfg.steps,
+                                      init_points=cfg.init_points, init_half_size=cfg.init_half_size,
+                                      strategy=cfg.strategy, seed=cfg.seed, progress=bar.update)  # fmt: skip
+    print(f"{PROG} bench train: {r.dataset} at {r.width}x{r.height}, {r.initial_gaussians:,} initial Gaussians, "
+          f"strategy {r.strategy}, backend {r.backend}, {r.threads} threads ({r.cpu['model']})")  # fmt: skip
+    print(f"step time over the first {r.steps} steps: median {r.step_ms_median:.1f} ms "
+          f"(p10 {r.step_ms_p10:.1f}, p90 {r.step_ms_p90:.1f}); {r.total_seconds:.1f} s in all; "
+          f"{r.final_gaussians:,} Gaussians at the end; peak RSS {r.peak_rss_mb:.0f} MiB")  # fmt: skip
+    if cfg.json is not None:
+        bench.write_json_atomic(cfg.json, r.to_json())
+        print(f"wrote {cfg.json}")
     return 0
 
 
 HANDLERS: dict[type, Callable[[Any], int]] = {
+    BenchTrain: run_bench_train,
+    Train: run_train,
+    Eval: run_eval,
     BenchRaster: run_bench_raster,
     Demo: run_demo,
 }
@@ -317,11 +545,28 @@ def run(argv: Sequence[str] | None = None) -> int:
         _error(f"{exc.filename}: {(exc.strerror or str(exc)).lower()}")
         return 2
     except Exception as exc:
-        scene_io = sys.modules.get(f"{__package__}.scene_io")  # only raised once it is imported
-        if scene_io is not None and isinstance(exc, scene_io.InputError):
+        if _is_input_error(exc):
             _error(str(exc))
             return 2
         raise
+
+
+# Errors about what the user gave (a file, a run directory), each one line naming the file;
+# looked up only in modules already imported, so parsing stays free of heavy imports.
+_INPUT_ERRORS = (
+    ("splatfield.apps.scene_io", "InputError"),
+    ("splatfield.apps.train", "RunError"),
+    ("splatfield.data.dataset", "DatasetError"),
+    ("splatfield.scenes.formats.ply", "PlyError"),
+)
+
+
+def _is_input_error(exc: Exception) -> bool:
+    for module, name in _INPUT_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    return False
 
 
 def main() -> None:

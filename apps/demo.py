@@ -1,19 +1,16 @@
-"""``splatfield demo``: shows the rasterizer working on a procedural scene.
+"""``splatfield demo``: the whole job on a scene the project makes itself.
 
-Until the trainer exists the demo builds a colourful, recognisable scene directly out of
-Gaussians (a torus knot with a rainbow along its length, a striped sphere inside it, a
-ring around it and a checkered ground), renders an orbit around it with the native
-rasterizer, writes the frames and a contact sheet, and checks one small view against the
-float64 PyTorch reference.
+Writes a procedural Blender-format dataset (:mod:`splatfield.data.procedural`: analytic
+primitives ray cast with numpy — not splatfield's rasterizer), trains a Gaussian-splatting
+run on it with the 3DGS density control for a few minutes on the CPU, evaluates the
+held-out views and renders an orbit of the trained scene into frames and a contact sheet.
 
-Nothing here prints; :mod:`splatfield.apps.cli` does (progress goes through a callback).
+Nothing here prints; :mod:`splatfield.apps.cli` does (progress goes through callbacks).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,126 +19,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splatfield.render import Cameras, Gaussians, rasterize, resolve_backend
+from splatfield.data import procedural
+from splatfield.render import Cameras
+from splatfield.scenes.trainer import StepInfo
 
-from .scene_io import random_uniform_quats
+from . import train as tr
 
-BACKGROUND = (0.06, 0.06, 0.09)
-CHECK_SIZE = 64
-CHECK_GAUSSIANS = 3000
-# Native (float32) vs reference (float64) on the same view: float32 rounding, plus the odd
-# pixel where a contribution sits exactly at the alpha >= 1/255 cut-off in one but not
-# the other (a step of at most ~1/255 of a colour).
-CHECK_TOLERANCE = 1e-2
+BACKGROUND = (1.0, 1.0, 1.0)
 
 
-# ----------------------------------------------------------------------------- scene
-
-
-def _hsv_to_rgb(h: Tensor, s: Tensor | float, v: Tensor | float) -> Tensor:  # [...] -> [..., 3]
-    h = torch.remainder(h, 1.0)
-    s = torch.as_tensor(s, dtype=h.dtype).expand_as(h)
-    v = torch.as_tensor(v, dtype=h.dtype).expand_as(h)
-    k = torch.stack([torch.remainder(n + h * 6, 6) for n in (5.0, 3.0, 1.0)], -1)
-    return v[..., None] - v[..., None] * s[..., None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
-
-
-def _unit(v: Tensor) -> Tensor:
-    return torch.nn.functional.normalize(v, dim=-1)
-
-
-def _torus_knot(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor, float]:
-    """(2, 3) torus knot, a tube around it, rainbow hue along its length."""
-    p, q, R, r, tube = 2, 3, 1.0, 0.42, 0.14
-    t = 2 * math.pi * torch.rand(n, generator=gen, dtype=torch.float64)
-
-    def curve(t: Tensor) -> Tensor:
-        rho = R + r * torch.cos(q * t)
-        return torch.stack([rho * torch.cos(p * t), 0.15 + r * torch.sin(q * t), rho * torch.sin(p * t)], -1)
-
-    c = curve(t)
-    tangent = _unit(curve(t + 1e-4) - curve(t - 1e-4))
-    v = torch.randn(n, 3, generator=gen, dtype=torch.float64)
-    normal = _unit(v - (v * tangent).sum(-1, keepdim=True) * tangent)
-    pos = c + tube * normal
-    theta = torch.atan2(normal[:, 1], (normal[:, 0] ** 2 + normal[:, 2] ** 2).sqrt())
-    shade = 0.75 + 0.25 * torch.sin(theta)  # lit from above
-    rgb = _hsv_to_rgb(t / (2 * math.pi), 0.8, 1.0) * shade[:, None]
-    area = 2 * math.pi * tube * 14.0
-    return pos, rgb, area
-
-
-def _sphere_shell(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor, float]:
-    """Sphere shell in the knot's hole, white and blue latitude stripes."""
-    radius, centre = 0.38, torch.tensor([0.0, 0.15, 0.0], dtype=torch.float64)
-    d = _unit(torch.randn(n, 3, generator=gen, dtype=torch.float64))
-    lat = torch.asin(d[:, 1].clamp(-1, 1))
-    stripe = (torch.floor(lat / (math.pi / 8)).remainder(2) == 0)[:, None]
-    blue = torch.tensor([0.15, 0.35, 0.95], dtype=torch.float64)
-    white = torch.tensor([0.95, 0.95, 0.92], dtype=torch.float64)
-    rgb = torch.where(stripe, blue, white) * (0.8 + 0.2 * d[:, 1:2])
-    return centre + radius * d, rgb, 4 * math.pi * radius**2
-
-
-def _ring(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor, float]:
-    """A thin horizontal ring around everything, gold to magenta."""
-    big, tube, height = 2.0, 0.06, -0.35
-    phi = 2 * math.pi * torch.rand(n, generator=gen, dtype=torch.float64)
-    psi = 2 * math.pi * torch.rand(n, generator=gen, dtype=torch.float64)
-    rho = big + tube * torch.cos(psi)
-    pos = torch.stack([rho * torch.cos(phi), height + tube * torch.sin(psi), rho * torch.sin(phi)], -1)
-    w = (0.5 + 0.5 * torch.cos(phi))[:, None]
-    gold = torch.tensor([1.0, 0.78, 0.2], dtype=torch.float64)
-    magenta = torch.tensor([0.9, 0.2, 0.7], dtype=torch.float64)
-    return pos, w * gold + (1 - w) * magenta, 4 * math.pi**2 * big * tube
-
-
-def _ground(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor, float]:
-    """Checkered ground plane, its hue drifting across x, fading towards the edges."""
-    half, height, tile = 3.0, -1.1, 0.5
-    xz = (2 * torch.rand(n, 2, generator=gen, dtype=torch.float64) - 1) * half
-    pos = torch.stack([xz[:, 0], torch.full((n,), height, dtype=torch.float64), xz[:, 1]], -1)
-    check = (torch.floor(xz[:, 0] / tile) + torch.floor(xz[:, 1] / tile)).remainder(2)
-    hue = 0.45 + 0.1 * xz[:, 0] / half
-    rgb = _hsv_to_rgb(hue, 0.5, 0.35 + 0.45 * check)
-    fade = (1 - 0.6 * (xz.norm(dim=-1) / (half * math.sqrt(2))) ** 2)[:, None]
-    return pos, rgb * fade, (2 * half) ** 2
-
-
-def demo_scene(n: int = 20000, seed: int = 0) -> Gaussians:
-    """A seeded procedural scene of ``n`` Gaussians (float32, y up, centred on the origin)."""
-    if n < 4:
-        raise ValueError(f"the demo scene needs at least 4 Gaussians, got {n}")
-    gen = torch.Generator().manual_seed(int(seed))
-    parts = [(_torus_knot, 0.40), (_sphere_shell, 0.15), (_ring, 0.15), (_ground, 0.30)]
-    counts = [max(1, int(n * f)) for _, f in parts]
-    counts[0] += n - sum(counts)
-    means, scales, rgbs, flat = [], [], [], []
-    for (make, _), k in zip(parts, counts):
-        pos, rgb, area = make(k, gen)
-        s = 0.8 * math.sqrt(area / k)  # about the spacing of the points: a closed surface
-        jitter = torch.exp(0.25 * torch.randn(k, 3, generator=gen, dtype=torch.float64))
-        sc = s * jitter
-        if make is _ground:
-            sc[:, 1] = 0.004  # flat tiles; rotations are identity below
-        means.append(pos)
-        scales.append(sc)
-        rgbs.append(rgb.clamp(0, 1))
-        flat.append(torch.full((k,), make is _ground))
-    means_t, scales_t, rgb_t, flat_t = (torch.cat(x) for x in (means, scales, rgbs, flat))
-    quats = random_uniform_quats(n, gen, torch.float64)
-    quats[flat_t] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
-    opac = 0.75 + 0.2 * torch.rand(n, generator=gen, dtype=torch.float64)
-    g = Gaussians.from_rgb(means_t, scales_t, quats, opac, rgb_t)
-    return g.to(dtype=torch.float32)
-
-
-def orbit_cameras(frames: int, size: int, radius: float = 5.2, height: float = 2.1, fov_y: float = 45.0) -> Cameras:
-    """``frames`` pinhole cameras evenly around the y axis, looking at the scene's centre."""
+def orbit_cameras(frames: int, size: int, radius: float = 4.0, height: float = 2.0, fov_y: float = 40.0) -> Cameras:
+    """``frames`` pinhole cameras evenly around the z axis (the procedural scene's up),
+    looking at its centre."""
     phi = torch.arange(frames, dtype=torch.float64) * (2 * math.pi / frames)
-    eyes = torch.stack([radius * torch.sin(phi), torch.full_like(phi, height), radius * torch.cos(phi)], -1)
-    targets = torch.tensor([0.0, -0.15, 0.0], dtype=torch.float64).expand_as(eyes)
-    return Cameras.look_at(eyes, targets, (0.0, 1.0, 0.0), fov_y, size, size).to(dtype=torch.float32)
+    eyes = torch.stack([radius * torch.cos(phi), radius * torch.sin(phi), torch.full_like(phi, height)], -1)
+    targets = torch.tensor([0.0, 0.0, -0.2], dtype=torch.float64).expand_as(eyes)
+    return Cameras.look_at(eyes, targets, (0.0, 0.0, 1.0), fov_y, size, size).to(dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------- images
@@ -174,85 +67,59 @@ def contact_sheet(images: list[np.ndarray], tile: int = 256, gap: int = 4) -> "P
 
 @dataclass
 class DemoResult:
-    backend: str
-    gaussians: int
-    frames: int
-    size: int
-    frame_ms_median: float
-    frames_dir: Path
-    contact_sheet: Path
-    check_max_abs_diff: float | None  # native float32 vs reference float64; None if native is unavailable
-    check_size: int
-    check_gaussians: int
-
-    @property
-    def check_ok(self) -> bool:
-        return self.check_max_abs_diff is None or self.check_max_abs_diff <= CHECK_TOLERANCE
-
-
-def check_against_reference(scene: Gaussians, camera: Cameras, *, seed: int = 0) -> tuple[float, int]:
-    """Renders a ``CHECK_SIZE`` view of a subset with the native backend (float32) and the reference
-    (float64); returns the max abs image difference and the subset's size."""
-    k = min(CHECK_GAUSSIANS, len(scene))
-    gen = torch.Generator().manual_seed(int(seed) + 1)
-    sub = scene.select(torch.randperm(len(scene), generator=gen)[:k])
-    cam = camera.scale(CHECK_SIZE / camera.width)
-    with torch.no_grad():
-        native = rasterize(sub, cam, background=BACKGROUND, backend="native").image
-        ref = rasterize(
-            sub.to(dtype=torch.float64), cam.to(dtype=torch.float64), background=BACKGROUND, backend="reference"
-        ).image
-    return float((native.double() - ref).abs().max()), k
+    dataset: Path
+    run: Path
+    steps: int
+    finished: bool
+    stop_signal: str | None
+    metrics: dict | None
+    frames_dir: Path | None
+    contact_sheet: Path | None
 
 
 def run_demo(
     out: Path,
     *,
+    size: int = 128,
+    steps: int = 3000,
     frames: int = 24,
-    size: int = 256,
-    gaussians: int = 20000,
+    init_points: int = 20_000,
     seed: int = 0,
-    on_frame: Callable[[int], None] | None = None,
+    on_phase: Callable[[str, int], Callable[[int], None]] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    log: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Builds the scene, renders the orbit into ``out/frames/``, writes ``out/contact_sheet.png``
-    and checks a small view against the reference. ``on_frame(i)`` is called after each frame."""
-    from PIL import Image
+    phase = on_phase or (lambda name, total: (lambda n: None))
+    data = out / "data"
+    tick = phase("ray casting the scene", 56)
+    procedural.write_demo_dataset(data, size=size, seed=seed, on_view=lambda k: tick(1))
+    run = out / "run"
+    resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*.pt"))
+    opts = tr.TrainOptions(data=str(data.resolve()), out=str(run), steps=steps, seed=seed, init_points=init_points,
+                           init_half_size=1.0, checkpoint_every=500)  # fmt: skip
+    if resume:  # a demo stopped earlier continues where it was
+        opts = tr.TrainOptions.from_yaml(run / "config.yaml")
+    res = tr.train(opts, resume=resume, on_step=on_step, on_phase=phase, log=log)
+    if not res.finished:
+        return DemoResult(data, run, res.step, False, res.stop_signal, None, None, None)
 
-    scene = demo_scene(gaussians, seed)
-    cams = orbit_cameras(frames, size)
-    backend = resolve_backend("auto", scene.device)  # native unless it cannot be built (warns once)
+    from splatfield.scenes import checkpoint as ckpt
+    from splatfield.scenes.gaussian_scene import GaussianScene
+
+    scene = GaussianScene.from_state_dict(ckpt.load_checkpoint(res.checkpoint)["scene"])
     frames_dir = out / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
-    for old in frames_dir.glob("frame_*.png"):  # a previous, longer orbit
-        old.unlink()
-    images, times = [], []
-    digits = max(3, len(str(frames - 1)))
-    for i in range(frames):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            img = rasterize(scene, cams[i], background=BACKGROUND, antialiased=False, backend=backend).image[0]
-        times.append((time.perf_counter() - t0) * 1e3)
-        arr = to_uint8(img)
-        Image.fromarray(arr).save(frames_dir / f"frame_{i:0{digits}d}.png")
-        images.append(arr)
-        if on_frame is not None:
-            on_frame(i)
-    sheet_path = out / "contact_sheet.png"
-    tmp = sheet_path.with_name(f".{sheet_path.name}.tmp")
-    contact_sheet(images).save(tmp, format="PNG")
-    tmp.replace(sheet_path)
-    diff, k = (None, 0)
-    if backend == "native":
-        diff, k = check_against_reference(scene, cams[0], seed=seed)
-    return DemoResult(
-        backend=backend,
-        gaussians=len(scene),
-        frames=frames,
-        size=size,
-        frame_ms_median=float(statistics.median(times)),
-        frames_dir=frames_dir,
-        contact_sheet=sheet_path,
-        check_max_abs_diff=diff,
-        check_size=CHECK_SIZE,
-        check_gaussians=k,
-    )
+    cams = orbit_cameras(frames, max(size, 256))
+    tick = phase("rendering the orbit", frames)
+    images = []
+    from PIL import Image
+
+    with torch.no_grad():
+        for i in range(frames):
+            arr = to_uint8(scene.render(cams[i : i + 1], background=BACKGROUND).image[0])
+            Image.fromarray(arr).save(frames_dir / f"frame_{i:03d}.png")
+            images.append(arr)
+            tick(1)
+    sheet = out / "contact_sheet.png"
+    contact_sheet(images).save(sheet)
+    return DemoResult(data, run, res.step, True, None, res.metrics, frames_dir, sheet)

@@ -21,6 +21,6 @@ def cuda_sources() -> list[Path]:
 def header_files() -> list[Path]:
     """Every header a source may include: what, besides the sources, keys a build."""
     gpu = SOURCE_DIR / "gpu"
-    return sorted(INCLUDE_DIR.rglob("*.h")) + sorted(SOURCE_DIR.glob("*.h")) + sorted(gpu.glob("*.cuh")) + sorted(
-        gpu.glob("*.h")
-    )
+    return sorted(INCLUDE_DIR.rglob("*.h")) + sorted(SOURCE_DIR.glob("*.h")) + sorted(
+        (SOURCE_DIR / "cpu").glob("*.h")
+    ) + sorted(gpu.glob("*.cuh")) + sorted(gpu.glob("*.h"))

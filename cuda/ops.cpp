@@ -4,8 +4,29 @@
 #include <torch/library.h>
 
 #include "ops.h"
+#include "cpu/parallel.h"
+
+namespace {
+// Sets flush-to-zero / denormals-are-zero on the calling thread and on every thread of
+// ATen's pool (each runs one chunk), so torch's own CPU ops (e.g. Adam) skip denormals too.
+bool set_flush_denormals(bool enable) {
+#ifdef SF_HAVE_MXCSR
+  const auto apply = [enable] {
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(enable ? (csr | 0x8040u) : (csr & ~0x8040u));
+  };
+  apply();
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) { apply(); });
+  return true;
+#else
+  (void)enable;
+  return false;
+#endif
+}
+}  // namespace
 
 TORCH_LIBRARY(splatfield, m) {
+  m.def("set_flush_denormals(bool enable) -> bool", &set_flush_denormals);
   m.def(
       "project_fwd(Tensor means, Tensor quats, Tensor log_scales, Tensor opacity_logits, "
       "Tensor sh, Tensor viewmats, Tensor Ks, int width, int height, int sh_degree, "

@@ -14,6 +14,7 @@ from pathlib import Path
 from .blender import load_blender
 from .colmap import find_model, load_colmap, model_from_cameras, read_model, write_model
 from .dataset import Dataset, DatasetError, DatasetFormat, Split, cache_root
+from .points import look_at_centre, random_initial_points
 from .llff import load_llff, read_poses_bounds, write_poses_bounds
 from .transforms_json import load_transforms_json
 from .undistort import distort, undistort_image, undistort_points
@@ -22,7 +23,7 @@ __all__ = [
     "Dataset", "DatasetError", "DatasetFormat", "Split", "cache_root", "load", "detect_format",
     "load_blender", "load_transforms_json", "load_colmap", "load_llff",
     "read_model", "write_model", "model_from_cameras", "find_model", "read_poses_bounds", "write_poses_bounds",
-    "distort", "undistort_image", "undistort_points",
+    "distort", "undistort_image", "undistort_points", "look_at_centre", "random_initial_points",
 ]
 
 _EXPECTED = ("expected transforms_train.json (Blender), transforms.json, a COLMAP model "

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include "ops.h"
+#include "parallel.h"
 #include "splatfield/kernels.h"
 
 namespace splatfield {
@@ -19,7 +20,7 @@ Tensor6 project_fwd_cpu(
   auto outs = alloc_project_outputs(means, a.B, a.N);
   set_project_outputs(a, outs);
   const int64_t B = a.B, N = a.N;
-  at::parallel_for(0, B * N, 1024, [&](int64_t begin, int64_t end) {
+  cpu_parallel_for(0, B * N, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) project_forward_item(a, i / N, i % N);
   });
   return outs;
@@ -37,7 +38,7 @@ Tensor5 project_bwd_cpu(
                                     antialiased);
   auto grads = alloc_project_grads(means, quats, log_scales, opacity_logits, sh);
   set_project_grads(a, radii, v_means2d, v_conics, v_opacities, v_colors, v_depths, grads);
-  at::parallel_for(0, a.N, 512, [&](int64_t begin, int64_t end) {
+  cpu_parallel_for(0, a.N, 512, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) project_backward_item(a, n);
   });
   return grads;
@@ -49,7 +50,7 @@ Tensor5 composite_fwd_cpu(
   CompositeArgs a = make_composite_args(offsets, alphas, colors, ts, background);
   auto outs = alloc_composite_outputs(alphas, a.R);
   set_composite_outputs(a, outs);
-  at::parallel_for(0, a.R, 256, [&](int64_t begin, int64_t end) {
+  cpu_parallel_for(0, a.R, 256, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) composite_forward_item(a, r);
   });
   return outs;
@@ -63,7 +64,7 @@ Tensor3 composite_bwd_cpu(
   CompositeArgs a = make_composite_args(offsets, alphas, colors, ts, background);
   auto grads = alloc_composite_grads(alphas, colors, ts);
   set_composite_grads(a, final_T, last, v_rgb, v_depth, v_alpha, grads);
-  at::parallel_for(0, a.R, 256, [&](int64_t begin, int64_t end) {
+  cpu_parallel_for(0, a.R, 256, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) composite_backward_item(a, r);
   });
   return grads;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "ops.h"
+#include "parallel.h"
 #include "splatfield/composite.h"
 
 namespace splatfield {
@@ -98,7 +99,7 @@ Bins bin_gaussians(const at::Tensor& means2d, const at::Tensor& radii, const at:
   // Tile rectangle of every (camera, Gaussian); empty when culled.
   int32_t* rect = scratch<int32_t>(3, 4 * B * N);
   int64_t* counts = scratch<int64_t>(0, B * N);
-  at::parallel_for(0, B * N, 4096, [&](int64_t begin, int64_t end) {
+  cpu_parallel_for(0, B * N, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       int32_t* r = &rect[4 * i];
       r[0] = r[1] = r[2] = r[3] = 0;
@@ -140,7 +141,7 @@ Bins bin_gaussians(const at::Tensor& means2d, const at::Tensor& radii, const at:
     depth_order(dep + b * N, N, order);
     const int64_t chunk = (N + threads - 1) / threads;
     auto for_each_chunk = [&](auto&& fn) {
-      at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+      cpu_parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) fn(t, t * chunk, std::min(N, (t + 1) * chunk));
       });
     };
@@ -194,7 +195,7 @@ void for_each_tile(const int64_t* toff, int64_t num_tiles, F&& fn) {
   });
   std::atomic<int64_t> next{0};
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(num_tiles, 1));
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+  cpu_parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     for (int64_t k; (k = next.fetch_add(1)) < num_tiles;) fn(order[k]);
   });
 }
@@ -230,7 +231,7 @@ struct alignas(64) Splat {  // one cache line
 
 const Splat* pack_splats(const View& v, int64_t count) {
   Splat* out = scratch<Splat>(0, count);
-  at::parallel_for(0, count, 4096, [&](int64_t begin, int64_t end) {
+  cpu_parallel_for(0, count, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       Splat& s = out[i];
       s.mean = {v.means2d[2 * i], v.means2d[2 * i + 1]};
@@ -400,7 +401,7 @@ RasterFwd rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
   float* imp_out = importance.data_ptr<float>();
   const int64_t* goff = bins.gauss_offsets.data_ptr<int64_t>();
   const int64_t* gent = bins.gauss_entries.data_ptr<int64_t>();
-  at::parallel_for(0, B * N, 4096, [&](int64_t begin, int64_t end) {
+  cpu_parallel_for(0, B * N, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       float sum = 0.f;
       for (int64_t e = goff[i]; e < goff[i + 1]; ++e) sum += imp_p[gent[e]];
@@ -526,7 +527,7 @@ Tensor6 rasterize_bwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
   float *o_d = v_depths.data_ptr<float>(), *o_s = split2d.data_ptr<float>();
   const int64_t* goff = gauss_offsets.data_ptr<int64_t>();
   const int64_t* gent = gauss_entries.data_ptr<int64_t>();
-  at::parallel_for(0, B * N, 2048, [&](int64_t begin, int64_t end) {
+  cpu_parallel_for(0, B * N, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       float sum[kGradFields] = {};
       for (int64_t e = goff[i]; e < goff[i + 1]; ++e) {

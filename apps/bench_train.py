@@ -1,0 +1,89 @@
+"""``splatfield bench train``: the time of a training step, the way the peers were measured.
+
+Loads a dataset, initialises the scene as ``splatfield train`` does (SfM points, else random
+points in a cube), and times ``Trainer.train_step`` (render, loss, backward, density
+control, Adam) for the first ``steps`` steps; reports the median, the 10th/90th percentiles
+and the Gaussian count at the end. Image loading and initialisation are not timed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from splatfield import data as sfdata
+from splatfield.render._ext import native_available
+from splatfield.scenes.strategies import StrategyName, make_strategy
+from splatfield.scenes.trainer import Trainer, TrainerConfig
+
+from .bench import machine_info, peak_rss_mb
+from .train import TrainOptions, background_of, initial_scene, load_views
+
+
+@dataclass
+class TrainBenchResult:
+    dataset: str
+    width: int
+    height: int
+    strategy: str
+    steps: int
+    initial_gaussians: int
+    final_gaussians: int
+    step_ms_median: float
+    step_ms_p10: float
+    step_ms_p90: float
+    total_seconds: float
+    peak_rss_mb: float
+    threads: int
+    backend: str
+    cpu: dict
+    torch: str
+    step_ms_all: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def time_training(
+    data: str,
+    *,
+    downscale: float,
+    steps: int,
+    init_points: int,
+    init_half_size: float | None,
+    strategy: StrategyName = "adc",
+    seed: int = 0,
+    progress: Callable[[], None] | None = None,
+) -> TrainBenchResult:
+    opts = TrainOptions(data=data, out="", strategy=strategy, steps=steps, downscale=downscale, seed=seed,
+                        init_points=init_points, init_half_size=init_half_size)  # fmt: skip
+    dataset = sfdata.load(data, downscale=downscale)
+    views = load_views(dataset.train)
+    scene = initial_scene(opts, dataset, torch.Generator().manual_seed(seed))
+    n0 = len(scene)
+    trainer = Trainer(scene, make_strategy(strategy), views, config=TrainerConfig(steps=steps, seed=seed),
+                      background=background_of(dataset))  # fmt: skip
+    backend = "native" if native_available() else "reference"  # builds/loads the extension, untimed
+    times: list[float] = []
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        times.append(trainer.train_step().step_seconds * 1e3)
+        if progress:
+            progress()
+    total = time.perf_counter() - t0
+    return TrainBenchResult(
+        dataset=str(data), width=views.cameras.width, height=views.cameras.height, strategy=strategy, steps=steps,
+        initial_gaussians=n0, final_gaussians=len(trainer.scene), step_ms_median=statistics.median(times),
+        step_ms_p10=_quantile(times, 0.1), step_ms_p90=_quantile(times, 0.9), total_seconds=total,
+        peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads(), backend=backend, cpu=machine_info(),
+        torch=torch.__version__, step_ms_all=times,
+    )  # fmt: skip

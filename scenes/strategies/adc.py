@@ -1,0 +1,157 @@
+"""``adc``: the adaptive density control of 3D Gaussian splatting (METHODS.md §1).
+
+Every ``refine_every`` steps in [``refine_start``, ``refine_stop``), Gaussians whose mean
+view-space positional gradient exceeds ``grad_threshold`` are cloned when small (largest
+scale ≤ ``clone_scale`` × extent) or split in two when large (offspring drawn from the
+parent's distribution, scales ÷ ``split_scale_divisor``); Gaussians with opacity below
+``prune_opacity`` are removed, and after the first opacity reset also those larger than
+``prune_screen_px`` pixels on screen or ``prune_world`` × extent in the world. Every
+``reset_every`` steps opacities are clamped to ``reset_opacity``.
+
+The gradient is measured in normalised device coordinates as in 3DGS: the renderer's
+``grad2d`` (|∂L/∂mean2d| in pixels) times half the image size (the larger side when the
+image is not square).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from splatfield.render import RenderOutput, Statistic
+from splatfield.render.reference import quat_to_rotmat
+
+from .. import ops
+from ..gaussian_scene import GaussianScene
+
+
+@dataclass(frozen=True)
+class AdcConfig:
+    grad_threshold: float = 2e-4
+    refine_start: int = 500
+    refine_stop: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3000
+    reset_opacity: float = 0.01
+    prune_opacity: float = 0.005
+    clone_scale: float = 0.01
+    split_scale_divisor: float = 1.6
+    prune_screen_px: float = 20.0
+    prune_world: float = 0.1
+
+
+class ADC:
+    name = "adc"
+    statistics: tuple[Statistic, ...] = ("grad2d",)
+
+    def __init__(self, config: AdcConfig = AdcConfig()) -> None:
+        self.config = config
+        self.grad_sum: Tensor | None = None  # [N] sum over views of the NDC gradient norm
+        self.count: Tensor | None = None  # [N] views in which the Gaussian was visible
+        self.max_radius: Tensor | None = None  # [N] largest screen radius seen, pixels
+
+    # ------------------------------------------------------------------ hooks
+
+    def extra_loss(self, step: int, scene: GaussianScene, out: RenderOutput) -> Tensor | None:
+        return None
+
+    def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None:
+        if step >= self.config.refine_stop:
+            return
+        n = len(scene)
+        if self.grad_sum is None or self.grad_sum.shape[0] != n:
+            self._reset_statistics(n, scene.device)
+        H, W = out.image.shape[1:3]
+        grad = out.stats.grad2d.detach() * (0.5 * max(W, H))  # [B, N]
+        visible = out.meta.visible  # [B, N]
+        self.grad_sum += torch.where(visible, grad, torch.zeros_like(grad)).sum(dim=0)
+        self.count += visible.sum(dim=0).to(self.count.dtype)
+        radius = out.meta.radii.detach().amax(dim=-1).to(self.max_radius.dtype)  # [B, N]
+        self.max_radius = torch.maximum(self.max_radius, torch.where(visible, radius, 0.0).amax(dim=0))
+
+    def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, int]:
+        c = self.config
+        changes: dict[str, int] = {}
+        if step >= c.refine_stop:
+            return changes
+        if step >= c.refine_start and step % c.refine_every == 0 and self.grad_sum is not None:
+            changes = self._refine(step, scene, generator)
+        if step % c.reset_every == 0:
+            self._reset_opacities(scene)
+            changes["opacity_reset"] = 1
+        return changes
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {
+            "grad_sum": None if self.grad_sum is None else self.grad_sum.clone(),
+            "count": None if self.count is None else self.count.clone(),
+            "max_radius": None if self.max_radius is None else self.max_radius.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.grad_sum = state["grad_sum"]
+        self.count = state["count"]
+        self.max_radius = state["max_radius"]
+
+    # ------------------------------------------------------------------ edits
+
+    def _reset_statistics(self, n: int, device: torch.device) -> None:
+        self.grad_sum = torch.zeros(n, device=device)
+        self.count = torch.zeros(n, dtype=torch.int32, device=device)
+        self.max_radius = torch.zeros(n, device=device)
+
+    def _refine(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, int]:
+        c = self.config
+        avg = self.grad_sum / self.count.clamp(min=1)
+        high = avg >= c.grad_threshold
+        small = scene.scales.amax(dim=-1) <= c.clone_scale * scene.extent
+        clone, split = high & small, high & ~small
+        n_clone, n_split = int(clone.sum()), int(split.sum())
+        max_radius = self.max_radius
+
+        if n_clone:
+            ops.append(scene.params, scene.optimizer, {k: p.detach()[clone] for k, p in scene.params.items()})
+            split = torch.cat([split, split.new_zeros(n_clone)])
+            max_radius = torch.cat([max_radius, max_radius[clone]])
+        if n_split:
+            ops.append(scene.params, scene.optimizer, _split_offspring(scene, split, c.split_scale_divisor, generator))
+            ops.remove(scene.params, scene.optimizer, torch.cat([split, split.new_zeros(2 * n_split)]))
+            max_radius = torch.cat([max_radius[~split], max_radius[split].repeat(2)])
+
+        prune = scene.opacities < c.prune_opacity
+        if step > c.reset_every:
+            prune |= max_radius > c.prune_screen_px
+            prune |= scene.scales.amax(dim=-1) > c.prune_world * scene.extent
+        n_prune = int(prune.sum())
+        if n_prune:
+            ops.remove(scene.params, scene.optimizer, prune)
+        self._reset_statistics(len(scene), scene.device)
+        return {"cloned": n_clone, "split": n_split, "pruned": n_prune}
+
+    def _reset_opacities(self, scene: GaussianScene) -> None:
+        logits = scene.params["opacity_logits"].detach()
+        cap = math.log(self.config.reset_opacity / (1 - self.config.reset_opacity))
+        everything = torch.arange(logits.shape[0], device=logits.device)
+        ops.replace_rows(scene.params, scene.optimizer, "opacity_logits", everything, logits.clamp(max=cap))
+
+
+def _split_offspring(
+    scene: GaussianScene, mask: Tensor, divisor: float, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Two offspring per masked Gaussian: means drawn from the parent's distribution,
+    scales divided by ``divisor``, everything else copied."""
+    p = {k: v.detach()[mask] for k, v in scene.params.items()}
+    n = p["means"].shape[0]
+    scales = torch.exp(p["log_scales"])
+    rot = quat_to_rotmat(torch.nn.functional.normalize(p["quats"], dim=-1))  # [n, 3, 3]
+    noise = torch.randn(2, n, 3, generator=generator, dtype=scales.dtype).to(scales.device) * scales
+    means = (p["means"] + torch.einsum("nij,bnj->bni", rot, noise)).reshape(2 * n, 3)
+    out = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in p.items()}
+    out["means"] = means
+    out["log_scales"] = out["log_scales"] - math.log(divisor)
+    return out
