@@ -17,11 +17,11 @@ import torch
 
 from splatfield import data as sfdata
 from splatfield.render._ext import native_available
-from splatfield.scenes.strategies import StrategyName, make_strategy
+from splatfield.scenes.strategies import StrategyName
 from splatfield.scenes.trainer import Trainer, TrainerConfig
 
 from .bench import machine_info, peak_rss_mb
-from .train import TrainOptions, background_of, initial_scene, load_views
+from .train import TrainOptions, background_of, initial_scene, load_views, strategy_for
 
 
 @dataclass
@@ -70,7 +70,7 @@ def time_training(
     views = load_views(dataset.train)
     scene = initial_scene(opts, dataset, torch.Generator().manual_seed(seed))
     n0 = len(scene)
-    trainer = Trainer(scene, make_strategy(strategy), views, config=TrainerConfig(steps=steps, seed=seed),
+    trainer = Trainer(scene, strategy_for(opts, dataset), views, config=TrainerConfig(steps=steps, seed=seed),
                       background=background_of(dataset))  # fmt: skip
     backend = "native" if native_available() else "reference"  # builds/loads the extension, untimed
     times: list[float] = []

@@ -27,7 +27,7 @@ from splatfield.scenes import checkpoint as ckpt
 from splatfield.scenes.evaluate import EvalResult, evaluate
 from splatfield.scenes.formats.ply import write_ply
 from splatfield.scenes.gaussian_scene import GaussianScene
-from splatfield.scenes.strategies import StrategyName, make_strategy
+from splatfield.scenes.strategies import AdcConfig, Strategy, StrategyName, make_strategy
 from splatfield.scenes.trainer import StepInfo, Trainer, TrainerConfig, Views
 
 from .bench import peak_rss_mb, write_json_atomic
@@ -120,6 +120,12 @@ def initial_scene(opts: TrainOptions, dataset: sfdata.Dataset, generator: torch.
     return GaussianScene.from_points(pts, cols, extent=extent, max_sh_degree=opts.sh_degree)
 
 
+def strategy_for(opts: TrainOptions, dataset: sfdata.Dataset) -> Strategy:
+    # 3DGS also resets opacities at the first densification on white-background captures
+    white = background_of(dataset) == (1.0, 1.0, 1.0)
+    return make_strategy(opts.strategy, adc=AdcConfig(reset_at_refine_start=white))
+
+
 def cameras_json(dataset: sfdata.Dataset) -> dict:
     def split(s: sfdata.Split) -> list[dict]:
         c = s.cameras
@@ -183,7 +189,7 @@ def train(
         f"{views.cameras.width}x{views.cameras.height}, scene extent {dataset.scene_extent():.3g}")  # fmt: skip
 
     generator = torch.Generator().manual_seed(opts.seed)
-    strategy = make_strategy(opts.strategy)
+    strategy = strategy_for(opts, dataset)
     config = TrainerConfig(steps=opts.steps, seed=opts.seed)
     if resume:
         path = ckpt.latest_checkpoint(run / "checkpoints")

@@ -11,7 +11,6 @@ averaged over the selected pixels only.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from splatfield.scenes.metrics import ssim_map

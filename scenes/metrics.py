@@ -286,7 +286,9 @@ def lpips_available(net: LpipsNet = "alex") -> tuple[bool, str]:
         return False, f"LPIPS unavailable: torchvision not importable ({type(exc).__name__}: {exc})"
     backbone = Path(torch.hub.get_dir()) / "checkpoints" / _backbone_file(net)
     if not backbone.is_file():
-        return False, f"LPIPS unavailable: backbone weights {backbone} not in the torch hub cache (never downloaded here)"
+        return False, (
+            f"LPIPS unavailable: backbone weights {backbone} not in the torch hub cache (never downloaded here)"
+        )
     return True, f"LPIPS ({net}) via {backend.split('.')[0]}, backbone {backbone}"
 
 

@@ -119,3 +119,12 @@ def test_state_dict_round_trip():
     b.load_state_dict(a.state_dict())
     for k in ("grad_sum", "count", "max_radius"):
         assert torch.equal(getattr(a, k), getattr(b, k))
+
+
+def test_white_background_reset_at_refine_start():
+    for flag, expect in ((False, {}), (True, {"opacity_reset": 1})):
+        scene = scene_of([0.001] * 2, [0.9, 0.5])
+        adc = ADC(AdcConfig(reset_at_refine_start=flag))
+        changes = adc.after_step(500, scene, torch.Generator())
+        assert {k: v for k, v in changes.items() if k == "opacity_reset"} == expect
+        assert (float(scene.opacities.max()) <= 0.01 + 1e-7) == flag

@@ -20,7 +20,8 @@ def _images(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> t
 def _smooth_image(H: int, W: int, seed: int = 0) -> torch.Tensor:
     """A structured image (SSIM of pure noise against itself-plus-noise is less telling)."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, H, dtype=torch.float64), torch.linspace(0, 1, W, dtype=torch.float64), indexing="ij")
+    lin = lambda n: torch.linspace(0, 1, n, dtype=torch.float64)  # noqa: E731
+    yy, xx = torch.meshgrid(lin(H), lin(W), indexing="ij")
     phase = torch.rand(3, generator=g, dtype=torch.float64) * 6.0
     img = torch.stack([0.5 + 0.35 * torch.sin(7 * xx + 5 * yy + p) for p in phase], dim=-1)
     return img.float()
@@ -242,6 +243,7 @@ def test_lpips_availability_checks_files_and_never_downloads(tmp_path, monkeypat
     fake_lpips.__file__ = str(pkg / "__init__.py")
     monkeypatch.setitem(sys.modules, "lpips", fake_lpips)
     monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)  # a real install must not answer instead
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
 

@@ -29,7 +29,9 @@ def _random_gaussians(N: int, degree: int, seed: int = 0) -> Gaussians:
 
 def _bits_equal(a: Gaussians, b: Gaussians) -> bool:
     return all(
-        x.dtype == torch.float32 and x.shape == y.shape and torch.equal(x.view(torch.int32), y.contiguous().view(torch.int32))
+        x.dtype == torch.float32
+        and x.shape == y.shape
+        and torch.equal(x.view(torch.int32), y.contiguous().view(torch.int32))
         for x, y in zip(b.tensors(), a.tensors())
     )
 
@@ -238,5 +240,7 @@ def test_error_f_rest_count(tmp_path, count):
 
 def test_error_path_is_reported_for_other_header_problems(tmp_path):
     p = tmp_path / "weird.ply"
-    p.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n")
+    p.write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n"
+    )
     _expect_ply_error(p, "no 'vertex' element")

@@ -6,7 +6,10 @@ scale ≤ ``clone_scale`` × extent) or split in two when large (offspring drawn
 parent's distribution, scales ÷ ``split_scale_divisor``); Gaussians with opacity below
 ``prune_opacity`` are removed, and after the first opacity reset also those larger than
 ``prune_screen_px`` pixels on screen or ``prune_world`` × extent in the world. Every
-``reset_every`` steps opacities are clamped to ``reset_opacity``.
+``reset_every`` steps opacities are clamped to ``reset_opacity``; with
+``reset_at_refine_start`` also once at ``refine_start`` (what 3DGS does for captures on a
+white background, where Gaussians left in empty space from a random start show as
+floaters in front of the white).
 
 The gradient is measured in normalised device coordinates as in 3DGS: the renderer's
 ``grad2d`` (|∂L/∂mean2d| in pixels) times half the image size (the larger side when the
@@ -41,6 +44,7 @@ class AdcConfig:
     split_scale_divisor: float = 1.6
     prune_screen_px: float = 20.0
     prune_world: float = 0.1
+    reset_at_refine_start: bool = False
 
 
 class ADC:
@@ -79,7 +83,7 @@ class ADC:
             return changes
         if step >= c.refine_start and step % c.refine_every == 0 and self.grad_sum is not None:
             changes = self._refine(step, scene, generator)
-        if step % c.reset_every == 0:
+        if step % c.reset_every == 0 or (c.reset_at_refine_start and step == c.refine_start):
             self._reset_opacities(scene)
             changes["opacity_reset"] = 1
         return changes
