@@ -24,7 +24,7 @@ from torch import Tensor
 
 from splatfield.render.camera import Cameras
 
-from .dataset import Dataset, DatasetError, check_sizes, drop_missing, every_nth_split, make_split
+from .dataset import Dataset, DatasetError, check_sizes, drop_missing, every_nth_split, make_split, masks_folder
 
 # name -> (model id, number of params)
 MODELS = {
@@ -380,7 +380,8 @@ def load_colmap(
     w2c[:, :3, 3] = torch.from_numpy(np.stack([im.tvec for im in images]))
     col = lambda j: torch.tensor([r[j] for r in rows], dtype=torch.float64)  # noqa: E731
     train, test = every_nth_split(n, test_every)
-    common = dict(downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir))
+    common = dict(downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir),
+                  mask_paths=masks_folder(root, paths))
     args = (w2c, col(0), col(1), col(2), col(3), W, H, kind, dist, paths)
     return Dataset(
         name=root.name,

@@ -285,3 +285,20 @@ def drop_missing(paths: list[Path], listing: Path, what: str = "frames") -> list
             stacklevel=3,
         )
     return keep
+
+
+def masks_folder(root: Path, image_paths: list[Path], folder: str = "masks") -> list[Path] | None:
+    """Masks for ``image_paths`` from ``root/masks`` when that folder exists: for image
+    ``x.jpg`` the mask is ``masks/x.jpg``, ``masks/x.jpg.png`` or ``masks/x.png`` (white:
+    the pixel counts in the loss; black: ignored). DatasetError when one is missing."""
+    d = root / folder
+    if not d.is_dir():
+        return None
+    found = []
+    for p in image_paths:
+        candidates = (d / p.name, d / (p.name + ".png"), d / (p.stem + ".png"))
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            raise DatasetError(d, f"no mask for image {p.name} (looked for {', '.join(c.name for c in candidates)})")
+        found.append(hit)
+    return found

@@ -18,7 +18,7 @@ import torch
 
 from splatfield.render.camera import Cameras
 
-from .dataset import Dataset, DatasetError, check_sizes, every_nth_split, image_size, make_split
+from .dataset import Dataset, DatasetError, check_sizes, every_nth_split, image_size, make_split, masks_folder
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"}
 
@@ -81,7 +81,8 @@ def load_llff(
     w2c = torch.linalg.inv(torch.from_numpy(c2w))
     full = lambda v: torch.full((n,), float(v), dtype=torch.float64)  # noqa: E731
     train, test = every_nth_split(n, test_every)
-    common = dict(downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir))
+    common = dict(downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir),
+                  mask_paths=masks_folder(root, paths))
     args = (w2c, f, f.clone(), full(W / 2), full(H / 2), W, H, "pinhole", None, paths)
     return Dataset(name=root.name, root=root, format="llff",
                    train=make_split(*args, train, **common), test=make_split(*args, test, **common))

@@ -27,9 +27,13 @@ def look_at_centre(cameras: Cameras) -> Tensor:  # [3] float64
 def random_initial_points(
     cameras: Cameras, extent: float, n: int, generator: torch.Generator, half_size: float | None = None
 ) -> tuple[Tensor, Tensor]:  # [n, 3] float32 points, [n, 3] float32 colours in [0, 1]
-    """``n`` points uniform in a cube around :func:`look_at_centre` with random colours;
-    the cube's half size defaults to a third of the scene extent (1.1 x the camera spread)."""
+    """``n`` grey points uniform in a cube around :func:`look_at_centre`; the cube's half
+    size defaults to a third of the scene extent (1.1 x the camera spread).
+
+    Grey, not random colours: Gaussians that start brightly coloured in empty space linger
+    as coloured floaters in views that did not train them away (3DGS starts near-grey too).
+    """
     centre = look_at_centre(cameras)
     half = extent / 3.0 if half_size is None else half_size
     pts = (torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1) * half + centre
-    return pts.float(), torch.rand(n, 3, generator=generator)
+    return pts.float(), torch.full((n, 3), 0.5)

@@ -114,3 +114,24 @@ def test_sparse_folder_detection_and_binary_tracks(tmp_path):
     assert model.cameras[1].model == "PINHOLE" and model.cameras[1].params == [7.0, 7.5, 4.0, 3.0]
     ds = load_colmap(tmp_path, cache_dir=tmp_path / "cache")
     assert len(ds.train) == 0 and len(ds.test) == 1 and ds.points.shape == (0, 3)
+
+
+def test_masks_folder(tmp_path):
+    from splatfield.data import DatasetError
+
+    _write_images(tmp_path / "images", ["a.png", "b.png"])
+    (tmp_path / "cameras.txt").write_text("1 PINHOLE 8 6 5 5 4 3\n")
+    (tmp_path / "images.txt").write_text("1 1 0 0 0 0 0 0 1 a.png\n\n2 1 0 0 0 0 0 1 1 b.png\n\n")
+    (tmp_path / "points3D.txt").write_text("")
+    (tmp_path / "masks").mkdir()
+    left = np.zeros((6, 8), np.uint8)
+    left[:, :4] = 255
+    Image.fromarray(left).save(tmp_path / "masks" / "a.png")
+    Image.fromarray(255 - left).save(tmp_path / "masks" / "b.png.png")  # the x.jpg.png convention
+    ds = load_colmap(tmp_path, test_every=0, cache_dir=tmp_path / "cache")
+    assert ds.train.mask(0).tolist() == (left >= 128).tolist()
+    assert ds.train.mask(1).tolist() == (left < 128).tolist()
+    assert ds.train.mask(0).dtype == torch.bool
+    (tmp_path / "masks" / "b.png.png").unlink()
+    with pytest.raises(DatasetError, match=r"masks: no mask for image b\.png"):
+        load_colmap(tmp_path, test_every=0, cache_dir=tmp_path / "cache")
