@@ -37,6 +37,7 @@ PROG = "splatfield"
 StatisticName = Literal["grad2d", "importance", "split2d"]
 BackendName = Literal["native", "reference"]
 StrategyName = Literal["adc", "none"]
+ExportFormat = Literal["ply", "splat", "compressed-ply", "spz", "sog"]
 SceneSource = tyro.conf.create_mutex_group(required=False, title="scene (one of)")
 
 DEFAULT_GAUSSIANS = 100_000
@@ -136,6 +137,8 @@ class Train:
     """Highest spherical-harmonics degree (grown by one every 1000 steps)."""
     init_points: int = 100_000
     """Random initial points when the dataset has no SfM points."""
+    init_half_size: Annotated[Optional[float], tyro.conf.arg(help_behavior_hint="(default: extent / 3)")] = None
+    """Half size of the cube of random initial points (around the cameras' look-at centre)."""
     test_every: int = 8
     """Every n-th frame is a test view when the dataset has no split of its own."""
     checkpoint_every: int = 1000
@@ -184,6 +187,28 @@ class BenchTrain:
     """Seed of the initial points and view order."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Export:
+    """Writes a run's scene (or a splat file) in other formats and reports, per format, the
+    file size, bytes per splat, the ratio to ply and the PSNR of the decoded scene against
+    the full-precision one (and against the ground truth of the run's test views)."""
+
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_FILE")]
+    """A run directory, or a .ply/.splat/.compressed.ply/.spz/.sog file (or SOG folder)."""
+    format: tuple[ExportFormat, ...] = ("spz",)
+    """Formats to write (several allowed)."""
+    out: Annotated[
+        Optional[Path], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: RUN/exports or next to FILE)")
+    ] = None
+    """Folder the files go to."""
+    sh_degree: Annotated[Optional[Literal[0, 1, 2, 3]], tyro.conf.arg(help_behavior_hint="(default: the scene's)")] = None
+    """Keep SH bands up to this degree."""
+    min_opacity: float = 0.0
+    """Drop Gaussians below this opacity first."""
+    views: int = 0
+    """Test views compared (spread evenly; 0: all of them; 16 orbit views for a bare file)."""
+
+
 BenchCommand = Union[
     Annotated[BenchRaster, subcommand("raster")],
     Annotated[BenchTrain, subcommand("train")],
@@ -193,6 +218,7 @@ Command = Union[
     Annotated[Any, subcommand("bench", description="Benchmarks.", constructor_factory=lambda: BenchCommand)],
     Annotated[Train, subcommand("train")],
     Annotated[Eval, subcommand("eval")],
+    Annotated[Export, subcommand("export")],
     Annotated[Demo, subcommand("demo")],
 ]
 
@@ -447,8 +473,8 @@ def run_train(cfg: Train) -> int:
         opts = tr.TrainOptions(
             data=str(data.resolve()), out=str(run), strategy=cfg.strategy, steps=7000 if cfg.steps is None else cfg.steps,
             downscale=cfg.downscale, test_every=cfg.test_every, seed=cfg.seed, sh_degree=cfg.sh_degree,
-            init_points=cfg.init_points, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
-            evaluate=cfg.eval,
+            init_points=cfg.init_points, init_half_size=cfg.init_half_size, checkpoint_every=cfg.checkpoint_every,
+            keep_checkpoints=cfg.keep_checkpoints, evaluate=cfg.eval,
         )  # fmt: skip
     with _bars() as bars:
         res = tr.train(opts, resume=cfg.resume is not None, on_step=_train_progress(opts.steps, bars),
@@ -505,7 +531,38 @@ def run_bench_train(cfg: BenchTrain) -> int:
     return 0
 
 
+def run_export(cfg: Export) -> int:
+    if not cfg.source.exists():
+        raise CLIError(f"{cfg.source}: no such file or directory")
+    if not 0.0 <= cfg.min_opacity < 1.0:
+        raise CLIError(f"--min-opacity: must be in [0, 1) (got {cfg.min_opacity})")
+    _at_least("--views", cfg.views, 0)
+    if not cfg.format:
+        raise CLIError("--format: name at least one of ply, splat, compressed-ply, spz, sog")
+    from . import export
+
+    src = export.load_source(cfg.source, cfg.views)
+    with _bars() as bars:
+        bars.append(_progress(len(cfg.format), "exporting", "format"))
+        rows = export.export(src, list(dict.fromkeys(cfg.format)), out_dir=cfg.out, sh_degree=cfg.sh_degree,
+                             min_opacity=cfg.min_opacity, progress=lambda f: bars[0].update(1))  # fmt: skip
+    where = "test views" if src.image_at is not None else "orbit views"
+    print(f"{PROG} export: {len(src.gaussians):,} Gaussians (SH degree {src.gaussians.max_sh_degree}); PSNR of the decoded "
+          f"scene over {len(src.cameras) if src.cameras is not None else 0} {where}")  # fmt: skip
+    truth = src.image_at is not None
+    print(f"{'format':<15} {'size':>11} {'B/splat':>8} {'vs ply':>7} {'write s':>8} {'PSNR vs full':>13}"
+          + (f" {'PSNR vs truth':>14} {'drop dB':>8}" if truth else "") + "  file")  # fmt: skip
+    for r in rows:
+        line = (f"{r.format:<15} {r.bytes:>11,} {r.bytes_per_splat:>8.1f} {r.ratio_to_ply:>6.1f}x {r.write_seconds:>8.2f} "
+                f"{r.psnr_vs_full:>13.2f}")  # fmt: skip
+        if truth:
+            line += f" {r.psnr_vs_truth:>14.2f} {r.psnr_drop:>8.2f}"
+        print(f"{line}  {r.path}")
+    return 0
+
+
 HANDLERS: dict[type, Callable[[Any], int]] = {
+    Export: run_export,
     BenchTrain: run_bench_train,
     Train: run_train,
     Eval: run_eval,
@@ -558,6 +615,7 @@ _INPUT_ERRORS = (
     ("splatfield.apps.train", "RunError"),
     ("splatfield.data.dataset", "DatasetError"),
     ("splatfield.scenes.formats.ply", "PlyError"),
+    ("splatfield.scenes.formats.common", "FormatError"),
 )
 
 

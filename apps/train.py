@@ -222,7 +222,8 @@ def train(
     write_ply(run / "scene.ply", trainer.scene.gaussians.detach())
     metrics = None
     if opts.evaluate:
-        metrics = evaluate_run(run, trainer.scene, dataset, trainer, opts, on_phase=phase)
+        metrics = evaluate_run(run, trainer.scene, dataset, opts, steps=trainer.step,
+                               train_seconds=trainer.train_seconds, on_phase=phase)  # fmt: skip
     return TrainResult(run, trainer.step, True, path, metrics, None)
 
 
@@ -230,9 +231,10 @@ def evaluate_run(
     run: Path,
     scene: GaussianScene,
     dataset: sfdata.Dataset,
-    trainer: Trainer | None,
     opts: TrainOptions,
     *,
+    steps: int,
+    train_seconds: float,
     on_phase: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> dict:
     """Renders the test views, writes ``renders/test/`` and ``metrics.json``; returns the metrics."""
@@ -258,8 +260,8 @@ def evaluate_run(
         "lpips": res.lpips,
         "lpips_note": res.lpips_note,
         "num_gaussians": len(scene),
-        "steps": trainer.step if trainer is not None else None,
-        "train_seconds": trainer.train_seconds if trainer is not None else None,
+        "steps": steps,
+        "train_seconds": train_seconds,
         "eval_seconds": time.perf_counter() - t0,
         "peak_rss_mb": peak_rss_mb(),
         "split": "test" if len(dataset.test) else "train",
@@ -283,11 +285,8 @@ def eval_run(run: Path, *, on_phase=None, log: Callable[[str], None] = print) ->
     dataset = sfdata.load(opts.data, downscale=opts.downscale, test_every=opts.test_every)
     log(f"evaluating {run} at step {state['step']} ({len(scene):,} Gaussians)")
 
-    class _Done:  # the figures evaluate_run records about training
-        step = int(state["step"])
-        train_seconds = float(state["train_seconds"])
-
-    return evaluate_run(run, scene, dataset, _Done(), opts, on_phase=on_phase)  # type: ignore[arg-type]
+    return evaluate_run(run, scene, dataset, opts, steps=int(state["step"]), train_seconds=float(state["train_seconds"]),
+                        on_phase=on_phase)  # fmt: skip
 
 
 def default_run_dir(data: Path) -> Path:

@@ -78,7 +78,7 @@ def test_refine_clones_small_splits_large_prunes_transparent():
 
 
 def test_refine_only_on_schedule_and_size_pruning_after_first_reset():
-    cfg = AdcConfig()
+    cfg = AdcConfig(prune_screen_px=20.0)
     scene = scene_of([0.001, 0.001], [0.5, 0.5])
     adc = ADC(cfg)
     adc.after_backward(499, scene, fake_render([0.0, 0.0], [True, True], [2, 40]))
@@ -128,3 +128,10 @@ def test_white_background_reset_at_refine_start():
         changes = adc.after_step(500, scene, torch.Generator())
         assert {k: v for k, v in changes.items() if k == "opacity_reset"} == expect
         assert (float(scene.opacities.max()) <= 0.01 + 1e-7) == flag
+
+
+def test_screen_size_pruning_is_off_by_default():
+    scene = scene_of([0.001, 0.001], [0.5, 0.5])
+    adc = ADC()
+    adc.after_backward(3100, scene, fake_render([0.0, 0.0], [True, True], [2, 400]))
+    assert adc.after_step(3100, scene, torch.Generator())["pruned"] == 0 and len(scene) == 2

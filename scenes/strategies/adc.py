@@ -5,7 +5,8 @@ view-space positional gradient exceeds ``grad_threshold`` are cloned when small 
 scale ≤ ``clone_scale`` × extent) or split in two when large (offspring drawn from the
 parent's distribution, scales ÷ ``split_scale_divisor``); Gaussians with opacity below
 ``prune_opacity`` are removed, and after the first opacity reset also those larger than
-``prune_screen_px`` pixels on screen or ``prune_world`` × extent in the world. Every
+``prune_world`` × extent in the world (and, when ``prune_screen_px`` is set, those wider
+than that many pixels on screen). Every
 ``reset_every`` steps opacities are clamped to ``reset_opacity``; with
 ``reset_at_refine_start`` also once at ``refine_start`` (what 3DGS does for captures on a
 white background, where Gaussians left in empty space from a random start show as
@@ -42,7 +43,10 @@ class AdcConfig:
     prune_opacity: float = 0.005
     clone_scale: float = 0.01
     split_scale_divisor: float = 1.6
-    prune_screen_px: float = 20.0
+    # Off by default: the INRIA code clears its max-radius record just before this test,
+    # so its published figures come without it; at 20 px it punched holes into lego's
+    # close-up regions (test PSNR 27.6 dB at step 2000, 25.8 dB at 4000).
+    prune_screen_px: float | None = None
     prune_world: float = 0.1
     reset_at_refine_start: bool = False
 
@@ -129,7 +133,8 @@ class ADC:
 
         prune = scene.opacities < c.prune_opacity
         if step > c.reset_every:
-            prune |= max_radius > c.prune_screen_px
+            if c.prune_screen_px is not None:
+                prune |= max_radius > c.prune_screen_px
             prune |= scene.scales.amax(dim=-1) > c.prune_world * scene.extent
         n_prune = int(prune.sum())
         if n_prune:
