@@ -123,7 +123,7 @@ def read_splats(path: str | os.PathLike[str]) -> Gaussians:
 def write_splats(
     path: str | os.PathLike[str],
     gaussians: Gaussians,
-    format: SplatFormat | None = None,  # noqa: A002 - the natural name
+    format: SplatFormat | None = None,
     **opts: Any,
 ) -> None:
     """Writes ``gaussians`` in ``format`` (default: from the suffix of ``path``).

@@ -85,7 +85,10 @@ def from_arrays(
     N = means.shape[0]
 
     def t(a: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32).reshape(shape))
+        arr = np.ascontiguousarray(a, dtype=np.float32).reshape(shape)
+        if not arr.flags.writeable or arr.base is not None and not isinstance(arr.base, np.ndarray):
+            arr = arr.copy()  # never hand torch a read-only view of a file buffer
+        return torch.from_numpy(arr)
 
     return Gaussians(
         means=t(means, (N, 3)),
@@ -101,15 +104,18 @@ def check_finite(gaussians: Gaussians, path: str | os.PathLike[str], error: type
     """Raises ``error`` (one line, naming the file and the field) if any field holds NaN or ±Inf."""
     for name in _FIELDS:
         t = getattr(gaussians, name).detach()
-        if t.numel() == 0:
+        # One pass without a mask: a float64 sum of finite float32 values cannot overflow, so
+        # it is finite exactly when every value is (float64 fields fall back to the mask).
+        if t.numel() == 0 or bool(torch.isfinite(t.sum(dtype=torch.float64))):
             continue
         bad = ~torch.isfinite(t)
-        if bool(bad.any()):
-            rows = bad.reshape(t.shape[0], -1).any(dim=1)
-            first = int(torch.nonzero(rows)[0, 0])
-            n_bad = int(rows.sum())
-            kind = "NaN" if bool(torch.isnan(t).any()) else "infinite"
-            raise error(path, f"Gaussians.{name} has {kind} values ({n_bad} splats, first at index {first})")
+        if not bool(bad.any()):
+            continue
+        rows = bad.reshape(t.shape[0], -1).any(dim=1)
+        first = int(torch.nonzero(rows)[0, 0])
+        n_bad = int(rows.sum())
+        kind = "NaN" if bool(torch.isnan(t).any()) else "infinite"
+        raise error(path, f"Gaussians.{name} has {kind} values ({n_bad} splats, first at index {first})")
 
 
 def sh_degree_of(n_rest: int) -> int:
@@ -117,7 +123,9 @@ def sh_degree_of(n_rest: int) -> int:
     return {0: 0, 3: 1, 8: 2, 15: 3}[n_rest]
 
 
-def truncate_sh(shN: np.ndarray, sh_degree: int | None, path: str | os.PathLike[str], error: type[FormatError]) -> np.ndarray:
+def truncate_sh(
+    shN: np.ndarray, sh_degree: int | None, path: str | os.PathLike[str], error: type[FormatError]
+) -> np.ndarray:
     """``shN`` [N, K-1, 3] cut to ``sh_degree`` bands (None keeps all); more than the scene has is an error."""
     have = sh_degree_of(shN.shape[1])
     if sh_degree is None:
@@ -167,7 +175,7 @@ def normalise_quats(quats: np.ndarray) -> np.ndarray:
 
 
 def pack_smallest_three(quats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """"Smallest three" split of unit quaternions given in any component order.
+    """The "smallest three" split of unit quaternions given in any component order.
 
     ``quats`` [N, 4] is normalised here. Returns (index [N] uint8 of the largest-magnitude
     component (the first one on ties), rest [N, 3] float64: the other three components in

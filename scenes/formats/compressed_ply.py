@@ -166,7 +166,8 @@ def encode_compressed_ply(
     )
     vertex[:, 2] = _pack_111011(_normalise(log_s, b[:, 6:9], b[:, 9:12]))
     c = _unorm(_normalise(rgb, b[:, 12:15], b[:, 15:18]), 8)
-    vertex[:, 3] = (c[:, 0] << np.uint32(24)) | (c[:, 1] << np.uint32(16)) | (c[:, 2] << np.uint32(8)) | _unorm(alpha, 8)
+    a8 = _unorm(alpha, 8)
+    vertex[:, 3] = (c[:, 0] << np.uint32(24)) | (c[:, 1] << np.uint32(16)) | (c[:, 2] << np.uint32(8)) | a8
 
     K1 = shN.shape[1]
     header = ["ply", "format binary_little_endian 1.0", f"element chunk {C}"]
@@ -246,7 +247,8 @@ def read_compressed_ply(path: str | os.PathLike[str]) -> Gaussians:
     N = by_name["vertex"].count
     C = by_name["chunk"].count
     if C != -(-N // CHUNK_SIZE):
-        raise CompressedPlyError(path, f"{C} chunks for {N} splats; expected ceil({N}/{CHUNK_SIZE}) = {-(-N // CHUNK_SIZE)}")
+        want = -(-N // CHUNK_SIZE)
+        raise CompressedPlyError(path, f"{C} chunks for {N} splats; expected ceil({N}/{CHUNK_SIZE}) = {want}")
     chunk_names = [n for n, _ in by_name["chunk"].properties]
     has_colour = all(n in chunk_names for n in CHUNK_PROPERTIES[12:])
     for n in CHUNK_PROPERTIES[:12]:

@@ -8,7 +8,8 @@ Files (names as written; a reader resolves them through ``meta.json``)::
     scales.webp          RGB: labels into meta.scales.codebook (256 log-scales)
     quats.webp           RGBA: "smallest three" over (w, x, y, z): RGB the other three
                          components, A = 252 + index of the largest |component|
-    sh0.webp             RGBA: RGB labels into meta.sh0.codebook (256 f_dc values), A = round(255 sigmoid(opacity))
+    sh0.webp             RGBA: RGB labels into meta.sh0.codebook (256 f_dc values),
+                         A = round(255 sigmoid(opacity))
     shN_centroids.webp   RGB, 64 palette entries per row, (K-1) texels per entry, texel = labels
                          of the entry's r, g, b coefficient into meta.shN.codebook (optional)
     shN_labels.webp      RGB: R + 256 G = palette index of the splat (optional)
@@ -28,8 +29,10 @@ Encodings:
 - scales and sh0: one 256-entry codebook each, shared by the three channels, fitted by
   1-D k-means (quantile start, Lloyd steps on a sorted sample of at most 2^20 values plus
   the extremes; seeded, vectorised). Every value takes the label of its nearest entry.
-- shN: the [K-1, 3] coefficients of each splat are one vector; a palette of at most 65536
-  vectors is fitted by two-level k-means (coarse centroids on a subsample, then fine
+- shN: the [K-1, 3] coefficients of each splat are one vector; a palette of at most
+  ``shn_palette`` vectors (default :func:`default_palette_size`: N / 32, at least
+  min(N, 1024), at most 65536) is fitted by two-level k-means, sqrt(P) coarse cells of
+  sqrt(P) entries each (coarse centroids on a subsample, then fine
   centroids inside each coarse cell on a subsample of it, then every splat is assigned
   and each palette entry recomputed as the mean of its members); empty entries are
   dropped. The palette's values are then quantised with a 256-entry 1-D codebook. When the
@@ -44,6 +47,7 @@ fewer; the antialias flag on reading. Everything wrong with a file is a :class:`
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -53,12 +57,12 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import torch
 from PIL import Image
 
 from splatfield.render import Gaussians
 from splatfield.scenes.checkpoint import atomic_write
 from splatfield.scenes.formats.common import (
-    SH_C0,
     FormatError,
     check_finite,
     from_arrays,
@@ -79,6 +83,7 @@ __all__ = [
     "CODEBOOK_SIZE",
     "MAX_PALETTE",
     "texture_size",
+    "default_palette_size",
     "fit_codebook",
     "assign_codebook",
     "encode_sog",
@@ -104,6 +109,11 @@ def texture_size(count: int) -> tuple[int, int]:
     width = max(4, math.ceil(math.sqrt(count) / 4) * 4)
     height = max(4, math.ceil(count / width / 4) * 4)
     return width, height
+
+
+def default_palette_size(count: int) -> int:
+    """shN palette size when none is given: N // 32 entries, at least min(N, 1024), at most 65536."""
+    return min(MAX_PALETTE, max(min(count, 1024), count // 32, 1))
 
 
 # -------------------------------------------------------------------------------- codebooks
@@ -154,61 +164,77 @@ def assign_codebook(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- shN palette
 
 
-def _nearest(X: np.ndarray, C: np.ndarray, block: int = 1 << 15) -> np.ndarray:
-    """Index of the nearest row of C for each row of X (squared Euclidean), in blocks."""
-    c2 = 0.5 * np.einsum("ij,ij->i", C, C)
-    out = np.empty(X.shape[0], dtype=np.int64)
+# The distance computations run through torch: its thread pool can be narrowed for the
+# many small per-cell problems, where a multi-threaded BLAS is slower than one thread
+# (badly so on a busy machine), and restored afterwards.
+
+
+@contextlib.contextmanager
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _nearest(X: torch.Tensor, C: torch.Tensor, block: int = 1 << 15) -> torch.Tensor:
+    """Index [N] of the nearest row of C [K, D] for each row of X [N, D] (squared Euclidean)."""
+    half_c2 = 0.5 * (C * C).sum(dim=1)
+    out = torch.empty(X.shape[0], dtype=torch.long)
     for start in range(0, X.shape[0], block):
-        out[start : start + block] = np.argmax(X[start : start + block] @ C.T - c2, axis=1)
+        out[start : start + block] = (X[start : start + block] @ C.T).sub_(half_c2).argmax(dim=1)
     return out
 
 
-def _means_of(X: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.bincount(labels, minlength=k)
-    sums = np.stack([np.bincount(labels, weights=X[:, d], minlength=k) for d in range(X.shape[1])], axis=1)
-    return sums / np.maximum(counts, 1)[:, None], counts
+def _means_of(X: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [k, D] float64 of the rows with each label (0 where none), count [k])."""
+    counts = torch.bincount(labels, minlength=k)
+    sums = torch.zeros(k, X.shape[1], dtype=torch.float64).index_add_(0, labels, X.to(torch.float64))
+    return sums / counts.clamp(min=1)[:, None], counts
 
 
-def _kmeans(X: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.ndarray:
+def _kmeans(X: torch.Tensor, k: int, iters: int, rng: np.random.Generator) -> torch.Tensor:
     """k centroids [k, D] float32 of rows X by Lloyd's algorithm from k distinct random rows."""
-    C = X[rng.choice(X.shape[0], k, replace=False)].copy()
+    C = X[torch.from_numpy(rng.choice(X.shape[0], k, replace=False))].clone()
     for _ in range(iters):
-        labels = _nearest(X, C)
-        means, counts = _means_of(X, labels, k)
-        C = np.where(counts[:, None] > 0, means, C).astype(np.float32)
+        means, counts = _means_of(X, _nearest(X, C), k)
+        C = torch.where(counts[:, None] > 0, means.to(torch.float32), C)
     return C
 
 
-def _fit_palette(X: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_palette(X_np: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(palette [P, D] float32, labels [N] int64) with P <= size, by two-level k-means."""
-    N = X.shape[0]
+    N = X_np.shape[0]
     if size >= N:
-        palette, labels = np.unique(X, axis=0, return_inverse=True)
+        palette, labels = np.unique(X_np, axis=0, return_inverse=True)
         return palette.astype(np.float32), labels.reshape(-1).astype(np.int64)
     rng = np.random.default_rng(seed)
+    X = torch.from_numpy(np.ascontiguousarray(X_np, dtype=np.float32))
     k1 = max(1, min(N, math.ceil(math.sqrt(size))))
     k2 = max(1, size // k1)
-    sample = X[rng.choice(N, min(N, max(64 * k1, 1 << 16)), replace=False)]
-    coarse_centroids = _kmeans(sample, k1, 8, rng)
-    coarse = _nearest(X, coarse_centroids)
-    order = np.argsort(coarse, kind="stable")
-    counts = np.bincount(coarse, minlength=k1)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    labels = np.empty(N, dtype=np.int64)
+    sample = X[torch.from_numpy(rng.choice(N, min(N, max(64 * k1, 1 << 16)), replace=False))]
+    coarse = _nearest(X, _kmeans(sample, k1, 6, rng))
+    order = torch.argsort(coarse, stable=True)
+    starts = [0] + torch.cumsum(torch.bincount(coarse, minlength=k1), 0).tolist()
+    labels = torch.empty(N, dtype=torch.long)
     offset = 0
-    for c in range(k1):  # one step per coarse cell (at most 256), not per splat
-        members = order[starts[c] : starts[c + 1]]
-        if members.size == 0:
-            continue
-        Xc = X[members]
-        kc = min(k2, members.size)
-        fit = Xc if members.size <= 8 * kc else Xc[rng.choice(members.size, 8 * kc, replace=False)]
-        labels[members] = offset + _nearest(Xc, _kmeans(fit, kc, 5, rng))
-        offset += kc
+    with _one_thread():
+        for c in range(k1):  # one step per coarse cell (at most 256), not per splat
+            members = order[starts[c] : starts[c + 1]]
+            n = members.numel()
+            if n == 0:
+                continue
+            Xc = X[members]
+            kc = min(k2, n)
+            fit = Xc if n <= 4 * kc else Xc[torch.from_numpy(rng.choice(n, 4 * kc, replace=False))]
+            labels[members] = offset + _nearest(Xc, _kmeans(fit, kc, 4, rng))
+            offset += kc
     palette, used = _means_of(X, labels, offset)
     keep = used > 0
-    remap = np.cumsum(keep) - 1
-    return palette[keep].astype(np.float32), remap[labels]
+    remap = torch.cumsum(keep.to(torch.long), 0) - 1
+    return palette[keep].to(torch.float32).numpy(), remap[labels].numpy()
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -245,7 +271,7 @@ def encode_sog(
 ) -> dict[str, bytes]:
     """The files of a SOG scene: {name: bytes}, ``meta.json`` included.
 
-    ``shn_palette`` caps the shN palette (1..65536; default min(65536, max(1, N // 16))).
+    ``shn_palette`` caps the shN palette (1..65536; default :func:`default_palette_size`).
     """
     check_finite(gaussians, path, SogError)
     a = to_arrays(gaussians)
@@ -291,14 +317,18 @@ def encode_sog(
         "asset": {"generator": "splatfield"},
         "count": N,
         "antialias": bool(antialias),
-        "means": {"mins": [float(x) for x in mins], "maxs": [float(x) for x in maxs], "files": ["means_l.webp", "means_u.webp"]},
+        "means": {
+            "mins": [float(x) for x in mins],
+            "maxs": [float(x) for x in maxs],
+            "files": ["means_l.webp", "means_u.webp"],
+        },
         "scales": {"codebook": _floats(scale_cb), "files": ["scales.webp"]},
         "quats": {"files": ["quats.webp"]},
         "sh0": {"codebook": _floats(sh0_cb), "files": ["sh0.webp"]},
     }
 
     if K1 and N:
-        size = shn_palette if shn_palette is not None else min(MAX_PALETTE, max(1, N // 16))
+        size = shn_palette if shn_palette is not None else default_palette_size(N)
         if not 1 <= size <= MAX_PALETTE:
             raise SogError(path, f"shn_palette must be 1..{MAX_PALETTE}, got {size}")
         X = np.ascontiguousarray(shN[order].reshape(N, K1 * 3), dtype=np.float32)
@@ -338,7 +368,9 @@ def write_sog(
     depends only on the scene and ``seed`` (fixed zip time stamps).
     """
     path = Path(path)
-    files = encode_sog(gaussians, sh_degree=sh_degree, shn_palette=shn_palette, antialias=antialias, seed=seed, path=path)
+    files = encode_sog(
+        gaussians, sh_degree=sh_degree, shn_palette=shn_palette, antialias=antialias, seed=seed, path=path
+    )
     if path.suffix.lower() == ".sog":
 
         def write_zip(f) -> None:

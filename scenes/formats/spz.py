@@ -89,6 +89,7 @@ FLAG_ANTIALIASED = 0x1
 FLAG_HAS_EXTENSIONS = 0x2
 _SQRT1_2 = math.sqrt(0.5)
 _MAX_FIXED = (1 << 23) - 1
+_V4_PROBLEM = "spz version {version} (zstd-compressed streams) is unsupported; only versions 2 and 3 can be read"
 
 #: Sign of each of the 15 higher-order SH coefficients under (x, y, z) -> (x, -y, -z).
 SH_FLIP_RDF_RUB = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], dtype=np.float64)
@@ -100,7 +101,7 @@ class SpzError(FormatError):
 
 def _round(x: np.ndarray) -> np.ndarray:
     """Round half away from zero (C++ std::round)."""
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    return np.trunc(x + np.copysign(0.5, x))
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
@@ -151,22 +152,22 @@ def encode_spz(
         index, rest = pack_smallest_three(xyzw)
         mag = np.minimum(np.floor(511.0 * np.abs(rest) / _SQRT1_2 + 0.5), 511).astype(np.uint32)
         ten = (rest < 0).astype(np.uint32) << np.uint32(9) | mag
-        comp = (index.astype(np.uint32) << np.uint32(30)) | (ten[:, 0] << np.uint32(20)) | (ten[:, 1] << np.uint32(10)) | ten[:, 2]
-        rotations = comp.astype("<u4")
+        comp = (index.astype(np.uint32) << np.uint32(30)) | (ten[:, 0] << np.uint32(20)) | (ten[:, 1] << np.uint32(10))
+        rotations = (comp | ten[:, 2]).astype("<u4")
     else:
         xyzw = xyzw * np.where(xyzw[:, 3] < 0, -1.0, 1.0)[:, None]
         rotations = _u8(xyzw[:, :3] * 127.5 + 127.5)
 
-    sh = shN.astype(np.float64) * SH_FLIP_RDF_RUB[:K1, None]
-    q_sh = _round(sh * 128.0) + 128.0
-    bucket = np.where(np.arange(K1) < 3, 8.0, 16.0)[:, None]  # 5 bits for degree 1, 4 after
+    # float32 is exact here: x * 128 scales by a power of two, the sums stay far below 2^24
+    sh = shN * (SH_FLIP_RDF_RUB[:K1, None] * 128.0).astype(np.float32)
+    q_sh = _round(sh) + np.float32(128.0)
+    bucket = np.where(np.arange(K1) < 3, 8.0, 16.0).astype(np.float32)[:, None]  # 5 bits for degree 1, 4 after
     q_sh = np.floor((q_sh + bucket / 2) / bucket) * bucket
     sh_bytes = np.clip(q_sh, 0, 255).astype(np.uint8)
 
     header = SPZ_HEADER.pack(SPZ_MAGIC, version, N, sh_degree_of(K1), frac, FLAG_ANTIALIASED if antialiased else 0, 0)
-    return b"".join(
-        [header, positions.tobytes(), alphas.tobytes(), colors.tobytes(), scales.tobytes(), rotations.tobytes(), sh_bytes.tobytes()]
-    )
+    streams = (positions, alphas, colors, scales, rotations, sh_bytes)
+    return header + b"".join(s.tobytes() for s in streams)
 
 
 def write_spz(
@@ -200,7 +201,7 @@ def decode_spz(payload: bytes, path: str | os.PathLike[str] = "<memory>") -> Gau
     if magic != SPZ_MAGIC:
         raise SpzError(path, f"wrong magic 0x{magic:08X} (expected 0x{SPZ_MAGIC:08X} 'NGSP'): not an spz file")
     if version >= 4:
-        raise SpzError(path, f"spz version {version} (zstd-compressed streams) is unsupported; only versions 2 and 3 can be read")
+        raise SpzError(path, _V4_PROBLEM.format(version=version))
     if version not in (2, 3):
         raise SpzError(path, f"spz version {version} is unsupported; only versions 2 and 3 can be read")
     if degree > 3:
@@ -210,7 +211,9 @@ def decode_spz(payload: bytes, path: str | os.PathLike[str] = "<memory>") -> Gau
     K1 = (degree + 1) ** 2 - 1
     need = SPZ_HEADER.size + N * _bytes_per_splat(version, K1)
     if len(payload) < need:
-        raise SpzError(path, f"truncated: {N} splats of version {version} need {need} bytes, the stream has {len(payload)}")
+        raise SpzError(
+            path, f"truncated: {N} splats of version {version} need {need} bytes, the stream has {len(payload)}"
+        )
     if len(payload) > need and not flags & FLAG_HAS_EXTENSIONS:
         raise SpzError(
             path, f"{len(payload) - need} bytes after the streams of {N} splats (wrong count in the header?)"
@@ -271,9 +274,7 @@ def read_spz(path: str | os.PathLike[str]) -> Gaussians:
     elif len(raw) >= 8 and struct.unpack_from("<I", raw)[0] == SPZ_MAGIC:
         version = struct.unpack_from("<I", raw, 4)[0]
         if version >= 4:
-            raise SpzError(
-                path, f"spz version {version} (zstd-compressed streams) is unsupported; only versions 2 and 3 can be read"
-            )
+            raise SpzError(path, _V4_PROBLEM.format(version=version))
         raise SpzError(path, f"spz version {version} stream is not gzip-compressed (expected a gzip file)")
     else:
         raise SpzError(path, "not an spz file (no gzip header)")
