@@ -23,6 +23,7 @@ import dataclasses
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
@@ -580,6 +581,8 @@ def _error(message: str) -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parses ``argv`` (default: ``sys.argv[1:]``), runs the command; returns the exit status."""
+    # warnings (a skipped frame, the reference fallback) read as one line, without source
+    warnings.formatwarning = lambda message, category, *args, **kw: f"{PROG}: warning: {message}\n"
     try:
         cmd = parse(argv)
         return HANDLERS[type(cmd)](cmd)
