@@ -24,10 +24,10 @@ from .conftest import SHARED
 LEGO = SHARED / "datasets" / "nerf_synthetic_lego"
 pytestmark = pytest.mark.skipif(not LEGO.is_dir(), reason=f"{LEGO} not present")
 
-# A trainer that learns nothing stays near the PSNR of the initial random Gaussians over
-# white (~11 dB here); a working one passes 22 dB on this subset within 800 steps
-# (measured: see the test's failure message for the value reached).
-PSNR_FLOOR = 22.0
+# The initial grey Gaussians score 7.1 dB on these test views; a working trainer reached
+# 22.8 dB in 800 steps (with the opacity reset at step 500); a trainer that learns
+# nothing, or learns wrongly, stays far below the floor.
+PSNR_FLOOR = 20.5
 
 
 @pytest.fixture(scope="module")
