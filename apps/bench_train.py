@@ -64,7 +64,9 @@ def time_training(
     seed: int = 0,
     progress: Callable[[], None] | None = None,
 ) -> TrainBenchResult:
-    opts = TrainOptions(data=data, out="", strategy=strategy, steps=steps, downscale=downscale, seed=seed,
+    # the schedules (learning-rate decay, densification window) of a default-length run:
+    # the timed steps are its first ones
+    opts = TrainOptions(data=data, out="", strategy=strategy, downscale=downscale, seed=seed,
                         init_points=init_points, init_half_size=init_half_size)  # fmt: skip
     dataset = sfdata.load(data, downscale=downscale)
     views = load_views(dataset.train)

@@ -2,7 +2,8 @@
 
 A run directory holds ``config.yaml`` (the options, enough to resume), ``checkpoints/``
 (atomic, the last k kept), ``scene.ply`` (INRIA layout), ``cameras.json``,
-``metrics.json`` and ``renders/test/``. Ctrl-C or SIGTERM stops after the step in progress
+``metrics.json``, ``renders/test/`` and ``refinements.jsonl`` (a line per density-control
+step: what the strategy did). Ctrl-C or SIGTERM stops after the step in progress
 and saves a checkpoint; ``--resume RUN`` continues from it exactly (parameters, Adam,
 strategy state, RNG, view order).
 """
@@ -10,6 +11,7 @@ strategy state, RNG, view order).
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import time
 from contextlib import contextmanager
@@ -26,8 +28,8 @@ from splatfield import data as sfdata
 from splatfield.scenes import checkpoint as ckpt
 from splatfield.scenes.evaluate import EvalResult, evaluate
 from splatfield.scenes.formats.ply import write_ply
-from splatfield.scenes.gaussian_scene import GaussianScene
-from splatfield.scenes.strategies import AdcConfig, Strategy, StrategyName, make_strategy
+from splatfield.scenes.gaussian_scene import GaussianScene, LearningRates
+from splatfield.scenes.strategies import AdcConfig, SteepestConfig, Strategy, StrategyName, make_strategy
 from splatfield.scenes.trainer import StepInfo, Trainer, TrainerConfig, Views
 
 from .bench import peak_rss_mb, write_json_atomic
@@ -51,6 +53,12 @@ class TrainOptions:
     keep_checkpoints: int = 3
     evaluate: bool = True
     save_renders: bool = True
+    # steepest (SteepestConfig)
+    split_threshold: float = 0.1
+    split_grad_gate: bool = False
+    split_displacement: float = 1.0
+    max_splits: Optional[int] = None
+    projection_curvature: bool = True
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"splatfield_train": dataclasses.asdict(self)}, sort_keys=False)
@@ -117,13 +125,27 @@ def initial_scene(opts: TrainOptions, dataset: sfdata.Dataset, generator: torch.
     else:
         pts, cols = sfdata.random_initial_points(dataset.train.cameras, extent, opts.init_points, generator,
                                                  opts.init_half_size)  # fmt: skip
-    return GaussianScene.from_points(pts, cols, extent=extent, max_sh_degree=opts.sh_degree)
+    # The position learning rate decays over the run's own length (as gsplat does), so a
+    # short run ends on a settled step size instead of a third of the way down 3DGS's 30k decay.
+    lrs = LearningRates(means_decay_steps=opts.steps)
+    return GaussianScene.from_points(pts, cols, extent=extent, max_sh_degree=opts.sh_degree, lrs=lrs)
+
+
+def refine_stop_for(steps: int) -> int:
+    """Densification (and with it the opacity resets) stops at 15k steps as in 3DGS, or at 70%
+    of a shorter run: a reset or a fresh split in the last steps leaves the scene no time to
+    recover (a 7k run would otherwise reset opacities at step 6000)."""
+    return min(15_000, round(0.7 * steps))
 
 
 def strategy_for(opts: TrainOptions, dataset: sfdata.Dataset) -> Strategy:
     # 3DGS also resets opacities at the first densification on white-background captures
     white = background_of(dataset) == (1.0, 1.0, 1.0)
-    return make_strategy(opts.strategy, adc=AdcConfig(reset_at_refine_start=white))
+    schedule = {"reset_at_refine_start": white, "refine_stop": refine_stop_for(opts.steps)}
+    steepest = SteepestConfig(**schedule, split_threshold=opts.split_threshold, grad_gate=opts.split_grad_gate,
+                              displacement=opts.split_displacement, max_splits=opts.max_splits,
+                              projection_curvature=opts.projection_curvature)  # fmt: skip
+    return make_strategy(opts.strategy, adc=AdcConfig(**schedule), steepest=steepest)
 
 
 def cameras_json(dataset: sfdata.Dataset) -> dict:
@@ -212,7 +234,13 @@ def train(
         if opts.checkpoint_every > 0 and info.step % opts.checkpoint_every == 0 and info.step < opts.steps:
             _save(tr, run, opts)
 
-    callbacks = [checkpoint_cb] + ([lambda tr, info: on_step(info)] if on_step else [])
+    def refinement_log_cb(tr: Trainer, info: StepInfo) -> None:
+        # one JSON line per density-control edit: splits, prunes, the λ_min distribution...
+        if info.changes:
+            with open(run / "refinements.jsonl", "a") as f:
+                f.write(json.dumps({"step": info.step, **info.changes, "gaussians": info.num_gaussians}) + "\n")
+
+    callbacks = [checkpoint_cb, refinement_log_cb] + ([lambda tr, info: on_step(info)] if on_step else [])
     with graceful_stop(trainer) as received:
         finished = trainer.run(opts.steps, callbacks)
     path = _save(trainer, run, opts)
