@@ -27,7 +27,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -260,20 +260,11 @@ def time_raster(
     tot: list[float] = []
     meta = None
     for it in range(warmup + repeats):
-        for t in params.tensors():
-            t.grad = None
-        t0 = time.perf_counter()
-        out = rasterize(params, cameras, sh_degree=sh_degree, stats=stats, backend=backend, antialiased=False)
-        t1 = time.perf_counter()
-        loss = ((out.image - 0.5) ** 2).mean()
-        loss.backward()
-        t2 = time.perf_counter()
+        f_ms, b_ms, meta = _time_once(params, cameras, backend, stats, sh_degree)
         if it >= warmup:
-            fwd.append((t1 - t0) * 1e3)
-            bwd.append((t2 - t1) * 1e3)
-            tot.append((t2 - t0) * 1e3)
-        meta = out.meta
-        del out, loss
+            fwd.append(f_ms)
+            bwd.append(b_ms)
+            tot.append(f_ms + b_ms)
         if progress is not None:
             progress()
     rss = peak_rss_mb()  # before the (untimed) pair count, which allocates its own memory
@@ -306,6 +297,69 @@ def time_raster(
         forward_ms_all=fwd,
         backward_ms_all=bwd,
     )
+
+
+def _time_once(
+    params: Gaussians, cameras: Cameras, backend: BenchBackend, stats: Sequence[Statistic], sh_degree: int
+) -> tuple[float, float, Any]:
+    """One forward and backward: (forward ms, backward ms, the render's meta)."""
+    for t in params.tensors():
+        t.grad = None
+    t0 = time.perf_counter()
+    out = rasterize(params, cameras, sh_degree=sh_degree, stats=stats, backend=backend, antialiased=False)
+    t1 = time.perf_counter()
+    loss = ((out.image - 0.5) ** 2).mean()
+    loss.backward()
+    t2 = time.perf_counter()
+    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, out.meta
+
+
+@dataclass
+class StatsOverhead:
+    """Forward+backward without and with statistics, timed alternately in one process (so
+    that the machine's drift falls on both arms alike)."""
+
+    stats: list[str]
+    repeats: int
+    without_forward_ms: float
+    without_backward_ms: float
+    with_forward_ms: float
+    with_backward_ms: float
+    backward_overhead: float  # with / without - 1, of the backward medians
+    total_overhead: float  # of the forward+backward medians
+    paired_total_overhead: float  # median over the pairs of (with / without - 1)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def time_stats_overhead(
+    gaussians: Gaussians,
+    cameras: Cameras,
+    stats: Sequence[Statistic],
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+    sh_degree: int = 0,
+    progress: Callable[[], None] | None = None,
+) -> StatsOverhead:
+    """Native forward+backward with no statistics and with ``stats``, alternating run by run."""
+    params = Gaussians(*(t.detach().clone() for t in gaussians.tensors())).requires_grad_(True)
+    arms: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for it in range(warmup + repeats):
+        for with_stats in ((False, True) if it % 2 == 0 else (True, False)):
+            f_ms, b_ms, _ = _time_once(params, cameras, "native", stats if with_stats else (), sh_degree)
+            if it >= warmup:
+                arms[with_stats].append((f_ms, b_ms))
+        if progress is not None:
+            progress()
+    (wo_f, wo_b), (w_f, w_b) = ([_median([x[i] for x in arms[k]]) for i in (0, 1)] for k in (False, True))
+    paired = [(a[0] + a[1]) / (b[0] + b[1]) - 1.0 for a, b in zip(arms[True], arms[False])]
+    return StatsOverhead(
+        stats=list(dict.fromkeys(stats)), repeats=repeats, without_forward_ms=wo_f, without_backward_ms=wo_b,
+        with_forward_ms=w_f, with_backward_ms=w_b, backward_overhead=w_b / wo_b - 1.0,
+        total_overhead=(w_f + w_b) / (wo_f + wo_b) - 1.0, paired_total_overhead=_median(paired),
+    )  # fmt: skip
 
 
 def speed_ratios(results: Sequence[RasterBenchResult]) -> dict[str, float] | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -35,9 +36,9 @@ PROG = "splatfield"
 
 # Mirrors splatfield.render.types.Statistic (checked by the tests); kept here so that
 # parsing the command line does not import torch.
-StatisticName = Literal["grad2d", "importance", "split2d"]
+StatisticName = Literal["grad2d", "importance", "split2d", "mean2d_grad"]
 BackendName = Literal["native", "reference"]
-StrategyName = Literal["adc", "none"]
+StrategyName = Literal["adc", "steepest", "none"]
 ExportFormat = Literal["ply", "splat", "compressed-ply", "spz", "sog"]
 SceneSource = tyro.conf.create_mutex_group(required=False, title="scene (one of)")
 
@@ -93,6 +94,9 @@ class BenchRaster:
     """Also write the results as JSON (atomically) to FILE."""
     seed: int = 0
     """Seed of the random scene (--gaussians)."""
+    compare_stats: bool = False
+    """Also time the native forward+backward without and with --stats, alternating run by run
+    in this process, and report the overhead of the statistics."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +127,9 @@ class Train:
     data: Annotated[Optional[Path], tyro.conf.Positional, tyro.conf.arg(metavar="DATA")] = None
     """Dataset folder (or its transforms/poses file); not needed with --resume."""
     strategy: StrategyName = "adc"
-    """Density control: adc (3DGS adaptive density control) or none (fixed Gaussians)."""
+    """Density control: adc (3DGS adaptive density control), steepest (SteepGS: split only at
+    saddle points, two offspring along the splitting matrix's most negative eigenvector) or
+    none (fixed Gaussians)."""
     steps: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint="(default: 7000, or the resumed run's)")] = None
     """Training steps (one view per step)."""
     downscale: float = 1.0
@@ -150,6 +156,16 @@ class Train:
     """Evaluate on the test views when training finishes."""
     threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
     """torch.set_num_threads(T)."""
+    split_threshold: float = 0.1
+    """steepest: split where the smallest eigenvalue of the splitting matrix times extent^2 is below minus this."""
+    split_grad_gate: bool = False
+    """steepest: also require the 3DGS gradient test (average NDC gradient >= 2e-4)."""
+    split_displacement: float = 1.0
+    """steepest: offspring at mu +- this many standard deviations along the eigenvector."""
+    max_splits: Annotated[Optional[int], tyro.conf.arg(metavar="N", help_behavior_hint="(default: no budget)")] = None
+    """steepest: at most N splits per densification step, most negative eigenvalue first."""
+    projection_curvature: bool = True
+    """steepest: include the projection's curvature term in the splitting matrix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +291,8 @@ def run_bench_raster(cfg: BenchRaster) -> int:
         _at_least("--threads", cfg.threads, 1)
     if not cfg.backend:
         raise CLIError("--backend: name at least one of native, reference")
+    if cfg.compare_stats and not cfg.stats:
+        raise CLIError("--compare-stats: name the statistics to compare with --stats")
     if cfg.json is not None:
         _check_output_file(cfg.json)
 
@@ -343,8 +361,18 @@ def run_bench_raster(cfg: BenchRaster) -> int:
         f"pairs/s = pairs / median forward time"
     )
     print("runs = warm-ups + timed; peak RSS is this process's peak so far (use separate invocations to compare)")
+    doc = bench.results_json(results)
+    if cfg.compare_stats:
+        with _progress(cfg.warmup + cfg.repeats, "stats A/B", "pair") as bar:
+            ab = bench.time_stats_overhead(gaussians, camera, cfg.stats, repeats=cfg.repeats, warmup=cfg.warmup,
+                                           sh_degree=cfg.sh_degree, progress=bar.update)  # fmt: skip
+        print(f"statistics overhead, native, {ab.repeats} alternating pairs: without {ab.without_forward_ms:.1f} + "
+              f"{ab.without_backward_ms:.1f} ms, with {', '.join(ab.stats)} {ab.with_forward_ms:.1f} + "
+              f"{ab.with_backward_ms:.1f} ms (forward + backward medians): backward {100 * ab.backward_overhead:+.1f}%, "
+              f"total {100 * ab.total_overhead:+.1f}% (median of the pairs {100 * ab.paired_total_overhead:+.1f}%)")  # fmt: skip
+        doc = {**doc, "stats_overhead": ab.to_json()}
     if cfg.json is not None:
-        bench.write_json_atomic(cfg.json, bench.results_json(results))
+        bench.write_json_atomic(cfg.json, doc)
         print(f"wrote {cfg.json}")
     return 0
 
@@ -430,10 +458,30 @@ def _train_progress(steps: int, bars: list) -> Callable[[Any], None]:
             state["t"] = (now, info.step)
             print(f"step {info.step}/{steps}: loss {info.loss:.4f}, train-view PSNR {info.psnr:.2f} dB, "
                   f"{info.num_gaussians:,} Gaussians{rate}", flush=True)  # fmt: skip
+        if info.changes:
+            bar.write(f"step {info.step}: {describe_changes(info.changes)} -> {info.num_gaussians:,} Gaussians",
+                      file=sys.stdout)  # fmt: skip
         if info.step % 10 == 0 or info.step == steps:
             bar.set_postfix(loss=f"{info.loss:.4f}", psnr=f"{info.psnr:.2f}", n=f"{info.num_gaussians:,}", refresh=False)
 
     return on_step
+
+
+def describe_changes(changes: dict) -> str:
+    """One log line for what a strategy did at a step (counts, then the λ_min distribution)."""
+    parts = []
+    if "candidates" in changes:
+        parts.append(f"split {changes['split']:,} of {changes['candidates']:,} candidates")
+    else:
+        parts += [f"{k} {changes[k]:,}" for k in ("cloned", "split") if k in changes]
+    if "pruned" in changes:
+        parts.append(f"pruned {changes['pruned']:,}")
+    if "opacity_reset" in changes:
+        parts.append("opacities reset")
+    if "lambda_p50" in changes:
+        parts.append(f"lambda_min p1 {changes['lambda_p01']:.2e}, p10 {changes['lambda_p10']:.2e}, "
+                     f"median {changes['lambda_p50']:.2e}, {100 * changes['negative_fraction']:.0f}% negative")  # fmt: skip
+    return ", ".join(parts)
 
 
 def _print_metrics(m: dict) -> None:
@@ -449,11 +497,15 @@ def run_train(cfg: Train) -> int:
         raise CLIError("DATA: give a dataset folder (or --resume RUN)")
     for opt, v, lo in (("--steps", cfg.steps, 1), ("--init-points", cfg.init_points, 1), ("--test-every", cfg.test_every, 0),
                        ("--checkpoint-every", cfg.checkpoint_every, 0), ("--keep-checkpoints", cfg.keep_checkpoints, 1),
-                       ("--threads", cfg.threads, 1)):  # fmt: skip
+                       ("--threads", cfg.threads, 1), ("--max-splits", cfg.max_splits, 0)):  # fmt: skip
         if v is not None:
             _at_least(opt, v, lo)
     if not cfg.downscale >= 1.0:
         raise CLIError(f"--downscale: must be >= 1 (got {cfg.downscale})")
+    if not (cfg.split_threshold >= 0.0 and math.isfinite(cfg.split_threshold)):
+        raise CLIError(f"--split-threshold: must be a finite number >= 0 (got {cfg.split_threshold})")
+    if not (cfg.split_displacement > 0.0 and math.isfinite(cfg.split_displacement)):
+        raise CLIError(f"--split-displacement: must be a finite number > 0 (got {cfg.split_displacement})")
     import torch
 
     if cfg.threads is not None:
@@ -475,7 +527,9 @@ def run_train(cfg: Train) -> int:
             data=str(data.resolve()), out=str(run), strategy=cfg.strategy, steps=7000 if cfg.steps is None else cfg.steps,
             downscale=cfg.downscale, test_every=cfg.test_every, seed=cfg.seed, sh_degree=cfg.sh_degree,
             init_points=cfg.init_points, init_half_size=cfg.init_half_size, checkpoint_every=cfg.checkpoint_every,
-            keep_checkpoints=cfg.keep_checkpoints, evaluate=cfg.eval,
+            keep_checkpoints=cfg.keep_checkpoints, evaluate=cfg.eval, split_threshold=cfg.split_threshold,
+            split_grad_gate=cfg.split_grad_gate, split_displacement=cfg.split_displacement, max_splits=cfg.max_splits,
+            projection_curvature=cfg.projection_curvature,
         )  # fmt: skip
     with _bars() as bars:
         res = tr.train(opts, resume=cfg.resume is not None, on_step=_train_progress(opts.steps, bars),

@@ -130,6 +130,8 @@ class Rasterize(torch.autograd.Function):
         )
         if "grad2d" in stats.requested:
             stats.values["grad2d"] = v_means2d.norm(dim=-1)
+        if "mean2d_grad" in stats.requested:
+            stats.values["mean2d_grad"] = v_means2d.detach().clone()
         if want_split:
             stats.values["split2d"] = split2d
         v_background = None

@@ -118,5 +118,5 @@ def rasterize(
             means2d, conics, opacities, colors, depths, radii, bg, W, H, stats=out_stats
         )
     depth = torch.where(alpha > 1e-6, depth_acc / alpha.clamp_min(1e-6), torch.zeros_like(depth_acc))
-    meta = RenderMeta(means2d=means2d, depths=depths, radii=radii, stats=out_stats)
+    meta = RenderMeta(means2d=means2d, depths=depths, radii=radii, stats=out_stats, cameras=cameras)
     return RenderOutput(image=image, alpha=alpha, depth=depth, meta=meta)

@@ -197,8 +197,15 @@ def rasterize(
     want = () if stats is None else stats.requested
     importance = torch.zeros(B, N, dtype=dt, device=dev)
     split2d = torch.zeros(B, N, 3, dtype=dt, device=dev) if "split2d" in want else None
-    if "grad2d" in want and means2d.requires_grad:
-        means2d.register_hook(lambda g: stats.values.__setitem__("grad2d", g.norm(dim=-1)))
+    if means2d.requires_grad and ("grad2d" in want or "mean2d_grad" in want):
+
+        def capture_mean2d_grad(g: Tensor) -> None:
+            if "grad2d" in want:
+                stats.values["grad2d"] = g.norm(dim=-1)
+            if "mean2d_grad" in want:
+                stats.values["mean2d_grad"] = g.detach().clone()
+
+        means2d.register_hook(capture_mean2d_grad)
 
     image = means2d.new_zeros(B, height, width, 3)
     depth = means2d.new_zeros(B, height, width, 1)

@@ -7,8 +7,10 @@ from typing import Literal
 
 from torch import Tensor
 
-Statistic = Literal["grad2d", "importance", "split2d"]
-STATISTICS: tuple[Statistic, ...] = ("grad2d", "importance", "split2d")
+from .camera import Cameras
+
+Statistic = Literal["grad2d", "importance", "split2d", "mean2d_grad"]
+STATISTICS: tuple[Statistic, ...] = ("grad2d", "importance", "split2d", "mean2d_grad")
 
 
 @dataclass
@@ -18,7 +20,9 @@ class RenderStats:
     ``importance`` [B, N] (sum over pixels of alpha * T) is filled by the forward pass.
     ``grad2d`` [B, N] (|dL/d mean2d| in pixels) and ``split2d`` [B, N, 3] (the splitting
     matrix term sum_p dL/dalpha * alpha * (C d d^T C - C) as xx, xy, yy) are filled when
-    the loss is back-propagated; reading them before that is an error.
+    the loss is back-propagated, as is ``mean2d_grad`` [B, N, 2] (dL/d mean2d itself, for
+    the projection-curvature term of the splitting matrix); reading them before that is an
+    error.
     """
 
     requested: tuple[Statistic, ...] = ()
@@ -43,6 +47,10 @@ class RenderStats:
     def split2d(self) -> Tensor:
         return self._get("split2d")
 
+    @property
+    def mean2d_grad(self) -> Tensor:
+        return self._get("mean2d_grad")
+
 
 @dataclass
 class RenderMeta:
@@ -50,6 +58,7 @@ class RenderMeta:
     depths: Tensor  # [B, N] camera-space z
     radii: Tensor  # [B, N, 2] int32 pixel half-extent; 0 = not rendered
     stats: RenderStats
+    cameras: Cameras | None = None  # what was rendered (strategies lift 2D statistics to 3D with it)
 
     @property
     def visible(self) -> Tensor:  # [B, N] bool

@@ -66,7 +66,7 @@ class StepInfo:
     num_gaussians: int
     sh_degree: int
     step_seconds: float
-    changes: dict[str, int] = field(default_factory=dict)
+    changes: dict[str, float] = field(default_factory=dict)  # what the strategy did (counts, figures)
 
 
 Callback = Callable[["Trainer", StepInfo], None]

@@ -23,7 +23,7 @@ from .scenes import SceneSpec, make_scene, suite
 FWD_ATOL = 1e-5
 GRAD_RTOL = 1e-4
 MAX_AMBIGUOUS_FRACTION = 0.05  # dense scenes see hundreds of pairs per pixel
-STATS = ("grad2d", "importance", "split2d")
+STATS = ("grad2d", "importance", "split2d", "mean2d_grad")
 PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN")
 
 
@@ -103,6 +103,7 @@ def compare(spec: SceneSpec) -> dict[str, float]:
     errors["importance"] = _rel_inf(imp_n[~touched], imp_r[~touched]) if (~touched).any() else 0.0
     errors["grad2d"] = _rel_inf(out.stats.grad2d, r_stats.grad2d)
     errors["split2d"] = _rel_inf(out.stats.split2d, r_stats.split2d)
+    errors["mean2d_grad"] = _rel_inf(out.stats.mean2d_grad, r_stats.mean2d_grad)
     return errors
 
 

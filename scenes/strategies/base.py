@@ -36,7 +36,7 @@ class Strategy(Protocol):
 
     def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None: ...
 
-    def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, int]: ...
+    def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, float]: ...
 
     def state_dict(self) -> dict: ...
 
@@ -55,7 +55,7 @@ class NoStrategy:
     def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None:
         pass
 
-    def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, int]:
+    def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, float]:
         return {}
 
     def state_dict(self) -> dict:
