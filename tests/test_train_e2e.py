@@ -4,6 +4,7 @@ SIGINT and SIGTERM leave a loadable checkpoint."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -78,27 +79,34 @@ def _state_equal(a, b, path="") -> None:
         assert a == b, path
 
 
-def test_resume_restores_everything_and_matches_an_uninterrupted_run(lego_small, tmp_path, native):
+@pytest.mark.parametrize("strategy", ["adc", "steepest"])
+def test_resume_restores_everything_and_matches_an_uninterrupted_run(lego_small, tmp_path, native, strategy):
     # crosses the first densification (step 500) so strategy state and edits are exercised
-    straight = tr.train(options(lego_small, tmp_path / "a", steps=700, checkpoint_every=0, evaluate=False),
-                        log=lambda m: None)  # fmt: skip
-    first = tr.train(options(lego_small, tmp_path / "b", steps=450, checkpoint_every=0, evaluate=False),
-                     log=lambda m: None)  # fmt: skip
-    assert first.finished and first.step == 450
+    straight = tr.train(options(lego_small, tmp_path / "a", steps=700, checkpoint_every=0, evaluate=False,
+                                strategy=strategy), log=lambda m: None)  # fmt: skip
+    # the same 700-step run, interrupted (as by Ctrl-C) after step 450: schedules follow the
+    # run's length, so a shorter run would not be the same run
+    def interrupt_at_450(info) -> None:
+        if info.step == 450:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = tr.train(options(lego_small, tmp_path / "b", steps=700, checkpoint_every=0, evaluate=False,
+                             strategy=strategy), on_step=interrupt_at_450, log=lambda m: None)  # fmt: skip
+    assert not first.finished and first.step == 450 and first.stop_signal == "SIGINT"
     saved = ckpt.load_checkpoint(first.checkpoint)
-    assert saved["step"] == 450 and saved["strategy"]["name"] == "adc"
+    assert saved["step"] == 450 and saved["strategy"]["name"] == strategy
     assert saved["strategy"]["state"]["grad_sum"] is not None
 
     # a trainer restored from the checkpoint holds exactly what was saved
-    opts_b = options(lego_small, tmp_path / "b", steps=450)
+    opts_b = options(lego_small, tmp_path / "b", steps=700, strategy=strategy)
     dataset = tr.sfdata.load(opts_b.data, downscale=opts_b.downscale)
-    trainer = Trainer(GaussianScene.from_state_dict(saved["scene"]), make_strategy("adc"),
+    trainer = Trainer(GaussianScene.from_state_dict(saved["scene"]), make_strategy(strategy),
                          tr.load_views(dataset.train))  # fmt: skip
     trainer.load_state_dict(saved)
     _state_equal(trainer.state_dict(), saved)
 
-    resumed = tr.train(options(lego_small, tmp_path / "b", steps=700, checkpoint_every=0, evaluate=False),
-                       resume=True, log=lambda m: None)  # fmt: skip
+    resumed = tr.train(options(lego_small, tmp_path / "b", steps=700, checkpoint_every=0, evaluate=False,
+                               strategy=strategy), resume=True, log=lambda m: None)  # fmt: skip
     assert resumed.finished and resumed.step == 700
     a = ckpt.load_checkpoint(straight.checkpoint)["scene"]["params"]
     b = ckpt.load_checkpoint(resumed.checkpoint)["scene"]["params"]
