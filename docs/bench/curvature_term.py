@@ -1,4 +1,9 @@
-"""Does the projection-curvature term matter? Splitting matrices with and without it on a lego checkpoint."""
+"""Does the projection-curvature term of the splitting matrix matter? (docs/TRAINING.md, steepest)
+
+Usage: python docs/bench/curvature_term.py CHECKPOINT   (a checkpoint of a lego run at downscale 2)
+Sums the splitting matrices of every 5th training view with and without the term and compares
+them: relative size, the angle between the v_min, and the candidate sets at three thresholds.
+"""
 import sys, torch, json
 from splatfield import data as sfdata
 from splatfield.scenes import checkpoint as ckpt
