@@ -80,6 +80,36 @@ def test_parse_train_eval_and_bench_train():
     assert typing.get_args(cli.StrategyName) == typing.get_args(
         __import__("splatfield.scenes.strategies", fromlist=["StrategyName"]).StrategyName
     )
+    st = cli.parse(["train", "d", "--strategy", "steepest", "--split-grad-gate", "--split-threshold", "0.05",
+                    "--max-splits", "1000", "--no-projection-curvature", "--split-displacement", "0.5"])  # fmt: skip
+    assert (st.strategy, st.split_grad_gate, st.split_threshold, st.max_splits) == ("steepest", True, 0.05, 1000)
+    assert (st.projection_curvature, st.split_displacement) == (False, 0.5)
+
+
+def test_steepest_options_reach_the_strategy():
+    from splatfield.apps import train as tr
+
+    opts = tr.TrainOptions(data="d", out="o", strategy="steepest", steps=7000, split_threshold=0.05,
+                           split_grad_gate=True, max_splits=10, projection_curvature=False, split_displacement=0.5)  # fmt: skip
+
+    class White:
+        background = (1.0, 1.0, 1.0)
+
+    s = tr.strategy_for(opts, White())  # type: ignore[arg-type]
+    c = s.config
+    assert s.name == "steepest" and s.statistics == ("grad2d", "split2d")
+    assert (c.split_threshold, c.grad_gate, c.max_splits, c.projection_curvature, c.displacement) == (
+        0.05, True, 10, False, 0.5)  # fmt: skip
+    assert c.refine_stop == 4900 and c.reset_at_refine_start
+    assert tr.refine_stop_for(30_000) == 15_000 and tr.refine_stop_for(800) == 560
+
+
+def test_describe_changes_lines():
+    assert cli.describe_changes({"cloned": 3, "split": 1234, "pruned": 5}) == "cloned 3, split 1,234, pruned 5"
+    line = cli.describe_changes({"candidates": 30, "split": 12, "pruned": 0, "lambda_p01": -0.3, "lambda_p10": -0.1,
+                                 "lambda_p50": -0.01, "negative_fraction": 0.9, "opacity_reset": 1})  # fmt: skip
+    assert line == ("split 12 of 30 candidates, pruned 0, opacities reset, lambda_min p1 -3.00e-01, p10 -1.00e-01, "
+                    "median -1.00e-02, 90% negative")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -345,6 +375,24 @@ def test_bench_raster_writes_json(tmp_path):
     assert re.search(rf"^{BACKEND}\s+1\+2\s", proc.stdout, re.M), proc.stdout
     assert "alpha >= 1/255" in proc.stdout
     assert not list(tmp_path.glob(".bench.json.*"))  # no temporary file left behind
+
+
+@pytest.mark.skipif(not NATIVE, reason="the statistics A/B times the native kernels")
+def test_bench_raster_compare_stats(tmp_path):
+    out = tmp_path / "ab.json"
+    proc = run_cli("bench", "raster", "--gaussians", "500", "--width", "32", "--height", "32", "--repeats", "2",
+                   "--warmup", "0", "--stats", "split2d", "--compare-stats", "--json", str(out), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ab = json.loads(out.read_text())["stats_overhead"]
+    assert ab["stats"] == ["split2d"] and ab["repeats"] == 2
+    for k in ("without_forward_ms", "without_backward_ms", "with_forward_ms", "with_backward_ms"):
+        assert ab[k] > 0
+    assert ab["total_overhead"] == pytest.approx(
+        (ab["with_forward_ms"] + ab["with_backward_ms"]) / (ab["without_forward_ms"] + ab["without_backward_ms"]) - 1)
+    assert "statistics overhead" in proc.stdout
+    refused = run_cli("bench", "raster", "--gaussians", "5", "--compare-stats", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "splatfield: error: --compare-stats: name the statistics to compare with --stats")
 
 
 def test_time_raster_pairs_match_the_projection():

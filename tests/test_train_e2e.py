@@ -61,6 +61,10 @@ def test_short_training_reaches_psnr_floor(lego_small, tmp_path, native):
     assert m["num_gaussians"] > 0 and m["peak_rss_mb"] > 0 and m["train_seconds"] > 0
     for name in ("config.yaml", "cameras.json", "scene.ply"):
         assert (tmp_path / "run" / name).is_file(), name
+    # densification stops at 70% of the run: one refinement (step 500, with the opacity reset)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "refinements.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [500]
+    assert {"cloned", "split", "pruned", "opacity_reset", "gaussians"} <= set(lines[0])
     assert tr.TrainOptions.from_yaml(tmp_path / "run" / "config.yaml").steps == 800
 
 
