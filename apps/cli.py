@@ -40,6 +40,8 @@ StatisticName = Literal["grad2d", "importance", "split2d", "mean2d_grad"]
 BackendName = Literal["native", "reference"]
 StrategyName = Literal["adc", "steepest", "none"]
 ExportFormat = Literal["ply", "splat", "compressed-ply", "spz", "sog"]
+PathKind = Literal["orbit", "spiral", "interp"]  # mirrors splatfield.apps.render.PathKind
+SplitName = Literal["test", "train"]
 SceneSource = tyro.conf.create_mutex_group(required=False, title="scene (one of)")
 
 DEFAULT_GAUSSIANS = 100_000
@@ -226,6 +228,29 @@ class Export:
     """Test views compared (spread evenly; 0: all of them; 16 orbit views for a bare file)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Render:
+    """Renders a trained scene (a run directory, or a .ply/.splat/.compressed.ply/.spz/.sog
+    file) along a camera path into an MP4 or a folder of PNGs, or renders a split's views with
+    their metrics (the figures `splatfield eval` reports). Adds outputs; never overwrites."""
+
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_FILE")]
+    """A run directory, or a splat file."""
+    path: Union[PathKind, Path] = "orbit"
+    """orbit, spiral (around the scene, at the training cameras' distance and height), interp
+    (a smooth loop through the training cameras), or a nerfstudio camera_path.json."""
+    split: Annotated[Optional[SplitName], tyro.conf.arg(help_behavior_hint="(default: render --path)")] = None
+    """Render this split's views instead, writing PNGs, metrics.json and a per-view table."""
+    frames: int = 120
+    """Frames of an orbit, spiral or interp path."""
+    fps: Annotated[Optional[float], tyro.conf.arg(help_behavior_hint="(default: 30, or the camera path's)")] = None
+    """Frames per second of the video."""
+    size: Annotated[Optional[tuple[int, int]], tyro.conf.arg(metavar="W H", help_behavior_hint="(default: the training views')")] = None
+    """Image size in pixels."""
+    out: Annotated[Optional[Path], tyro.conf.arg(metavar="OUT", help_behavior_hint="(default: RUN/renders/<path>.mp4)")] = None
+    """A .mp4 file, or a folder for PNG frames (must not exist yet)."""
+
+
 BenchCommand = Union[
     Annotated[BenchRaster, subcommand("raster")],
     Annotated[BenchTrain, subcommand("train")],
@@ -236,6 +261,7 @@ Command = Union[
     Annotated[Train, subcommand("train")],
     Annotated[Eval, subcommand("eval")],
     Annotated[Export, subcommand("export")],
+    Annotated[Render, subcommand("render")],
     Annotated[Demo, subcommand("demo")],
 ]
 
@@ -616,7 +642,54 @@ def run_export(cfg: Export) -> int:
     return 0
 
 
+def run_render(cfg: Render) -> int:
+    if not cfg.source.exists():
+        raise CLIError(f"{cfg.source}: no such file or directory")
+    _at_least("--frames", cfg.frames, 1)
+    if cfg.fps is not None and not (cfg.fps > 0 and math.isfinite(cfg.fps)):
+        raise CLIError(f"--fps: must be a positive number (got {cfg.fps})")
+    if cfg.size is not None and not (1 <= cfg.size[0] <= 8192 and 1 <= cfg.size[1] <= 8192):
+        raise CLIError(f"--size: width and height must be in 1..8192 (got {cfg.size[0]} {cfg.size[1]})")
+    from . import render as rd
+
+    src = rd.load_render_source(cfg.source)
+    try:
+        if cfg.split is not None:
+            out = cfg.out or rd.default_output(src, f"split-{cfg.split}", video=False)
+            rd.fresh_output(out)
+            views = len(src.dataset.test if cfg.split == "test" else src.dataset.train) if src.dataset else 0
+            with _progress(views, f"rendering {cfg.split} views", "view") as bar:
+                m = rd.render_split(src, cfg.split, out, progress=bar.update)
+            print(f"{'view':<28} {'PSNR':>8} {'SSIM':>7}")
+            for row in m["per_view"]:
+                print(f"{row['image']:<28} {row['psnr']:>8.3f} {row['ssim']:>7.4f}")
+            lp = "unavailable" if m["lpips"] is None else f"{m['lpips']:.4f}"
+            print(f"{cfg.split} views: {m['views']} — PSNR {m['psnr']:.3f} dB, SSIM {m['ssim']:.4f}, LPIPS {lp}; "
+                  f"{m['num_gaussians']:,} Gaussians; images and metrics.json in {out}")  # fmt: skip
+            return 0
+        if isinstance(cfg.path, Path):
+            from splatfield.render.camera_paths import read_camera_path
+
+            cams, file_fps = read_camera_path(cfg.path, width=cfg.size[0] if cfg.size else None,
+                                              height=cfg.size[1] if cfg.size else None)  # fmt: skip
+            fps, what = cfg.fps or file_fps, cfg.path.stem
+        else:
+            cams, fps, what = rd.path_cameras(src, cfg.path, cfg.frames, cfg.size), cfg.fps or 30.0, cfg.path
+        out = cfg.out or rd.default_output(src, what, video=True)
+        rd.fresh_output(out)
+        with _progress(len(cams), "rendering", "frame") as bar:
+            n = rd.render_path(src, cams, out, fps, progress=bar.update)
+        path_json = rd.save_path_json(cams, out, fps)
+    except ValueError as exc:  # a path or split the source cannot give
+        if _is_input_error(exc):
+            raise
+        raise CLIError(str(exc)) from None
+    print(f"{PROG} render: {n} frames at {cams.width}x{cams.height}, {fps:g} fps -> {out}; camera path {path_json}")
+    return 0
+
+
 HANDLERS: dict[type, Callable[[Any], int]] = {
+    Render: run_render,
     Export: run_export,
     BenchTrain: run_bench_train,
     Train: run_train,
@@ -673,6 +746,7 @@ _INPUT_ERRORS = (
     ("splatfield.data.dataset", "DatasetError"),
     ("splatfield.scenes.formats.ply", "PlyError"),
     ("splatfield.scenes.formats.common", "FormatError"),
+    ("splatfield.render.camera_paths", "CameraPathError"),
 )
 
 

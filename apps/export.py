@@ -19,12 +19,10 @@ import torch
 
 from splatfield import data as sfdata
 from splatfield.render import Cameras, Gaussians, rasterize
-from splatfield.scenes import checkpoint as ckpt
 from splatfield.scenes import formats
-from splatfield.scenes.gaussian_scene import GaussianScene
 from splatfield.scenes.metrics import psnr
 
-from .train import RunError, TrainOptions, background_of
+from .train import RunError, TrainOptions, background_of, run_gaussians
 
 
 @dataclass
@@ -55,13 +53,7 @@ def load_source(path: Path, views: int) -> ExportSource:
     """Reads a run directory or a splat file; picks the views the comparison renders."""
     if path.is_dir() and (path / "config.yaml").is_file():
         opts = TrainOptions.from_yaml(path / "config.yaml")
-        if (path / "scene.ply").is_file():
-            g = formats.read_ply(path / "scene.ply")
-        else:
-            last = ckpt.latest_checkpoint(path / "checkpoints")
-            if last is None:
-                raise RunError(path, "no scene.ply and no checkpoint to export")
-            g = GaussianScene.from_state_dict(ckpt.load_checkpoint(last)["scene"]).gaussians.detach()
+        g = run_gaussians(path)
         dataset = sfdata.load(opts.data, downscale=opts.downscale, test_every=opts.test_every)
         split = dataset.test if len(dataset.test) else dataset.train
         pick = _spread(len(split), views)

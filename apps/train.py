@@ -25,9 +25,10 @@ import yaml
 from PIL import Image
 
 from splatfield import data as sfdata
+from splatfield.render import Gaussians
 from splatfield.scenes import checkpoint as ckpt
 from splatfield.scenes.evaluate import EvalResult, evaluate
-from splatfield.scenes.formats.ply import write_ply
+from splatfield.scenes.formats.ply import read_ply, write_ply
 from splatfield.scenes.gaussian_scene import GaussianScene, LearningRates
 from splatfield.scenes.strategies import AdcConfig, SteepestConfig, Strategy, StrategyName, make_strategy
 from splatfield.scenes.trainer import StepInfo, Trainer, TrainerConfig, Views
@@ -315,6 +316,16 @@ def eval_run(run: Path, *, on_phase=None, log: Callable[[str], None] = print) ->
 
     return evaluate_run(run, scene, dataset, opts, steps=int(state["step"]), train_seconds=float(state["train_seconds"]),
                         on_phase=on_phase)  # fmt: skip
+
+
+def run_gaussians(run: Path) -> Gaussians:
+    """The scene of a run: its latest checkpoint (what ``eval`` measures), else ``scene.ply``."""
+    last = ckpt.latest_checkpoint(run / "checkpoints")
+    if last is not None:
+        return GaussianScene.from_state_dict(ckpt.load_checkpoint(last)["scene"]).gaussians.detach()
+    if (run / "scene.ply").is_file():
+        return read_ply(run / "scene.ply")
+    raise RunError(run, "no checkpoint and no scene.ply")
 
 
 def default_run_dir(data: Path) -> Path:

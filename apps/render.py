@@ -1,0 +1,217 @@
+"""``splatfield render``: novel views of a trained scene, as a video or frames, and the
+test views with their metrics.
+
+The source is a run directory (its latest checkpoint, the scene ``splatfield eval``
+measures) or a splat file of any supported format (ply from other trainers, splat,
+compressed ply, spz, SOG). Camera paths: an orbit or a spiral around the scene, a smooth
+path through the training cameras, or a nerfstudio ``camera_path.json``. Nothing in the
+run directory is changed: outputs are added, and an existing output is never overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from splatfield import data as sfdata
+from splatfield.render import Cameras, Gaussians, RenderOutput, camera_paths, rasterize
+from splatfield.scenes import checkpoint as ckpt
+from splatfield.scenes import formats
+from splatfield.scenes.evaluate import evaluate
+
+from .bench import write_json_atomic
+from .train import RunError, TrainOptions, background_of, run_gaussians
+
+PathKind = Literal["orbit", "spiral", "interp"]
+
+
+class FixedScene:
+    """A trained scene as a :class:`Renderable` (what ``evaluate`` and the renderer take)."""
+
+    def __init__(self, gaussians: Gaussians) -> None:
+        self.gaussians = gaussians
+
+    def __len__(self) -> int:
+        return len(self.gaussians)
+
+    @torch.no_grad()
+    def render(self, cameras: Cameras, *, background=None, sh_degree: int | None = None) -> RenderOutput:
+        return rasterize(self.gaussians, cameras, background=background, sh_degree=sh_degree)
+
+
+@dataclass
+class RenderSource:
+    scene: FixedScene
+    name: str
+    run: Path | None  # the run directory, or None for a bare file
+    dataset: sfdata.Dataset | None
+    background: tuple[float, float, float]
+
+
+def load_render_source(path: Path) -> RenderSource:
+    if path.is_dir() and (path / "config.yaml").is_file():
+        opts = TrainOptions.from_yaml(path / "config.yaml")
+        dataset = sfdata.load(opts.data, downscale=opts.downscale, test_every=opts.test_every)
+        return RenderSource(FixedScene(run_gaussians(path)), path.name, path, dataset, background_of(dataset))
+    return RenderSource(FixedScene(formats.read_splats(path)), path.name, None, None, (0.0, 0.0, 0.0))
+
+
+# ----------------------------------------------------------------------------- camera paths
+
+
+def path_cameras(src: RenderSource, kind: PathKind, frames: int, size: tuple[int, int] | None) -> Cameras:
+    """``frames`` cameras of an orbit, a spiral or a path through the training cameras."""
+    if src.dataset is not None:
+        train = src.dataset.train.cameras.to(dtype=torch.float64)
+        W, H = size or (train.width, train.height)
+        fov_y = math.degrees(2 * math.atan(0.5 * train.height / float(train.fy.median())))
+        if kind == "interp":
+            keys = train.scale(W / train.width) if (W, H) != (train.width, train.height) else train
+            if (keys.width, keys.height) != (W, H):
+                raise ValueError(f"--size {W} {H} must keep the training cameras' aspect ratio for --path interp")
+            return camera_paths.interpolate(keys, frames, loop=True).to(dtype=torch.float32)
+        centre = sfdata.look_at_centre(train)
+        up, radius, height = camera_paths.scene_frame(train, centre)
+    else:
+        if kind == "interp":
+            raise ValueError("--path interp follows the training cameras: give a run directory, not a bare file")
+        W, H = size or (512, 512)
+        fov_y = 50.0
+        means = src.scene.gaussians.means.detach().double()
+        lo, hi = torch.quantile(means, 0.05, dim=0), torch.quantile(means, 0.95, dim=0)
+        centre, up = (lo + hi) / 2, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        radius, height = float((hi - lo).norm()) * 1.2 + 1e-6, float((hi - lo).norm()) * 0.36
+    swing = 0.5 * abs(height) + 0.15 * radius if kind == "spiral" else 0.0
+    return camera_paths.orbit(centre, up, radius, height, frames, fov_y=fov_y, width=W, height_px=H,
+                              height_swing=swing).to(dtype=torch.float32)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:  # [H, W, 3] in [0, 1] -> uint8
+    return (image.clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_frames(
+    src: RenderSource, cameras: Cameras, on_frame: Callable[[int, np.ndarray], None]
+) -> None:
+    for i in range(len(cameras)):
+        on_frame(i, to_uint8(src.scene.render(cameras[i : i + 1], background=src.background).image[0]))
+
+
+def write_video(path: Path, size: tuple[int, int], fps: float,
+                produce: Callable[[Callable[[int, np.ndarray], None]], None]) -> int:  # fmt: skip
+    """An H.264 MP4 (yuv420p, so every player opens it; odd sizes padded by one pixel) through
+    the ffmpeg that imageio-ffmpeg ships; written to a temporary name, then renamed."""
+    import imageio_ffmpeg
+
+    W, H = size
+    Wp, Hp = W + W % 2, H + H % 2
+    tmp = path.with_name(f".{path.name}.partial.mp4")
+    writer = imageio_ffmpeg.write_frames(str(tmp), (Wp, Hp), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                         quality=8, macro_block_size=1, ffmpeg_log_level="error")  # fmt: skip
+    writer.send(None)
+    count = 0
+
+    def on_frame(i: int, rgb: np.ndarray) -> None:
+        nonlocal count
+        if (Wp, Hp) != (W, H):
+            rgb = np.pad(rgb, ((0, Hp - H), (0, Wp - W), (0, 0)), mode="edge")
+        writer.send(np.ascontiguousarray(rgb))
+        count += 1
+
+    try:
+        produce(on_frame)
+    finally:
+        writer.close()
+    tmp.replace(path)
+    return count
+
+
+def fresh_output(path: Path) -> None:
+    if path.exists():
+        raise RunError(path, "exists already (outputs are never overwritten; choose another --out)")
+    if not path.parent.is_dir():
+        raise RunError(path, f"folder {path.parent} does not exist")
+
+
+def render_path(src: RenderSource, cameras: Cameras, out: Path, fps: float,
+                progress: Callable[[int], None] | None = None) -> int:  # fmt: skip
+    """Renders ``cameras`` into ``out``: an MP4 when it ends in .mp4, else a folder of PNGs.
+    Returns the number of frames written."""
+    tick = progress or (lambda n: None)
+    if out.suffix.lower() == ".mp4":
+        def produce(on_frame: Callable[[int, np.ndarray], None]) -> None:
+            render_frames(src, cameras, lambda i, rgb: (on_frame(i, rgb), tick(1)))
+
+        return write_video(out, (cameras.width, cameras.height), fps, produce)
+    out.mkdir()
+    digits = max(4, len(str(len(cameras))))
+
+    def save(i: int, rgb: np.ndarray) -> None:
+        ckpt.atomic_write(out / f"{i:0{digits}d}.png", lambda f: Image.fromarray(rgb).save(f, format="PNG"))
+        tick(1)
+
+    render_frames(src, cameras, save)
+    return len(cameras)
+
+
+def render_split(src: RenderSource, split_name: Literal["test", "train"], out: Path,
+                 progress: Callable[[int], None] | None = None) -> dict:  # fmt: skip
+    """Renders a split's views into ``out`` (PNGs and ``metrics.json``) and measures them as
+    ``splatfield eval`` does; returns the metrics (means and per view)."""
+    if src.dataset is None:
+        raise ValueError("--split needs a run directory (a bare file has no views with ground truth)")
+    split = src.dataset.test if split_name == "test" else src.dataset.train
+    if len(split) == 0:
+        raise ValueError(f"the run's dataset has no {split_name} views")
+    out.mkdir()
+    tick = progress or (lambda n: None)
+
+    def on_view(i: int, image: torch.Tensor) -> None:
+        rgb = to_uint8(image)
+        name = Path(split.image_paths[i]).stem
+        ckpt.atomic_write(out / f"{i:04d}_{name}.png", lambda f: Image.fromarray(rgb).save(f, format="PNG"))
+        tick(1)
+
+    res = evaluate(src.scene, split.cameras.to(dtype=torch.float32), split.image, background=src.background,
+                   mask_at=split.mask, on_view=on_view)  # fmt: skip
+    metrics = {
+        "split": split_name, "views": len(split), "psnr": res.psnr, "ssim": res.ssim, "lpips": res.lpips,
+        "lpips_note": res.lpips_note, "num_gaussians": len(src.scene),
+        "per_view": [{"image": Path(split.image_paths[i]).name, **row} for i, row in enumerate(res.per_view)],
+    }  # fmt: skip
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def default_output(src: RenderSource, what: str, video: bool) -> Path:
+    """``RUN/renders/<what>[.mp4]`` for a run, ``<file>-<what>[.mp4]`` beside a bare file;
+    numbered when taken, so that earlier outputs stay."""
+    base = (src.run / "renders") if src.run is not None else Path(".")
+    stem = what if src.run is not None else f"{Path(src.name).name.split('.')[0]}-{what}"
+    base.mkdir(parents=True, exist_ok=True)
+    for k in range(1000):
+        name = stem + ("" if k == 0 else f"-{k}") + (".mp4" if video else "")
+        if not (base / name).exists():
+            return base / name
+    raise RunError(base, f"too many {stem} outputs")
+
+
+def save_path_json(cameras: Cameras, out: Path, fps: float) -> Path:
+    """The path's cameras beside the video, in nerfstudio's camera-path layout."""
+    target = out.with_suffix(".camera_path.json") if out.suffix else out / "camera_path.json"
+    camera_paths.write_camera_path(target, cameras, fps=fps)
+    return target
+
+
+def describe(cameras: Cameras, fps: float) -> str:
+    return f"{len(cameras)} frames at {cameras.width}x{cameras.height}, {fps:g} fps"
+
