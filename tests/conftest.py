@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,28 @@ def native() -> None:
 
     if not _ext.native_available():
         pytest.skip(f"native rasterizer unavailable: {_ext.native_error()}")
+
+
+@pytest.fixture(scope="session")
+def _trained_small_run(tmp_path_factory) -> Path:
+    """A short training on a 32x32 procedural dataset (12 train, 3 test views), made once."""
+    from splatfield.apps import train as tr
+    from splatfield.data import procedural
+
+    root = tmp_path_factory.mktemp("small_run")
+    data = procedural.write_demo_dataset(root / "data", size=32, train_views=12, test_views=3)
+    opts = tr.TrainOptions(data=str(data), out=str(root / "run"), steps=120, init_points=3000, init_half_size=1.0,
+                           sh_degree=1, checkpoint_every=0, save_renders=False)  # fmt: skip
+    tr.train(opts, log=lambda m: None)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def small_run(_trained_small_run, tmp_path_factory) -> Path:
+    """A copy of the small run for one test module (tests add outputs to it)."""
+    copy = tmp_path_factory.mktemp("run_copy") / "run"
+    shutil.copytree(_trained_small_run, copy)
+    return copy
 
 
 @pytest.fixture(autouse=True)

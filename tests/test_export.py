@@ -11,20 +11,9 @@ import pytest
 
 from splatfield.apps import export as ex
 from splatfield.apps import train as tr
-from splatfield.data import procedural
 from splatfield.scenes import formats
 
 FORMATS = ("ply", "splat", "compressed-ply", "spz", "sog")
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("export")
-    data = procedural.write_demo_dataset(root / "data", size=32, train_views=12, test_views=3)
-    opts = tr.TrainOptions(data=str(data), out=str(root / "run"), steps=120, init_points=3000, init_half_size=1.0,
-                           sh_degree=1, checkpoint_every=0, save_renders=False)  # fmt: skip
-    tr.train(opts, log=lambda m: None)
-    return root / "run"
 
 
 def test_export_every_format_from_a_run(small_run, native):

@@ -17,18 +17,7 @@ from PIL import Image
 
 from splatfield.apps import render as rd
 from splatfield.apps import train as tr
-from splatfield.data import procedural
 from splatfield.render import Cameras, camera_paths
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("render")
-    data = procedural.write_demo_dataset(root / "data", size=32, train_views=12, test_views=3)
-    opts = tr.TrainOptions(data=str(data), out=str(root / "run"), steps=120, init_points=3000, init_half_size=1.0,
-                           sh_degree=1, checkpoint_every=0, save_renders=False)  # fmt: skip
-    tr.train(opts, log=lambda m: None)
-    return root / "run"
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
