@@ -82,7 +82,7 @@ SPZ_V2_XYZ_DELTA = 0.5 / 127.5  # round(c * 127.5 + 127.5)
 # v2 reconstructs w = sqrt(1 - |xyz|^2) with |w'^2 - w^2| <= 2 sqrt(3) d + 3 d^2, so |w' - w| <= sqrt(that)
 SPZ_V2_W_TOL = math.sqrt(2 * math.sqrt(3) * SPZ_V2_XYZ_DELTA + 3 * SPZ_V2_XYZ_DELTA**2)
 SPZ_SH1_TOL = (8 / 2 + 0.5) / 128  # round(x*128)+128 (0.5 unit), then to a multiple of 8 (4 units)
-SPZ_SHREST_TOL = (16 / 2 + 0.5) / 128  # ... of 16 (8 units)
+SPZ_SHREST_TOL = (8 / 2 + 0.5) / 128  # ... also of 8 (5 bits; Niantic's library uses 4 bits, 16)
 SPZ_SH_RANGE = (-1.0, 127 / 128)  # u8 0..255
 
 SOG_ROT_DELTA = 0.5 * math.sqrt(2) / 255  # round(255 (c/sqrt2 + 0.5))
@@ -541,6 +541,24 @@ def test_spz_round_trip(tmp_path, degree):
     want = np.clip(a["shN"], *SPZ_SH_RANGE)
     _assert_close("SH band 1", b["shN"][:, :3], want[:, :3], SPZ_SH1_TOL + 1e-6)
     _assert_close("SH bands 2-3", b["shN"][:, 3:], want[:, 3:], SPZ_SHREST_TOL + 1e-6)
+
+
+@pytest.mark.parametrize("bits", [(5, 5), (5, 4), (8, 8)])
+def test_spz_sh_bits(tmp_path, bits):
+    """SH bytes hold multiples of 2^(8 - bits) (centred on 128); 8 bits is plain rounding."""
+    gs = _scene(200, 3, seed=2)
+    path = tmp_path / "b.spz"
+    write_spz(path, gs, sh1_bits=bits[0], sh_rest_bits=bits[1])
+    payload = gzip.decompress(path.read_bytes())
+    sh = np.frombuffer(payload[-200 * 45 :], np.uint8).reshape(200, 15, 3).astype(int)
+    for coeffs, b in ((slice(0, 3), bits[0]), (slice(3, 15), bits[1])):
+        step = 2 ** (8 - b)
+        inside = sh[:, coeffs][(sh[:, coeffs] > 0) & (sh[:, coeffs] < 255)]
+        assert ((inside - 128) % step == 0).all()
+        want = np.clip(_np(gs)["shN"][:, coeffs], *SPZ_SH_RANGE)
+        _assert_close("SH", _np(read_spz(path))["shN"][:, coeffs], want, (step / 2 + 0.5) / 128 + 1e-6)
+    with pytest.raises(SpzError, match="SH bits must be in 1..8, got 9"):
+        write_spz(path, gs, sh_rest_bits=9)
 
 
 def test_spz_version_2_round_trip(tmp_path):
