@@ -158,9 +158,10 @@ class Train:
     """Evaluate on the test views when training finishes."""
     threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
     """torch.set_num_threads(T)."""
-    split_threshold: float = 0.1
-    """steepest: split where the smallest eigenvalue of the splitting matrix times extent^2 is below minus this."""
-    split_grad_gate: bool = False
+    split_threshold: float = 1e-6
+    """steepest: split where the smallest eigenvalue of the splitting matrix times extent^2 is
+    below minus this (without the gradient gate use a far larger one, e.g. 0.1 on lego)."""
+    split_grad_gate: bool = True
     """steepest: also require the 3DGS gradient test (average NDC gradient >= 2e-4)."""
     split_displacement: float = 1.0
     """steepest: offspring at mu +- this many standard deviations along the eigenvector."""

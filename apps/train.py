@@ -55,8 +55,8 @@ class TrainOptions:
     evaluate: bool = True
     save_renders: bool = True
     # steepest (SteepestConfig)
-    split_threshold: float = 0.1
-    split_grad_gate: bool = False
+    split_threshold: float = 1e-6
+    split_grad_gate: bool = True
     split_displacement: float = 1.0
     max_splits: Optional[int] = None
     projection_curvature: bool = True

@@ -80,10 +80,12 @@ def test_parse_train_eval_and_bench_train():
     assert typing.get_args(cli.StrategyName) == typing.get_args(
         __import__("splatfield.scenes.strategies", fromlist=["StrategyName"]).StrategyName
     )
-    st = cli.parse(["train", "d", "--strategy", "steepest", "--split-grad-gate", "--split-threshold", "0.05",
+    st = cli.parse(["train", "d", "--strategy", "steepest", "--no-split-grad-gate", "--split-threshold", "0.05",
                     "--max-splits", "1000", "--no-projection-curvature", "--split-displacement", "0.5"])  # fmt: skip
-    assert (st.strategy, st.split_grad_gate, st.split_threshold, st.max_splits) == ("steepest", True, 0.05, 1000)
+    assert (st.strategy, st.split_grad_gate, st.split_threshold, st.max_splits) == ("steepest", False, 0.05, 1000)
     assert (st.projection_curvature, st.split_displacement) == (False, 0.5)
+    default = cli.parse(["train", "d", "--strategy", "steepest"])
+    assert (default.split_grad_gate, default.split_threshold) == (True, 1e-6)
 
 
 def test_steepest_options_reach_the_strategy():

@@ -238,8 +238,8 @@ def _strategy_with(cfg: SteepestConfig, lam: list[float], grad: list[float]) -> 
 @pytest.mark.parametrize(
     "cfg, expect_split",
     [
-        (SteepestConfig(split_threshold=1e-3), [0, 1, 3]),  # λ < -1e-3
-        (SteepestConfig(split_threshold=1e-3, max_splits=2), [1, 3]),  # the two most negative
+        (SteepestConfig(split_threshold=1e-3, grad_gate=False), [0, 1, 3]),  # λ < -1e-3
+        (SteepestConfig(split_threshold=1e-3, grad_gate=False, max_splits=2), [1, 3]),  # the two most negative
         (SteepestConfig(split_threshold=1e-3, grad_gate=True), [1, 3]),  # and a gradient >= 2e-4
     ],
 )
