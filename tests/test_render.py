@@ -189,3 +189,18 @@ def test_bare_file_and_errors_are_one_line(small_run, tmp_path, native):
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("splatfield: error: ") and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["splat", "compressed-ply", "spz", "sog"])
+def test_every_splat_format_renders(small_run, tmp_path, native, fmt):
+    from splatfield.scenes import formats
+
+    g = tr.run_gaussians(small_run)
+    path = tmp_path / f"scene{formats.FORMAT_SUFFIX[fmt]}"
+    formats.write_splats(path, g, fmt)
+    src = rd.load_render_source(path)
+    assert len(src.scene) == len(g) and src.dataset is None
+    cams = rd.path_cameras(src, "orbit", 2, (24, 16))
+    assert rd.render_path(src, cams, tmp_path / "frames", 30.0) == 2
+    frames = sorted((tmp_path / "frames").glob("*.png"))
+    assert len(frames) == 2 and Image.open(frames[0]).size == (24, 16)
