@@ -136,9 +136,8 @@ class ADC:
             split = torch.cat([split, split.new_zeros(n_clone)])
             max_radius = torch.cat([max_radius, max_radius[clone]])
         if n_split:
-            ops.append(scene.params, scene.optimizer, _split_offspring(scene, split, c.split_scale_divisor, generator))
-            ops.remove(scene.params, scene.optimizer, torch.cat([split, split.new_zeros(2 * n_split)]))
-            max_radius = torch.cat([max_radius[~split], max_radius[split].repeat(2)])
+            offspring = _split_offspring(scene, split, c.split_scale_divisor, generator)
+            max_radius = replace_by_offspring(scene, split, offspring, max_radius)
         return {"cloned": n_clone, "split": n_split}, max_radius
 
     def _prune(self, step: int, scene: GaussianScene, max_radius: Tensor) -> int:
@@ -158,6 +157,15 @@ class ADC:
         cap = math.log(self.config.reset_opacity / (1 - self.config.reset_opacity))
         everything = torch.arange(logits.shape[0], device=logits.device)
         ops.replace_rows(scene.params, scene.optimizer, "opacity_logits", everything, logits.clamp(max=cap))
+
+
+def replace_by_offspring(scene: GaussianScene, parents: Tensor, offspring: dict[str, Tensor], max_radius: Tensor) -> Tensor:
+    """Appends two offspring per parent (``parents`` [N] bool; rows: all first offspring,
+    then all second ones) and removes the parents; returns ``max_radius`` re-indexed alike."""
+    n = int(parents.sum())
+    ops.append(scene.params, scene.optimizer, offspring)
+    ops.remove(scene.params, scene.optimizer, torch.cat([parents, parents.new_zeros(2 * n)]))
+    return torch.cat([max_radius[~parents], max_radius[parents].repeat(2)])
 
 
 def _split_offspring(

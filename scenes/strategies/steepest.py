@@ -35,9 +35,8 @@ from torch import Tensor
 from splatfield.render import Cameras, RenderOutput, Statistic
 from splatfield.render.reference import quat_to_rotmat
 
-from .. import ops
 from ..gaussian_scene import GaussianScene
-from .adc import ADC, AdcConfig
+from .adc import ADC, AdcConfig, replace_by_offspring
 
 
 @dataclass(frozen=True)
@@ -132,11 +131,9 @@ class Steepest(ADC):
         max_radius = self.max_radius
         if n_split:
             parents = {k: p.detach()[chosen] for k, p in scene.params.items()}
-            ops.append(scene.params, scene.optimizer,
-                       steepest_offspring(parents, v[chosen].to(parents["means"].dtype), c.displacement,
-                                          c.split_scale_divisor))  # fmt: skip
-            ops.remove(scene.params, scene.optimizer, torch.cat([chosen, chosen.new_zeros(2 * n_split)]))
-            max_radius = torch.cat([max_radius[~chosen], max_radius[chosen].repeat(2)])
+            offspring = steepest_offspring(parents, v[chosen].to(parents["means"].dtype), c.displacement,
+                                           c.split_scale_divisor)  # fmt: skip
+            max_radius = replace_by_offspring(scene, chosen, offspring, max_radius)
         return report, max_radius
 
 
