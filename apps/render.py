@@ -210,8 +210,3 @@ def save_path_json(cameras: Cameras, out: Path, fps: float) -> Path:
     target = out.with_suffix(".camera_path.json") if out.suffix else out / "camera_path.json"
     camera_paths.write_camera_path(target, cameras, fps=fps)
     return target
-
-
-def describe(cameras: Cameras, fps: float) -> str:
-    return f"{len(cameras)} frames at {cameras.width}x{cameras.height}, {fps:g} fps"
-

@@ -51,6 +51,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *, code: int, start
 def test_literals_mirror_the_renderer():
     assert typing.get_args(cli.StatisticName) == STATISTICS
     assert set(typing.get_args(cli.BackendName)) == {"native", "reference"}
+    from splatfield.apps import render
+
+    assert typing.get_args(cli.PathKind) == typing.get_args(render.PathKind)
 
 
 def test_parse_bench_raster_and_demo():
