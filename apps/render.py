@@ -26,6 +26,7 @@ from splatfield.scenes import formats
 from splatfield.scenes.evaluate import evaluate
 
 from .bench import write_json_atomic
+from .demo import to_uint8
 from .train import RunError, TrainOptions, background_of, run_gaussians
 
 PathKind = Literal["orbit", "spiral", "interp"]
@@ -93,10 +94,6 @@ def path_cameras(src: RenderSource, kind: PathKind, frames: int, size: tuple[int
 
 
 # ----------------------------------------------------------------------------- outputs
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:  # [H, W, 3] in [0, 1] -> uint8
-    return (image.clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 def render_frames(
