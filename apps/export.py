@@ -80,11 +80,16 @@ def _spread(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [n // 2]
 
 
-def orbit_around(g: Gaussians, views: int, size: int = 256) -> Cameras:
-    """Cameras on a ring around the Gaussians' robust centre, looking at it."""
+def ring_around(g: Gaussians) -> tuple[torch.Tensor, float]:
+    """The centre of the Gaussians' 5–95% box and a ring radius of 1.2 times its diagonal."""
     means = g.means.detach().double()
     lo, hi = torch.quantile(means, 0.05, dim=0), torch.quantile(means, 0.95, dim=0)
-    centre, radius = (lo + hi) / 2, float((hi - lo).norm()) * 1.2 + 1e-6
+    return (lo + hi) / 2, float((hi - lo).norm()) * 1.2 + 1e-6
+
+
+def orbit_around(g: Gaussians, views: int, size: int = 256) -> Cameras:
+    """Cameras on a ring around the Gaussians' robust centre, looking at it."""
+    centre, radius = ring_around(g)
     phi = torch.arange(views, dtype=torch.float64) * (2 * math.pi / views)
     eyes = centre + torch.stack([radius * torch.cos(phi), radius * torch.sin(phi), torch.full_like(phi, 0.3 * radius)], -1)
     return Cameras.look_at(eyes, centre.expand_as(eyes), (0.0, 0.0, 1.0), 50.0, size, size).to(dtype=torch.float32)

@@ -27,6 +27,7 @@ from splatfield.scenes.evaluate import evaluate
 
 from .bench import write_json_atomic
 from .demo import to_uint8
+from .export import ring_around
 from .train import RunError, TrainOptions, background_of, run_gaussians
 
 PathKind = Literal["orbit", "spiral", "interp"]
@@ -84,10 +85,8 @@ def path_cameras(src: RenderSource, kind: PathKind, frames: int, size: tuple[int
             raise ValueError("--path interp follows the training cameras: give a run directory, not a bare file")
         W, H = size or (512, 512)
         fov_y = 50.0
-        means = src.scene.gaussians.means.detach().double()
-        lo, hi = torch.quantile(means, 0.05, dim=0), torch.quantile(means, 0.95, dim=0)
-        centre, up = (lo + hi) / 2, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-        radius, height = float((hi - lo).norm()) * 1.2 + 1e-6, float((hi - lo).norm()) * 0.36
+        centre, radius = ring_around(src.scene.gaussians)
+        up, height = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), 0.3 * radius
     swing = 0.5 * abs(height) + 0.15 * radius if kind == "spiral" else 0.0
     return camera_paths.orbit(centre, up, radius, height, frames, fov_y=fov_y, width=W, height_px=H,
                               height_swing=swing).to(dtype=torch.float32)  # fmt: skip
