@@ -53,6 +53,22 @@ def _quantile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
+def start_training(
+    data: str, *, downscale: float, steps: int, init_points: int, init_half_size: float | None,
+    strategy: StrategyName = "adc", seed: int = 0,
+) -> tuple[Trainer, sfdata.Dataset]:
+    """A trainer at step 0, initialised as ``splatfield train`` does, with the schedules
+    (learning-rate decay, densification window) of a default-length run: timed steps are its
+    first ones."""
+    opts = TrainOptions(data=data, out="", strategy=strategy, downscale=downscale, seed=seed,
+                        init_points=init_points, init_half_size=init_half_size)  # fmt: skip
+    dataset = sfdata.load(data, downscale=downscale)
+    scene = initial_scene(opts, dataset, torch.Generator().manual_seed(seed))
+    trainer = Trainer(scene, strategy_for(opts, dataset), load_views(dataset.train),
+                      config=TrainerConfig(steps=steps, seed=seed), background=background_of(dataset))  # fmt: skip
+    return trainer, dataset
+
+
 def time_training(
     data: str,
     *,
@@ -64,16 +80,9 @@ def time_training(
     seed: int = 0,
     progress: Callable[[], None] | None = None,
 ) -> TrainBenchResult:
-    # the schedules (learning-rate decay, densification window) of a default-length run:
-    # the timed steps are its first ones
-    opts = TrainOptions(data=data, out="", strategy=strategy, downscale=downscale, seed=seed,
-                        init_points=init_points, init_half_size=init_half_size)  # fmt: skip
-    dataset = sfdata.load(data, downscale=downscale)
-    views = load_views(dataset.train)
-    scene = initial_scene(opts, dataset, torch.Generator().manual_seed(seed))
-    n0 = len(scene)
-    trainer = Trainer(scene, strategy_for(opts, dataset), views, config=TrainerConfig(steps=steps, seed=seed),
-                      background=background_of(dataset))  # fmt: skip
+    trainer, dataset = start_training(data, downscale=downscale, steps=steps, init_points=init_points,
+                                      init_half_size=init_half_size, strategy=strategy, seed=seed)  # fmt: skip
+    views, n0 = trainer.views, len(trainer.scene)
     backend = "native" if native_available() else "reference"  # builds/loads the extension, untimed
     times: list[float] = []
     t0 = time.perf_counter()

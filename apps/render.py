@@ -191,13 +191,22 @@ def render_split(src: RenderSource, split_name: Literal["test", "train"], out: P
 def default_output(src: RenderSource, what: str, video: bool) -> Path:
     """``RUN/renders/<what>[.mp4]`` for a run, ``<file>-<what>[.mp4]`` beside a bare file;
     numbered when taken, so that earlier outputs stay."""
+    return output_path(src, what, ".mp4" if video else "")
+
+
+def output_path(src: RenderSource, what: str, suffix: str) -> Path:
     base = (src.run / "renders") if src.run is not None else Path(".")
     stem = what if src.run is not None else f"{Path(src.name).name.split('.')[0]}-{what}"
+    return numbered_output(base, stem, suffix)
+
+
+def numbered_output(base: Path, stem: str, suffix: str) -> Path:
+    """``base/stem+suffix``, or ``stem-1``, ``stem-2``... when taken (``base`` is created)."""
     base.mkdir(parents=True, exist_ok=True)
     for k in range(1000):
-        name = stem + ("" if k == 0 else f"-{k}") + (".mp4" if video else "")
-        if not (base / name).exists():
-            return base / name
+        path = base / (stem + ("" if k == 0 else f"-{k}") + suffix)
+        if not path.exists():
+            return path
     raise RunError(base, f"too many {stem} outputs")
 
 

@@ -130,22 +130,30 @@ def interpolate(keyframes: Cameras, frames: int, *, loop: bool = False) -> Camer
 _GL_FROM_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 
 
-def write_camera_path(path: Path | str, cameras: Cameras, *, fps: float) -> None:
-    """nerfstudio's layout: OpenGL camera-to-world matrices (row-major, 16 numbers), the
-    vertical field of view in degrees, the aspect ratio, render size, fps and duration."""
+def _entries(cameras: Cameras) -> list[dict]:
     c2w = cameras.camera_to_world.to(torch.float64) @ _GL_FROM_CV
     fov = [math.degrees(2 * math.atan(0.5 * cameras.height / float(f))) for f in cameras.fy]
+    return [{"camera_to_world": m.reshape(-1).tolist(), "fov": f, "aspect": cameras.width / cameras.height}
+            for m, f in zip(c2w, fov)]  # fmt: skip
+
+
+def write_camera_path(
+    path: Path | str, cameras: Cameras, *, fps: float, keyframes: Cameras | None = None, loop: bool = False
+) -> None:
+    """nerfstudio's layout: OpenGL camera-to-world matrices (row-major, 16 numbers), the
+    vertical field of view in degrees, the aspect ratio, render size, fps and duration; with
+    ``keyframes``, also the keyframes the path was interpolated through (so the viewer can
+    load it back for editing) and whether it loops."""
     doc = {
         "camera_type": "perspective",
         "render_width": cameras.width,
         "render_height": cameras.height,
         "fps": fps,
         "seconds": len(cameras) / fps,
-        "camera_path": [
-            {"camera_to_world": m.reshape(-1).tolist(), "fov": f, "aspect": cameras.width / cameras.height}
-            for m, f in zip(c2w, fov)
-        ],
+        "camera_path": _entries(cameras),
     }
+    if keyframes is not None:
+        doc["keyframes"], doc["loop"] = _entries(keyframes), bool(loop)
     Path(path).write_text(json.dumps(doc, indent=1))
 
 
@@ -159,24 +167,42 @@ def read_camera_path(path: Path | str, *, width: int | None = None, height: int 
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CameraPathError(path, f"not a JSON camera path ({str(e).splitlines()[0]})") from None
     try:
-        entries = doc["camera_path"]
         W = int(width or doc["render_width"])
         H = int(height or doc["render_height"])
         fps = float(doc.get("fps", 30.0))
-        if not entries:
-            raise CameraPathError(path, "camera_path is empty")
-        c2w = torch.tensor([e["camera_to_world"] for e in entries], dtype=torch.float64)
-        fov = torch.tensor([float(e["fov"]) for e in entries], dtype=torch.float64)
+        cams = _cameras(path, doc["camera_path"], W, H, "camera_path")
     except CameraPathError:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise CameraPathError(path, f"not a nerfstudio camera path (missing or bad {e})") from None
+    if not fps > 0:
+        raise CameraPathError(path, f"fps {fps} must be positive")
+    return cams, fps
+
+
+def read_keyframes(path: Path | str) -> tuple[Cameras, bool] | None:
+    """The keyframes (and loop flag) a path file was made from, if it records them."""
+    cams, _ = read_camera_path(path)  # validates the file as a whole
+    doc = json.loads(Path(path).read_text())
+    if "keyframes" not in doc:
+        return None
+    try:
+        return _cameras(path, doc["keyframes"], cams.width, cams.height, "keyframes"), bool(doc.get("loop", False))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CameraPathError(path, f"bad keyframes (missing or bad {e})") from None
+
+
+def _cameras(path: Path | str, entries: list, W: int, H: int, what: str) -> Cameras:
+    if not entries:
+        raise CameraPathError(path, f"{what} is empty")
+    c2w = torch.tensor([e["camera_to_world"] for e in entries], dtype=torch.float64)
+    fov = torch.tensor([float(e["fov"]) for e in entries], dtype=torch.float64)
     if c2w.shape[1:] != (16,):
         raise CameraPathError(path, f"camera_to_world must hold 16 numbers, got {c2w.shape[1]}")
-    if W < 1 or H < 1 or not fps > 0:
-        raise CameraPathError(path, f"render size {W}x{H} and fps {fps} must be positive")
+    if W < 1 or H < 1:
+        raise CameraPathError(path, f"render size {W}x{H} must be positive")
     if not bool(torch.isfinite(c2w).all() & torch.isfinite(fov).all()) or not bool(((fov > 0) & (fov < 180)).all()):
-        raise CameraPathError(path, "camera_to_world or fov holds non-finite values or a fov outside (0, 180)")
+        raise CameraPathError(path, f"{what}: camera_to_world or fov holds non-finite values or a fov outside (0, 180)")
     c2w = c2w.view(-1, 4, 4) @ _GL_FROM_CV
     f = 0.5 * H / torch.tan(torch.deg2rad(fov) / 2)
-    return Cameras(torch.linalg.inv(c2w), f, f, torch.full_like(f, W / 2), torch.full_like(f, H / 2), W, H), fps
+    return Cameras(torch.linalg.inv(c2w), f, f, torch.full_like(f, W / 2), torch.full_like(f, H / 2), W, H)

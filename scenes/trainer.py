@@ -139,6 +139,10 @@ class Trainer:
         """Stops ``run`` after the step in progress (safe to call from a signal handler)."""
         self._stop_requested = True
 
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
     def run(self, until: int | None = None, callbacks: Sequence[Callback] = ()) -> bool:
         """Trains up to step ``until`` (default: config.steps); False when stopped early."""
         until = self.config.steps if until is None else until

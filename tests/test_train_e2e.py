@@ -127,7 +127,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_a_loadable_checkpoint(lego_small, tmp_path, native, sig, code):
     run = tmp_path / "run"
-    proc = _start(["train", str(lego_small), "--downscale", "8", "--steps", "100000", "--init-points", "3000",
+    proc = _start(["train", str(lego_small), "--no-viewer", "--downscale", "8", "--steps", "100000", "--init-points", "3000",
                    "--out", str(run), "--no-eval"], tmp_path)  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until training has started
@@ -144,7 +144,7 @@ def test_signal_saves_a_loadable_checkpoint(lego_small, tmp_path, native, sig, c
     state = ckpt.load_checkpoint(path)
     assert 0 < state["step"] < 100000
     # and the run continues from it
-    done = subprocess.run([sys.executable, "-m", "splatfield.apps.cli", "train", "--resume", str(run), "--steps",
+    done = subprocess.run([sys.executable, "-m", "splatfield.apps.cli", "train", "--resume", str(run), "--no-viewer", "--steps",
                            str(state["step"] + 5)], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"resumed {run} at step {state['step']}" in done.stdout

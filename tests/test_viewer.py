@@ -1,0 +1,311 @@
+"""The viewer without a browser: camera conversion and validation, frames in each mode,
+hostile client messages (through viser's own websocket protocol), two clients at once, and a
+training run with the viewer attached."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from splatfield.apps.viewer_frames import (
+    MAX_SIDE, FrameSettings, ViewRequestError, colorize_depth, frame_size, pose_of, render_frame, view_camera,
+)  # fmt: skip
+from splatfield.render import Cameras, rasterize
+
+from .viewer_clients import RawClient, wait_for
+
+
+def _cameras() -> Cameras:
+    eyes = torch.tensor([[3.0, -2.0, 1.5], [-1.0, 4.0, 0.5]], dtype=torch.float64)
+    return Cameras.look_at(eyes, torch.zeros_like(eyes), (0.0, 0.0, 1.0), 47.0, 320, 240)
+
+
+def test_view_camera_round_trips_a_pose():
+    cams = _cameras()
+    for i in range(len(cams)):
+        wxyz, pos = pose_of(cams, i)
+        fov = 2 * math.atan(0.5 * cams.height / float(cams.fy[i]))
+        back = view_camera(wxyz, pos, fov, cams.width, cams.height)
+        torch.testing.assert_close(back.world_to_camera[0], cams.world_to_camera[i], atol=1e-9, rtol=0)
+        torch.testing.assert_close(back.fy[0], cams.fy[i], atol=1e-9, rtol=0)
+        assert (back.cx[0], back.cy[0]) == (cams.width / 2, cams.height / 2)
+
+
+@pytest.mark.parametrize(
+    "wxyz, pos, fov, match",
+    [
+        ((math.nan, 0, 0, 1), (0, 0, 0), 1.0, "not finite"),
+        ((1, 0, 0, 0), (0, math.inf, 0), 1.0, "not finite"),
+        ((0, 0, 0, 0), (0, 0, 0), 1.0, "quaternion is zero"),
+        ((1, 0, 0, 0), (0, 0, 1e9), 1.0, "beyond"),
+        ((1, 0, 0, 0), (0, 0, 0), 0.0, "field of view"),
+        ((1, 0, 0, 0), (0, 0, 0), math.pi, "field of view"),
+        ((1, 0, 0), (0, 0, 0), 1.0, "quaternion"),
+    ],
+)
+def test_view_camera_rejects_bad_values(wxyz, pos, fov, match):
+    with pytest.raises(ViewRequestError, match=match):
+        view_camera(wxyz, pos, fov, 64, 64)
+
+
+def test_frame_size_keeps_the_aspect_and_caps_the_size():
+    assert frame_size(1600, 1200, 800) == (800, 600)
+    assert frame_size(600, 800, 800) == (600, 800)
+    assert frame_size(320, 240, 800) == (320, 240)  # never upscaled past the canvas
+    assert max(frame_size(1e9, 1e9, 10**9)) == MAX_SIDE
+    for bad in ((0, 100), (-5, 100), (math.nan, 100), (100, math.inf), (10_000, 1)):
+        with pytest.raises(ViewRequestError):
+            frame_size(*bad, 800)
+
+
+def test_depth_colours_run_from_near_to_far():
+    depth = np.array([[1.0, 2.0, 3.0, 0.0]], dtype=np.float32)
+    alpha = np.array([[1.0, 1.0, 1.0, 0.0]], dtype=np.float32)
+    rgb = colorize_depth(depth, alpha).astype(int)
+    assert rgb[0, 3].tolist() == [0, 0, 0]  # nothing rendered
+    near, far = rgb[0, 0], rgb[0, 2]
+    assert near[0] + near[1] > 400 and near[2] < 80  # yellow
+    assert far[2] > far[0] and far[0] + far[1] < 100  # dark blue
+    assert colorize_depth(depth, np.zeros_like(alpha)).max() == 0
+
+
+def test_frames_in_each_mode_match_the_renderer(native):
+    from .scenes import SceneSpec, make_scene
+
+    g, cam, _ = make_scene(SceneSpec(seed=3, n=300, width=320, height=240, sh_degree=1))
+    out = rasterize(g, cam.to(dtype=torch.float32), background=(0.2, 0.3, 0.4))
+    rgb = render_frame(g, cam, FrameSettings(mode="rgb", sh_degree=1, background=(0.2, 0.3, 0.4)))
+    assert rgb.shape == (240, 320, 3) and rgb.dtype == np.uint8
+    expect = (out.image[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    assert np.array_equal(rgb, expect)
+    alpha = render_frame(g, cam, FrameSettings(mode="alpha", sh_degree=1))
+    assert np.array_equal(alpha[..., 0], (out.alpha[0, ..., 0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
+    depth = render_frame(g, cam, FrameSettings(mode="depth", sh_degree=1))
+    assert not np.array_equal(depth, rgb) and depth[out.alpha[0, ..., 0].numpy() <= 0.05].max() == 0
+    empty = render_frame(g.select(torch.zeros(0, dtype=torch.long)), cam, FrameSettings(background=(1.0, 1.0, 1.0)))
+    assert empty.shape == (240, 320, 3) and empty.min() == 255
+
+
+@pytest.fixture(scope="module")
+def served(small_run, native):
+    from splatfield.apps import view
+
+    logs: list[str] = []
+    viewer = view.open_view(small_run, host="127.0.0.1", port=0, log=logs.append)
+    yield viewer, logs
+    viewer.stop()
+
+
+def _good_pose(viewer):
+    return pose_of(viewer.training_cameras, 0)
+
+
+def test_hostile_messages_are_rejected_and_other_clients_keep_working(served):
+    viewer, logs = served
+    good, bad = RawClient(viewer.server.get_port()), RawClient(viewer.server.get_port())
+    try:
+        wxyz, pos = _good_pose(viewer)
+        ids0 = set(viewer.client_ids())
+        bad.camera(wxyz, pos)  # viser counts a client as connected from its first camera message
+        good.camera(wxyz, pos)
+        wait_for(lambda: len(set(viewer.client_ids()) - ids0) >= 2, 10, "two clients")
+        rejected0 = viewer.stats.rejected
+        bad.camera([math.nan, 0, 0, 1], [0, 0, 0])
+        bad.camera([0, 0, 0, 0], pos)
+        bad.camera(wxyz, [1e30, 0, 0])
+        bad.camera(wxyz, pos, fov=-3.0)
+        bad.camera(wxyz, pos, width=-10, height=5)
+        bad.gui(viewer.controls["resolution"], 1e12)
+        bad.gui(viewer.controls["resolution"], float("nan"))
+        bad.gui(viewer.controls["sh_degree"], -7)
+        bad.gui(viewer.controls["mode"], "x" * 10_000)
+        bad.gui(viewer.controls["background"], [999, -1, 3])
+        wait_for(lambda: viewer.stats.rejected >= rejected0 + 5, 10, "the bad requests to be rejected")
+        assert viewer.settings.max_side <= MAX_SIDE and viewer.settings.mode in ("rgb", "depth", "alpha")
+        assert 0 <= viewer.settings.sh_degree <= viewer.max_sh_degree
+        assert all(0.0 <= c <= 1.0 for c in viewer.settings.background)
+        # an enormous canvas is served, but capped
+        good.camera(wxyz, pos, width=10**9, height=10**9)
+        frames = wait_for(lambda: [f for c in viewer.client_ids() if (f := viewer.last_frame(c)) is not None
+                                   and f[0].shape[0] == f[0].shape[1]], 15, "a frame for the good client")  # fmt: skip
+        image, cam, _ = frames[0]
+        assert max(image.shape[:2]) <= viewer.settings.max_side and image.std() > 1.0
+        # garbage on the wire closes that connection only
+        bad.send(b"\x00\xff not msgpack")
+        wait_for(bad.closed.is_set, 10, "the server to drop the garbage client")
+        before = viewer.stats.frames
+        good.camera(wxyz, pos + 0.01, width=300, height=200)
+        wait_for(lambda: viewer.stats.frames > before, 15, "the server to keep serving the good client")
+        assert all("Traceback" not in line for line in logs)
+        assert any("ignored a request" in line for line in logs)
+    finally:
+        good.close()
+        bad.close()
+
+
+def test_two_clients_get_their_own_views(served):
+    viewer, _ = served
+    a, b = RawClient(viewer.server.get_port()), RawClient(viewer.server.get_port())
+    try:
+        ids0 = set(viewer.client_ids())
+        cams = viewer.training_cameras
+        for client, i, size in ((a, 0, (320, 240)), (b, 3, (200, 300))):
+            wxyz, pos = pose_of(cams, i)
+            client.camera(wxyz, pos, fov=2 * math.atan(0.5 * cams.height / float(cams.fy[i])), width=size[0],
+                          height=size[1])  # fmt: skip
+        wait_for(lambda: len(set(viewer.client_ids()) - ids0) >= 2, 10, "two new clients")
+        new = sorted(set(viewer.client_ids()) - ids0)
+        shots = wait_for(lambda: [viewer.last_frame(c) for c in new] if all(
+            (f := viewer.last_frame(c)) is not None and f[0].shape[1] in (320, 200) for c in new) else None, 15,
+            "frames for both clients")  # fmt: skip
+        sizes = sorted(tuple(img.shape[:2]) for img, _, _ in shots)
+        assert sizes == [(240, 320), (300, 200)]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_training_with_a_viewer_and_a_hostile_client_finishes_unchanged(tmp_path, native):
+    """The viewer only reads the scene: a run watched (and attacked) ends bit-identical."""
+    from splatfield.apps import train as tr
+    from splatfield.data import procedural
+
+    data = procedural.write_demo_dataset(tmp_path / "data", size=24, train_views=6, test_views=2)
+
+    def opts(name: str) -> tr.TrainOptions:
+        return tr.TrainOptions(data=str(data), out=str(tmp_path / name), steps=60, init_points=800, init_half_size=1.0,
+                               sh_degree=1, checkpoint_every=0, save_renders=False, evaluate=False)  # fmt: skip
+
+    tr.train(opts("plain"), log=lambda m: None)
+    clients: list[RawClient] = []
+
+    def log(message: str) -> None:
+        # attack as soon as the viewer is up, before the first step; the messages are handled
+        # by the viewer's threads while the training runs
+        if message.startswith("viewer: "):
+            port = int(message.split()[1].rsplit(":", 1)[1])
+            client = RawClient(port)
+            clients.append(client)
+            for _ in range(20):
+                client.camera([1, 0, 0, 0], [0, 0, math.nan])
+                client.camera([1, 0, 0, 0], [0.0, -4.0, 1.0], width=10**8, height=10**8)
+            client.send(b"garbage")
+
+    try:
+        res = tr.train(opts("watched"), log=log, viewer=("127.0.0.1", 0))
+    finally:
+        for c in clients:
+            c.close()
+    assert len(clients) == 1
+    assert res.finished and res.step == 60
+    assert (tmp_path / "plain" / "scene.ply").read_bytes() == (tmp_path / "watched" / "scene.ply").read_bytes()
+    assert not (tmp_path / "watched" / "renders").exists()  # the viewer added nothing unasked
+
+
+
+def test_view_command_serves_until_ctrl_c_and_reports_bad_input(small_run, tmp_path, native):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    cmd = [sys.executable, "-m", "splatfield.apps.cli", "view"]
+    proc = subprocess.Popen(cmd + [str(small_run / "scene.ply"), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        line = ""
+        while "splatfield view:" not in line:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+        url = line.split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        # a bare splat file is served too: a client's camera gets a frame
+        client = RawClient(int(url.rsplit(":", 1)[1]))
+        client.camera([1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -4.0], width=96, height=64)
+        wait_for(lambda: client.received > 0, 30, "messages from the server")
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for argv, message in (([str(tmp_path / "nothing.ply")], "nothing.ply: no such file or directory"),
+                          ([str(small_run), "--port", "70000"], "--port: must be a port number")):  # fmt: skip
+        done = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_camera_path_panel_saves_loads_and_renders_an_mp4(served, tmp_path):
+    import contextlib
+    from types import SimpleNamespace
+
+    import imageio_ffmpeg
+
+    from splatfield.apps.render import numbered_output
+    from splatfield.apps.viewer_paths import CameraPathPanel
+    from splatfield.render import camera_paths
+
+    viewer, _ = served
+    panel = CameraPathPanel(viewer, lambda what, suffix: numbered_output(tmp_path, what, suffix), (64, 48))
+    cams = viewer.training_cameras
+    fov = 2 * math.atan(0.5 * cams.height / float(cams.fy[0]))
+    camera = SimpleNamespace(wxyz=None, position=None, fov=fov)
+    event = SimpleNamespace(client=SimpleNamespace(camera=camera, atomic=contextlib.nullcontext), client_id=0)
+    for i in (0, 4, 8):
+        camera.wxyz, camera.position = pose_of(cams, i)
+        panel._add(event)
+    camera.position = np.array([math.nan, 0.0, 0.0])
+    panel._guard(panel._add)(event)  # refused, reported in the panel
+    assert len(panel.keys) == 3 and "not finite" in panel.status.content
+    panel.fps.value, panel.seconds.value = 10, 1.5
+    path = panel.path()
+    assert len(path) == 15 and (path.width, path.height) == (64, 48)
+    torch.testing.assert_close(path.centers[0], cams.centers[0].to(torch.float64), atol=1e-6, rtol=0)
+    panel.preview.value = 1.0
+    panel._preview(event)  # moves the client's view to the path's last frame
+    torch.testing.assert_close(torch.as_tensor(camera.position), path.centers[-1], atol=1e-6, rtol=0)
+
+    saved = panel._save(event)
+    keys, loop = camera_paths.read_keyframes(saved)
+    assert len(keys) == 3 and loop is False
+    torch.testing.assert_close(keys.centers, panel.keyframes().centers, atol=1e-6, rtol=0)
+    panel._set_keys([])
+    panel.file.value = str(saved)
+    panel._load(event)
+    assert len(panel.keys) == 3
+
+    panel._render(event)
+    mp4 = tmp_path / "viewer-path.mp4"
+    wait_for(lambda: "wrote" in panel.status.content or "failed" in panel.status.content, 120, "the MP4")
+    assert "wrote" in panel.status.content, panel.status.content
+    reader = imageio_ffmpeg.read_frames(str(mp4))
+    meta = next(reader)
+    assert tuple(meta["size"]) == (64, 48) and sum(1 for _ in reader) == 15
+    assert (tmp_path / "viewer-path.camera_path.json").is_file()
+
+
+def test_bench_viewer_measures_frames_first_frame_and_slowdown(small_run, tmp_path, native):
+    import json
+
+    from splatfield.apps import cli
+
+    out = tmp_path / "viewer.json"
+    code = cli.run(["bench", "viewer", str(small_run), "--size", "96", "--frames", "3", "--blocks", "1",
+                    "--block-steps", "3", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert r["gaussians"] > 0 and r["still_fps"] > 0 and r["moving_fps"] > 0
+    assert r["moving_size"][0] <= 96
+    assert (r["first_frame_seconds"] is None) == r["first_frame_note"].startswith("not measured")
+    if r["first_frame_seconds"] is not None:
+        assert 0 < r["url_seconds"] < r["first_frame_seconds"]
+    assert len(r["train_block_ms_without"]) == len(r["train_block_ms_with"]) == 1
+    assert r["train_step_ms_with"] > 0 and 0 <= r["train_viewer_share"] < 1
+    assert not (small_run / "renders" / "viewer-path.mp4").exists()

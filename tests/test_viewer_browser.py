@@ -1,0 +1,156 @@
+"""The viewer in a real browser: Debian's chromium driven by playwright (software WebGL).
+
+What the page shows is compared with what the server rendered for the camera the page
+reported; the camera is moved with the mouse, the render mode switched in the panel, and a
+live training run is watched (its Gaussian count changes, pause holds the step count)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .viewer_clients import browser_page, chromium_path, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+MIN_PSNR_DB = 30.0  # page vs server-side render, after JPEG transport and the browser's resampling
+
+
+def _screenshot(page) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+# The part of an 800x600 page the scene has to itself: left of the control panel, below the
+# software-WebGL notice (top left) and above the axes gizmo (bottom left).
+CROP = (slice(170, 540), slice(90, 450))
+
+
+def _settled_frame(viewer, client_id: int, shape: tuple, timeout: float = 60.0):
+    """The full-size frame of a camera that has stopped moving, once the page has it, scaled
+    to the page's size (the browser lowers its canvas resolution when WebGL is slow; the
+    frame then fills the page at that resolution)."""
+    def full() -> tuple | None:
+        got = viewer.last_frame(client_id)
+        return got if got is not None and got[2] and not viewer.pending() else None
+
+    wait_for(full, timeout, "a full-size frame")
+    time.sleep(1.5)  # the JPEG's trip to the page and a repaint
+    image, camera, _ = viewer.last_frame(client_id)
+    if image.shape[:2] != shape[:2]:
+        image = np.asarray(Image.fromarray(image).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+    return image, camera
+
+
+@pytest.fixture(scope="module")
+def viewer(small_run, native):
+    chromium_path()
+    from splatfield.apps import view
+
+    v = view.open_view(small_run, host="127.0.0.1", port=0, log=lambda m: None)
+    v.show_training_cameras(False)  # the comparison is of the splats alone
+    yield v
+    v.stop()
+
+
+def test_page_shows_the_server_render_follows_the_mouse_and_switches_to_depth(viewer):
+    ids0 = set(viewer.client_ids())
+    with browser_page(viewer.url, 800, 600) as page:
+        cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 60, "the page to connect")[0]
+        shot = _screenshot(page)
+        frame, camera = _settled_frame(viewer, cid, shot.shape)
+        shot = _screenshot(page)
+        # the server-side render of that camera, made again here, is what was sent
+        from splatfield.apps.viewer_frames import render_frame
+
+        again = render_frame(viewer.scene_snapshot(), camera, viewer.settings)
+        assert np.array_equal(again, viewer.last_frame(cid)[0])
+        psnr = _psnr(shot[CROP], frame[CROP])
+        assert psnr >= MIN_PSNR_DB, f"page vs server render: {psnr:.2f} dB"
+        assert frame[CROP].std() > 5.0  # the crop holds the scene, not a blank
+
+        # drag the camera: the server renders a new view and the page shows it
+        page.mouse.move(300, 350)
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(300 + 12 * k, 350 + 3 * k)
+            time.sleep(0.03)
+        page.mouse.up()
+        moved, moved_camera = _settled_frame(viewer, cid, shot.shape)
+        assert not np.allclose(moved_camera.world_to_camera, camera.world_to_camera)
+        shot2 = _screenshot(page)
+        assert np.abs(shot2[CROP].astype(int) - shot[CROP].astype(int)).mean() > 2.0
+        assert _psnr(shot2[CROP], moved[CROP]) >= MIN_PSNR_DB
+
+        # depth mode from the panel
+        page.get_by_label("Render mode").click()
+        page.get_by_role("option", name="depth").click()
+        wait_for(lambda: viewer.settings.mode == "depth", 20, "the depth mode to reach the server")
+        depth, _ = _settled_frame(viewer, cid, shot.shape)
+        shot3 = _screenshot(page)
+        assert _psnr(shot3[CROP], depth[CROP]) >= MIN_PSNR_DB
+        assert np.abs(depth[CROP].astype(int) - moved[CROP].astype(int)).mean() > 10.0
+
+
+def _gaussians_on_page(page) -> tuple[int, int] | None:
+    text = page.inner_text("body")
+    step = re.search(r"step\s+([\d,]+)\s*/", text)
+    count = re.search(r"Gaussians\s+([\d,]+)", text)
+    if step is None or count is None:
+        return None
+    return int(step.group(1).replace(",", "")), int(count.group(1).replace(",", ""))
+
+
+def test_page_watches_a_live_training(tmp_path, native):
+    chromium_path()
+    from splatfield.data import procedural
+
+    data = procedural.write_demo_dataset(tmp_path / "data", size=32, train_views=8, test_views=2)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splatfield.apps.cli", "train", str(data), "--out", str(tmp_path / "run"), "--steps",
+         "100000", "--init-points", "2000", "--init-half-size", "1.0", "--sh-degree", "0", "--checkpoint-every", "0",
+         "--viewer-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        url = None
+        deadline = time.monotonic() + 180
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "training ended before its viewer started"
+            if line.startswith("viewer: "):
+                url = line.split()[1]
+        assert url is not None
+        with browser_page(url, 800, 600) as page:
+            first = wait_for(lambda: _gaussians_on_page(page), 60, "the training figures on the page")
+            # density control (from step 500) changes the count the page shows
+            changed = wait_for(lambda: (g := _gaussians_on_page(page)) and g[1] != first[1] and g, 240,
+                               "the Gaussian count to change")  # fmt: skip
+            assert changed[0] > first[0]
+            page.get_by_role("button", name="Pause").click()
+            wait_for(lambda: "paused" in page.inner_text("body"), 20, "the page to say paused")
+            held = _gaussians_on_page(page)
+            time.sleep(2.0)
+            assert _gaussians_on_page(page)[0] == held[0]  # no steps while paused
+            page.get_by_role("button", name="Resume").click()
+            wait_for(lambda: _gaussians_on_page(page)[0] > held[0], 30, "training to resume")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 130, out
+        assert "Traceback" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,0 +1,43 @@
+"""Test clients for the viewer: a real Chromium through playwright, and (re-exported) the raw
+websocket client of :mod:`splatfield.apps.viewer_protocol` that sends what a browser would and
+what a hostile one might."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import pytest
+
+from splatfield.apps.viewer_protocol import CHROMIUM_ARGS, RawClient, find_chromium  # noqa: F401  (RawClient re-exported)
+
+
+def chromium_path() -> str:
+    found = find_chromium()
+    if found is None:
+        pytest.skip("Debian's chromium is not installed (make setup installs it when run as root)")
+    return found
+
+
+@contextmanager
+def browser_page(url: str, width: int = 800, height: int = 600) -> Iterator:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
