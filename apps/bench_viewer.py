@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import subprocess
@@ -44,7 +43,6 @@ class ViewerBenchResult:
     first_frame_seconds: float | None
     url_seconds: float | None
     first_frame_note: str
-    train_data: str | None
     train_size: list[int] | None
     train_step_ms_without: float | None
     train_step_ms_with: float | None
@@ -166,29 +164,35 @@ def time_to_first_frame(run: Path) -> tuple[float | None, float | None, str]:
             browser.close()
 
 
-def training_slowdown(data: str, downscale: float, blocks: int, block_steps: int, size: int,
+def training_slowdown(run: Path, blocks: int, block_steps: int, size: int,
                       progress: Callable[[], None] | None = None) -> tuple:  # fmt: skip
     """(ms/step of each block without, and with the viewer, frames served, image size, the
-    viewer's time as a share of the attached steps' training time): alternating blocks of the
-    same training."""
-    from .bench_train import start_training
+    viewer's time as a share of the attached steps' training time). The run's training is
+    continued from its latest checkpoint (a late, steady stage: the Gaussian count and step
+    time hold still) in alternating blocks without and with the viewer."""
+    from splatfield import data as sfdata
+    from splatfield.scenes.trainer import TrainerConfig
+
+    from .train import TrainOptions, background_of, load_views, resume_trainer, strategy_for
     from .view import training_viewer
 
-    trainer, dataset = start_training(data, downscale=downscale, steps=10**6, init_points=100_000,
-                                      init_half_size=None)  # fmt: skip
-    viewer, panel = training_viewer(trainer, dataset, Path("."), 10**6, tuple(dataset.background or (0, 0, 0)),
-                                    host="127.0.0.1", port=0, log=lambda m: None)  # fmt: skip
+    opts = TrainOptions.from_yaml(run / "config.yaml")
+    dataset = sfdata.load(opts.data, downscale=opts.downscale, test_every=opts.test_every)
+    trainer, _ = resume_trainer(run, strategy_for(opts, dataset), load_views(dataset.train),
+                                TrainerConfig(steps=10**9, seed=opts.seed), dataset)  # fmt: skip
+    viewer, panel = training_viewer(trainer, dataset, run, 10**9, background_of(dataset), host="127.0.0.1", port=0,
+                                    log=lambda m: None)  # fmt: skip
     stop = threading.Event()
     client = RawClient(viewer.server.get_port())
+    cams = trainer.views.cameras
 
     def keep_moving() -> None:  # a user dragging the camera without pause
+        path = _orbit(viewer, 240)
         k = 0
-        c2w = trainer.views.cameras.camera_to_world[0].to(torch.float64)
         while not stop.is_set():
-            k += 1
-            pos = c2w[:3, 3].numpy() * (1.0 + 0.02 * math.sin(0.3 * k))
-            wxyz, _ = pose_of(trainer.views.cameras, 0)
+            wxyz, pos = pose_of(path, k % len(path))
             client.camera(wxyz, pos, width=size, height=size)
+            k += 1
             time.sleep(1 / 30)
 
     mover = threading.Thread(target=keep_moving, daemon=True)
@@ -208,8 +212,7 @@ def training_slowdown(data: str, downscale: float, blocks: int, block_steps: int
                     progress()
             (with_viewer if attach else without).append(1e3 * (time.perf_counter() - t0) / block_steps)
         share = panel.view_seconds / max(panel.train_seconds, 1e-9)
-        return without, with_viewer, viewer.stats.frames, [trainer.views.cameras.width, trainer.views.cameras.height], \
-            share  # fmt: skip
+        return without, with_viewer, viewer.stats.frames, [cams.width, cams.height], share
     finally:
         stop.set()
         if mover.is_alive():
@@ -218,21 +221,31 @@ def training_slowdown(data: str, downscale: float, blocks: int, block_steps: int
         viewer.stop()
 
 
-def bench_viewer(run: Path, *, size: int, frames: int, train_data: str | None, downscale: float, blocks: int,
-                 block_steps: int, progress: Callable[[], None] | None = None) -> ViewerBenchResult:  # fmt: skip
+def paired_slowdown(without: list[float], with_viewer: list[float]) -> float:
+    """Median over blocks of (with) / (mean of the blocks without just before and after it):
+    the neighbours cancel a drift of the step time."""
+    ratios = []
+    for i, w in enumerate(with_viewer):
+        around = without[i : i + 2]
+        ratios.append(w / (sum(around) / len(around)))
+    return statistics.median(ratios)
+
+
+def bench_viewer(run: Path, *, size: int, frames: int, train_slowdown: bool, blocks: int, block_steps: int,
+                 progress: Callable[[], None] | None = None) -> ViewerBenchResult:  # fmt: skip
     n, still_fps, still_ms, moving_fps, moving_size = frame_rates(run, size, frames)
     t_url, t_first, note = time_to_first_frame(run)
     blocks_without = blocks_with = frames_served = train_size = share = None
     without = with_v = None
-    if train_data is not None:
+    if train_slowdown:
         blocks_without, blocks_with, frames_served, train_size, share = training_slowdown(
-            train_data, downscale, blocks, block_steps, size, progress)  # fmt: skip
+            run, blocks, block_steps, size, progress)  # fmt: skip
         without, with_v = statistics.median(blocks_without), statistics.median(blocks_with)
     return ViewerBenchResult(
         run=str(run), gaussians=n, size=size, still_fps=still_fps, still_ms_median=still_ms, moving_fps=moving_fps,
         moving_size=list(moving_size), first_frame_seconds=t_first, url_seconds=t_url, first_frame_note=note,
-        train_data=train_data, train_size=train_size, train_step_ms_without=without, train_step_ms_with=with_v,
-        train_slowdown=None if without is None else with_v / without, train_viewer_frames=frames_served,
+        train_size=train_size, train_step_ms_without=without, train_step_ms_with=with_v,
+        train_slowdown=None if without is None else paired_slowdown(blocks_without, blocks_with), train_viewer_frames=frames_served,
         train_viewer_share=share, train_block_ms_without=blocks_without, train_block_ms_with=blocks_with,
         threads=torch.get_num_threads(), cpu=machine_info(), peak_rss_mb=peak_rss_mb(),
     )  # fmt: skip

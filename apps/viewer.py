@@ -30,7 +30,7 @@ import torch
 from splatfield.render import Cameras, Gaussians
 
 from .viewer_frames import (
-    MAX_SIDE, RENDER_MODES, FrameSettings, RenderMode, ViewRequestError, frame_size, pose_of, render_frame, view_camera,
+    MAX_SIDE, RENDER_MODES, FrameSettings, ViewRequestError, frame_size, pose_of, render_frame, view_camera,
 )  # fmt: skip
 
 SETTLE_SECONDS = 0.25  # a camera still for this long gets a full-size frame
@@ -232,10 +232,10 @@ class Viewer:
         if st.camera is None:
             return None
         full = now - st.changed_at >= SETTLE_SECONDS
+        # a full-size frame of this camera, scene and settings stays current; a reduced one only
+        # until the camera has settled
         current = (st.version, full or st.sent[1], self._settings_version, self._scene_version)
-        if st.sent[0] == current[0] and st.sent[1] == current[1] and st.sent[2:] == current[2:]:
-            return None
-        return full
+        return None if st.sent == current else full
 
     def serve(self, gaussians: Gaussians | None = None) -> int:
         """Renders and sends one frame to every client whose view is out of date; returns how

@@ -241,6 +241,8 @@ def _strategy_with(cfg: SteepestConfig, lam: list[float], grad: list[float]) -> 
         (SteepestConfig(split_threshold=1e-3, grad_gate=False), [0, 1, 3]),  # λ < -1e-3
         (SteepestConfig(split_threshold=1e-3, grad_gate=False, max_splits=2), [1, 3]),  # the two most negative
         (SteepestConfig(split_threshold=1e-3, grad_gate=True), [1, 3]),  # and a gradient >= 2e-4
+        # predicted loss change ½·δ²·λ with δ = 0.05: < -1.2e-6 means λ < -9.6e-4 (-5e-4 fails)
+        (SteepestConfig(split_threshold=1.2e-6, grad_gate=False, split_criterion="loss-change"), [0, 1, 3]),
     ],
 )
 def test_candidates_budget_and_gradient_gate(cfg, expect_split):

@@ -5,7 +5,6 @@ training run with the viewer attached."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,3 +308,17 @@ def test_bench_viewer_measures_frames_first_frame_and_slowdown(small_run, tmp_pa
     assert len(r["train_block_ms_without"]) == len(r["train_block_ms_with"]) == 1
     assert r["train_step_ms_with"] > 0 and 0 <= r["train_viewer_share"] < 1
     assert not (small_run / "renders" / "viewer-path.mp4").exists()
+
+
+def test_clicking_a_training_camera_moves_the_view_into_it(served):
+    import contextlib
+    from types import SimpleNamespace
+
+    viewer, _ = served
+    cams = viewer.training_cameras
+    camera = SimpleNamespace(wxyz=None, position=None, fov=None)
+    event = SimpleNamespace(client=SimpleNamespace(camera=camera, atomic=contextlib.nullcontext))
+    viewer._jump_to(5)(event)
+    back = view_camera(camera.wxyz, camera.position, camera.fov, cams.width, cams.height)
+    torch.testing.assert_close(back.world_to_camera[0], cams.world_to_camera[5].to(torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(back.fy[0], cams.fy[5].to(torch.float64), atol=1e-4, rtol=0)
