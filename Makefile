@@ -12,7 +12,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-APT_PACKAGES ?= g++ make python3-venv
+# chromium: the real browser of the viewer's tests (driven by playwright, software WebGL)
+APT_PACKAGES ?= g++ make python3-venv chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test bench clean-cache

@@ -42,6 +42,9 @@ StrategyName = Literal["adc", "steepest", "none"]
 ExportFormat = Literal["ply", "splat", "compressed-ply", "spz", "sog"]
 PathKind = Literal["orbit", "spiral", "interp"]  # mirrors splatfield.apps.render.PathKind
 SplitName = Literal["test", "train"]
+# Mirror splatfield.data.sfm.SfmMatcher / SfmCameraModel (checked by the tests).
+SfmMatcherName = Literal["auto", "exhaustive", "sequential"]
+SfmCameraModelName = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE"]
 SceneSource = tyro.conf.create_mutex_group(required=False, title="scene (one of)")
 
 DEFAULT_GAUSSIANS = 100_000
@@ -127,7 +130,8 @@ class Train:
     renders/test/. Ctrl-C (or SIGTERM) saves a checkpoint; --resume RUN continues it."""
 
     data: Annotated[Optional[Path], tyro.conf.Positional, tyro.conf.arg(metavar="DATA")] = None
-    """Dataset folder (or its transforms/poses file); not needed with --resume."""
+    """Dataset folder (or its transforms/poses file), or a folder of photos or a video (SfM first,
+    with `splatfield sfm`'s defaults, cached); not needed with --resume."""
     strategy: StrategyName = "adc"
     """Density control: adc (3DGS adaptive density control), steepest (SteepGS: split only at
     saddle points, two offspring along the splitting matrix's most negative eigenvector) or
@@ -169,6 +173,16 @@ class Train:
     """steepest: at most N splits per densification step, most negative eigenvalue first."""
     projection_curvature: bool = True
     """steepest: include the projection's curvature term in the splitting matrix."""
+    split_criterion: Literal["curvature", "loss-change"] = "curvature"
+    """steepest: compare --split-threshold with the smallest eigenvalue times extent^2
+    (curvature), or with the split's predicted loss change 1/2 delta^2 lambda_min (loss-change,
+    scale-free; thresholds near 1e-8)."""
+    viewer: bool = True
+    """Serve a live browser viewer while training (its URL is printed); --no-viewer for headless."""
+    viewer_port: int = 8080
+    """Port of the viewer (the next free one if taken; 0: any free port)."""
+    viewer_host: str = "127.0.0.1"
+    """Interface the viewer listens on (0.0.0.0: reachable from other machines)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,9 +266,99 @@ class Render:
     """A .mp4 file, or a folder for PNG frames (must not exist yet)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class View:
+    """Opens a trained scene (a run directory, or a .ply/.splat/.compressed.ply/.spz/.sog file) in
+    the browser viewer: server-side rendering with the native rasterizer, RGB/depth/alpha modes,
+    the training cameras (click one to jump to it), and camera paths rendered to MP4. Ctrl-C stops."""
+
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_FILE")]
+    """A run directory, or a splat file."""
+    port: int = 8080
+    """Port to serve on (the next free one if taken; 0: any free port)."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (0.0.0.0: reachable from other machines)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sfm:
+    """Structure from motion (pycolmap) on a folder of photos or a video: frames (the sharpest
+    of each window), features, matching, incremental mapping. Writes a COLMAP capture
+    (images/, sparse/0/, sfm.json) that `splatfield train` loads; `splatfield train
+    IMAGES_OR_VIDEO` runs this step itself. The result is cached and reused."""
+
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="IMAGES_OR_VIDEO")]
+    """A folder of photos (or a folder whose images/ holds them), or a video file."""
+    out: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: the cache)")] = None
+    """Output folder (default: <cache>/sfm/<hash of the input files and options>)."""
+    matcher: SfmMatcherName = "auto"
+    """Image pairs to match: exhaustive (every pair; photos), sequential (neighbours in name
+    order; video frames), auto (by the input's kind)."""
+    camera_model: SfmCameraModelName = "SIMPLE_RADIAL"
+    """COLMAP camera model fitted (distortion is removed when the capture is loaded)."""
+    single_camera: bool = True
+    """One shared camera for all images of a size (a phone capture); --no-single-camera: one per image."""
+    frames: int = 150
+    """Frames taken from a video."""
+    max_size: int = 1600
+    """Long side, in pixels, of the copies SfM runs on (the capture keeps full-size images)."""
+    min_registered: float = 0.5
+    """Fail when fewer than this fraction of the images can be registered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSfm:
+    """Runs SfM afresh on a folder of photos and compares the recovered cameras with reference
+    poses (transforms.json, COLMAP, ...) matched by file name, after a similarity alignment of
+    the camera centres: rotation error in degrees, position error relative to the scene extent."""
+
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="IMAGES")]
+    """A folder of photos."""
+    reference: Annotated[Path, tyro.conf.arg(metavar="DATA")]
+    """Dataset with the reference poses (e.g. ../shared/datasets/ingp_fox/transforms.json)."""
+    max_size: int = 1600
+    """Long side of the copies SfM runs on."""
+    matcher: SfmMatcherName = "auto"
+    """As `splatfield sfm --matcher`."""
+    camera_model: SfmCameraModelName = "SIMPLE_RADIAL"
+    """As `splatfield sfm --camera-model`."""
+    out: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: a temporary folder)")] = None
+    """Keep the SfM output here (must not exist yet)."""
+    json: Annotated[Optional[Path], tyro.conf.arg(metavar="FILE", help_behavior_hint="(default: no file)")] = None
+    """Also write the results as JSON (atomically) to FILE."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchViewer:
+    """Measures the browser viewer on a run: frames/s of still (full-size) and moving frames at
+    --size x --size over a websocket client, the time from starting `splatfield view RUN` to
+    the first frame on a Chromium page (needs playwright and Debian's chromium), and the
+    training slowdown with the viewer attached and a client moving its camera all the time
+    (alternating blocks of steps of the run's training, continued from its checkpoint; the run
+    directory is not changed)."""
+
+    run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
+    """A run directory (its scene is served; its training is continued for the slowdown)."""
+    size: int = 800
+    """Width and height of the client's canvas, in pixels."""
+    frames: int = 30
+    """Frames timed for each of the still and the moving rate."""
+    train_slowdown: bool = True
+    """Also measure the training slowdown: the run's training continued from its latest
+    checkpoint, in blocks of steps alternating without and with the viewer."""
+    blocks: int = 10
+    """Blocks of steps with and without the viewer (alternating) for the slowdown."""
+    block_steps: int = 10
+    """Training steps per block."""
+    json: Annotated[Optional[Path], tyro.conf.arg(metavar="FILE", help_behavior_hint="(default: no file)")] = None
+    """Also write the results as JSON (atomically) to FILE."""
+
+
 BenchCommand = Union[
     Annotated[BenchRaster, subcommand("raster")],
     Annotated[BenchTrain, subcommand("train")],
+    Annotated[BenchSfm, subcommand("sfm")],
+    Annotated[BenchViewer, subcommand("viewer")],
 ]
 
 Command = Union[
@@ -263,6 +367,8 @@ Command = Union[
     Annotated[Eval, subcommand("eval")],
     Annotated[Export, subcommand("export")],
     Annotated[Render, subcommand("render")],
+    Annotated[Sfm, subcommand("sfm")],
+    Annotated[View, subcommand("view")],
     Annotated[Demo, subcommand("demo")],
 ]
 
@@ -294,6 +400,15 @@ def _check_output_file(path: Path) -> None:
         raise CLIError(f"{path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise CLIError(f"{path}: folder {folder} is not writable")
+
+
+def _write_json(path: Path | None, doc: dict) -> None:
+    """A benchmark's results as JSON (atomically), when --json was given."""
+    if path is not None:
+        from .bench import write_json_atomic
+
+        write_json_atomic(path, doc)
+        print(f"wrote {path}")
 
 
 def _progress(total: int, desc: str, unit: str):
@@ -398,9 +513,7 @@ def run_bench_raster(cfg: BenchRaster) -> int:
               f"{ab.with_backward_ms:.1f} ms (forward + backward medians): backward {100 * ab.backward_overhead:+.1f}%, "
               f"total {100 * ab.total_overhead:+.1f}% (median of the pairs {100 * ab.paired_total_overhead:+.1f}%)")  # fmt: skip
         doc = {**doc, "stats_overhead": ab.to_json()}
-    if cfg.json is not None:
-        bench.write_json_atomic(cfg.json, doc)
-        print(f"wrote {cfg.json}")
+    _write_json(cfg.json, doc)
     return 0
 
 
@@ -527,6 +640,8 @@ def run_train(cfg: Train) -> int:
                        ("--threads", cfg.threads, 1), ("--max-splits", cfg.max_splits, 0)):  # fmt: skip
         if v is not None:
             _at_least(opt, v, lo)
+    if cfg.viewer:
+        _check_port("--viewer-port", cfg.viewer_port)
     if not cfg.downscale >= 1.0:
         raise CLIError(f"--downscale: must be >= 1 (got {cfg.downscale})")
     if not (cfg.split_threshold >= 0.0 and math.isfinite(cfg.split_threshold)):
@@ -550,17 +665,21 @@ def run_train(cfg: Train) -> int:
         run = cfg.out if cfg.out is not None else tr.default_run_dir(data)
         if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
             raise CLIError(f"{run}: already holds a run (continue it with --resume {run}, or choose another --out)")
+        from .sfm import capture_for_training
+
+        data = capture_for_training(data, log=lambda m: print(m, flush=True))  # photos or a video: SfM first
         opts = tr.TrainOptions(
             data=str(data.resolve()), out=str(run), strategy=cfg.strategy, steps=7000 if cfg.steps is None else cfg.steps,
             downscale=cfg.downscale, test_every=cfg.test_every, seed=cfg.seed, sh_degree=cfg.sh_degree,
             init_points=cfg.init_points, init_half_size=cfg.init_half_size, checkpoint_every=cfg.checkpoint_every,
             keep_checkpoints=cfg.keep_checkpoints, evaluate=cfg.eval, split_threshold=cfg.split_threshold,
             split_grad_gate=cfg.split_grad_gate, split_displacement=cfg.split_displacement, max_splits=cfg.max_splits,
-            projection_curvature=cfg.projection_curvature,
+            projection_curvature=cfg.projection_curvature, split_criterion=cfg.split_criterion,
         )  # fmt: skip
     with _bars() as bars:
         res = tr.train(opts, resume=cfg.resume is not None, on_step=_train_progress(opts.steps, bars),
-                       on_phase=_phase_bar(bars), log=lambda m: print(m, flush=True))  # fmt: skip
+                       on_phase=_phase_bar(bars), log=lambda m: print(m, flush=True),
+                       viewer=(cfg.viewer_host, cfg.viewer_port) if cfg.viewer else None)  # fmt: skip
     if not res.finished:
         return _report_stop(res.stop_signal, res.step, f"checkpoint {res.checkpoint}", f"{PROG} train --resume {res.run}")
     print(f"trained {res.step} steps; checkpoint {res.checkpoint}; scene {res.run / 'scene.ply'}")
@@ -594,7 +713,7 @@ def run_bench_train(cfg: BenchTrain) -> int:
         _check_output_file(cfg.json)
     import torch
 
-    from . import bench, bench_train
+    from . import bench_train
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -607,9 +726,38 @@ def run_bench_train(cfg: BenchTrain) -> int:
     print(f"step time over the first {r.steps} steps: median {r.step_ms_median:.1f} ms "
           f"(p10 {r.step_ms_p10:.1f}, p90 {r.step_ms_p90:.1f}); {r.total_seconds:.1f} s in all; "
           f"{r.final_gaussians:,} Gaussians at the end; peak RSS {r.peak_rss_mb:.0f} MiB")  # fmt: skip
+    _write_json(cfg.json, r.to_json())
+    return 0
+
+
+def run_bench_viewer(cfg: BenchViewer) -> int:
+    for opt, v, lo in (("--size", cfg.size, 16), ("--frames", cfg.frames, 1), ("--blocks", cfg.blocks, 1),
+                       ("--block-steps", cfg.block_steps, 1)):  # fmt: skip
+        _at_least(opt, v, lo)
+    if not (cfg.run / "config.yaml").is_file():
+        raise CLIError(f"{cfg.run}: not a run directory (no config.yaml)")
     if cfg.json is not None:
-        bench.write_json_atomic(cfg.json, r.to_json())
-        print(f"wrote {cfg.json}")
+        _check_output_file(cfg.json)
+    from . import bench_viewer
+
+    steps = 2 * cfg.blocks * cfg.block_steps if cfg.train_slowdown else 0
+    with _progress(steps, "training with and without the viewer", "step") as bar:
+        r = bench_viewer.bench_viewer(cfg.run, size=cfg.size, frames=cfg.frames, train_slowdown=cfg.train_slowdown,
+                                      blocks=cfg.blocks, block_steps=cfg.block_steps, progress=bar.update)  # fmt: skip
+    print(f"{PROG} bench viewer: {r.run}, {r.gaussians:,} Gaussians, {r.threads} threads ({r.cpu['model']})")
+    print(f"still frames at {r.size}x{r.size}: {r.still_fps:.1f} frames/s (median {r.still_ms_median:.0f} ms: render, "
+          f"JPEG, send); moving camera: {r.moving_fps:.1f} frames/s at {r.moving_size[0]}x{r.moving_size[1]}")  # fmt: skip
+    if r.first_frame_seconds is not None:
+        print(f"`{PROG} view`: URL after {r.url_seconds:.1f} s, first frame on the page after {r.first_frame_seconds:.1f} s "
+              f"({r.first_frame_note})")  # fmt: skip
+    else:
+        print(f"time to first frame {r.first_frame_note}")
+    if r.train_slowdown is not None:
+        print(f"training at {r.train_size[0]}x{r.train_size[1]}: {r.train_step_ms_without:.0f} ms/step without the viewer, "
+              f"{r.train_step_ms_with:.0f} ms/step with it and a camera moving all the time "
+              f"({100 * (r.train_slowdown - 1):+.1f}%); {r.train_viewer_frames} frames served, rendering them took "
+              f"{100 * r.train_viewer_share:.1f}% of the training time")  # fmt: skip
+    _write_json(cfg.json, r.to_json())
     return 0
 
 
@@ -689,7 +837,78 @@ def run_render(cfg: Render) -> int:
     return 0
 
 
+def _check_port(option: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise CLIError(f"{option}: must be a port number in 0..65535 (got {port})")
+
+
+def run_view(cfg: View) -> int:
+    if not cfg.source.exists():
+        raise CLIError(f"{cfg.source}: no such file or directory")
+    _check_port("--port", cfg.port)
+    from . import view
+
+    viewer = view.open_view(cfg.source, host=cfg.host, port=cfg.port, log=lambda m: print(m, flush=True))
+    print(f"{PROG} view: {len(viewer.scene_snapshot()):,} Gaussians at {viewer.url} — open it in a browser; Ctrl-C stops",
+          flush=True)  # fmt: skip
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        viewer.stop()
+
+
+def _sfm_options(cfg: Any, frames: int = 150, min_registered: float = 0.5) -> Any:
+    from splatfield.data.sfm import SfmOptions
+
+    _at_least("--max-size", cfg.max_size, 64)
+    _at_least("--frames", frames, 3)
+    if not 0.0 <= min_registered <= 1.0:
+        raise CLIError(f"--min-registered: must be in [0, 1] (got {min_registered})")
+    return SfmOptions(matcher=cfg.matcher, camera_model=cfg.camera_model, single_camera=getattr(cfg, "single_camera", True),
+                      frames=frames, max_size=cfg.max_size, min_registered=min_registered)  # fmt: skip
+
+
+def run_sfm(cfg: Sfm) -> int:
+    opts = _sfm_options(cfg, cfg.frames, cfg.min_registered)
+    if not cfg.source.exists():
+        raise CLIError(f"{cfg.source}: no such file or directory")
+    from . import sfm
+
+    res = sfm.run(cfg.source, cfg.out, opts, log=lambda m: print(m, flush=True))
+    print(f"{PROG} sfm: {sfm.describe(res.summary)}; capture {res.out} (train it: {PROG} train {res.out}); "
+          f"summary {res.out / 'sfm.json'}")  # fmt: skip
+    return 0
+
+
+def run_bench_sfm(cfg: BenchSfm) -> int:
+    opts = _sfm_options(cfg)
+    for p in (cfg.source, cfg.reference):
+        if not p.exists():
+            raise CLIError(f"{p}: no such file or directory")
+    if cfg.out is not None and cfg.out.exists():
+        raise CLIError(f"{cfg.out}: exists already (the bench runs SfM afresh; choose another --out)")
+    if cfg.json is not None:
+        _check_output_file(cfg.json)
+    from . import sfm
+
+    r = sfm.bench(cfg.source, cfg.reference, opts, cfg.out, log=lambda m: print(m, flush=True))
+    a, s = r["alignment"], r["sfm"]
+    print(f"{PROG} bench sfm: {sfm.describe(s)} ({', '.join(f'{k} {v:.1f} s' for k, v in s['stage_seconds'].items())}) "
+          f"on {r['machine']['model']}")  # fmt: skip
+    print(f"against {cfg.reference} ({a['cameras']} cameras matched by name, similarity on camera centres): rotation "
+          f"error mean {a['rotation_error_deg_mean']:.3f} deg, max {a['rotation_error_deg_max']:.3f} deg; position error "
+          f"mean {100 * a['position_error_rel_mean']:.2f}%, max {100 * a['position_error_rel_max']:.2f}% of the scene "
+          f"extent ({a['extent']:.3g}, the camera rig's radius)")  # fmt: skip
+    _write_json(cfg.json, r)
+    return 0
+
+
 HANDLERS: dict[type, Callable[[Any], int]] = {
+    Sfm: run_sfm,
+    BenchSfm: run_bench_sfm,
+    View: run_view,
+    BenchViewer: run_bench_viewer,
     Render: run_render,
     Export: run_export,
     BenchTrain: run_bench_train,

@@ -31,6 +31,7 @@ from splatfield.scenes.evaluate import EvalResult, evaluate
 from splatfield.scenes.formats.ply import read_ply, write_ply
 from splatfield.scenes.gaussian_scene import GaussianScene, LearningRates
 from splatfield.scenes.strategies import AdcConfig, SteepestConfig, Strategy, StrategyName, make_strategy
+from splatfield.scenes.strategies.steepest import SplitCriterion
 from splatfield.scenes.trainer import StepInfo, Trainer, TrainerConfig, Views
 
 from .bench import peak_rss_mb, write_json_atomic
@@ -60,6 +61,7 @@ class TrainOptions:
     split_displacement: float = 1.0
     max_splits: Optional[int] = None
     projection_curvature: bool = True
+    split_criterion: SplitCriterion = "curvature"
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"splatfield_train": dataclasses.asdict(self)}, sort_keys=False)
@@ -145,7 +147,8 @@ def strategy_for(opts: TrainOptions, dataset: sfdata.Dataset) -> Strategy:
     schedule = {"reset_at_refine_start": white, "refine_stop": refine_stop_for(opts.steps)}
     steepest = SteepestConfig(**schedule, split_threshold=opts.split_threshold, grad_gate=opts.split_grad_gate,
                               displacement=opts.split_displacement, max_splits=opts.max_splits,
-                              projection_curvature=opts.projection_curvature)  # fmt: skip
+                              projection_curvature=opts.projection_curvature,
+                              split_criterion=opts.split_criterion)  # fmt: skip
     return make_strategy(opts.strategy, adc=AdcConfig(**schedule), steepest=steepest)
 
 
@@ -189,6 +192,19 @@ def graceful_stop(trainer: Trainer) -> Iterator[dict]:
 # ----------------------------------------------------------------------------- train
 
 
+def resume_trainer(run: Path, strategy: Strategy, views: Views, config: TrainerConfig,
+                   dataset: sfdata.Dataset) -> tuple[Trainer, Path]:  # fmt: skip
+    """A trainer in the state of the run's latest checkpoint (and that checkpoint's path)."""
+    path = ckpt.latest_checkpoint(run / "checkpoints")
+    if path is None:
+        raise RunError(run / "checkpoints", "no checkpoint to resume from")
+    state = ckpt.load_checkpoint(path)
+    trainer = Trainer(GaussianScene.from_state_dict(state["scene"]), strategy, views, config=config,
+                      background=background_of(dataset))  # fmt: skip
+    trainer.load_state_dict(state)
+    return trainer, path
+
+
 def _save(trainer: Trainer, run: Path, opts: TrainOptions) -> Path:
     return ckpt.save_checkpoint(run / "checkpoints", trainer.step, trainer.state_dict(), keep=opts.keep_checkpoints)
 
@@ -200,8 +216,10 @@ def train(
     on_step: Callable[[StepInfo], None] | None = None,
     on_phase: Callable[[str, int], Callable[[int], None]] | None = None,
     log: Callable[[str], None] = print,
+    viewer: tuple[str, int] | None = None,
 ) -> TrainResult:
-    """Trains (or resumes) the run ``opts.out``; evaluates and exports when it finishes."""
+    """Trains (or resumes) the run ``opts.out``; evaluates and exports when it finishes.
+    ``viewer`` = (host, port) serves a live browser viewer while training."""
     run = Path(opts.out)
     phase = on_phase or (lambda name, total: (lambda n: None))
     dataset = sfdata.load(opts.data, downscale=opts.downscale, test_every=opts.test_every)
@@ -215,13 +233,7 @@ def train(
     strategy = strategy_for(opts, dataset)
     config = TrainerConfig(steps=opts.steps, seed=opts.seed)
     if resume:
-        path = ckpt.latest_checkpoint(run / "checkpoints")
-        if path is None:
-            raise RunError(run / "checkpoints", "no checkpoint to resume from")
-        state = ckpt.load_checkpoint(path)
-        scene = GaussianScene.from_state_dict(state["scene"])
-        trainer = Trainer(scene, strategy, views, config=config, background=background_of(dataset))
-        trainer.load_state_dict(state)
+        trainer, path = resume_trainer(run, strategy, views, config, dataset)
         log(f"resumed {run} at step {trainer.step} from {path.name} ({len(trainer.scene):,} Gaussians)")
     else:
         scene = initial_scene(opts, dataset, generator)
@@ -242,8 +254,20 @@ def train(
                 f.write(json.dumps({"step": info.step, **info.changes, "gaussians": info.num_gaussians}) + "\n")
 
     callbacks = [checkpoint_cb, refinement_log_cb] + ([lambda tr, info: on_step(info)] if on_step else [])
-    with graceful_stop(trainer) as received:
-        finished = trainer.run(opts.steps, callbacks)
+    live = None
+    if viewer is not None:
+        from .view import training_viewer
+
+        live, panel = training_viewer(trainer, dataset, run, opts.steps, background_of(dataset), host=viewer[0],
+                                      port=viewer[1], log=log)  # fmt: skip
+        callbacks.append(panel)
+        log(f"viewer: {live.url} (training continues while you watch; --no-viewer to turn it off)")
+    try:
+        with graceful_stop(trainer) as received:
+            finished = trainer.run(opts.steps, callbacks)
+    finally:
+        if live is not None:
+            live.stop()
     path = _save(trainer, run, opts)
     if not finished:
         return TrainResult(run, trainer.step, False, path, None, received["signal"])

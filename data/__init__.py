@@ -3,8 +3,8 @@
 ``load(path)`` detects the format and returns a :class:`Dataset` with train/test
 :class:`Split`s of OpenCV pinhole cameras and lazily loaded uint8 images. Supported:
 Blender (``transforms_train.json``), nerfstudio/instant-ngp ``transforms.json``, COLMAP
-(text or binary, in ``sparse/0``, ``sparse`` or next to ``images/``) and LLFF
-(``poses_bounds.npy``). Imports only ``splatfield.render.camera`` from the project.
+(text or binary, in ``sparse/0``, ``sparse`` or next to ``images/``), LLFF
+(``poses_bounds.npy``), and folders of photos or videos through SfM (:mod:`.sfm`). Imports only ``splatfield.render.camera`` from the project.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from .blender import load_blender
 from .colmap import find_model, load_colmap, model_from_cameras, read_model, write_model
 from .dataset import Dataset, DatasetError, DatasetFormat, Split, cache_root
+from .pose_alignment import compare_poses, compare_to_reference, umeyama
 from .points import look_at_centre, random_initial_points
 from .llff import load_llff, read_poses_bounds, write_poses_bounds
 from .transforms_json import load_transforms_json
@@ -24,6 +25,7 @@ __all__ = [
     "load_blender", "load_transforms_json", "load_colmap", "load_llff",
     "read_model", "write_model", "model_from_cameras", "find_model", "read_poses_bounds", "write_poses_bounds",
     "distort", "undistort_image", "undistort_points", "look_at_centre", "random_initial_points",
+    "umeyama", "compare_poses", "compare_to_reference",
 ]
 
 _EXPECTED = ("expected transforms_train.json (Blender), transforms.json, a COLMAP model "
@@ -61,8 +63,14 @@ def load(
 
     ``downscale`` divides the image size (cameras follow); ``test_every`` puts every n-th
     frame in the test split where the format has no split of its own (0: none);
-    ``cache_dir`` overrides where downscaled/undistorted images are cached.
+    ``cache_dir`` overrides where downscaled/undistorted images are cached. A folder of
+    plain photos or a video goes through SfM first (:func:`.sfm.cached_or_run`, reused
+    from the cache when done before).
     """
+    from .sfm import cached_or_run, input_kind
+
+    if input_kind(path) is not None:
+        path = cached_or_run(path).out
     fmt, p = detect_format(path)
     if fmt == "blender":
         return load_blender(p, downscale=downscale, cache_dir=cache_dir)

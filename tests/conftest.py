@@ -49,3 +49,12 @@ def _deterministic_threads():
     # results do not depend on what an earlier test set.
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+def ctrl_c_works() -> None:
+    """preexec_fn for a child the tests stop with SIGINT: the default disposition, whatever
+    the test run inherited (a shell's background job starts with SIGINT ignored, and Python
+    then never raises KeyboardInterrupt)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -20,6 +20,8 @@ import torch
 from splatfield.apps import bench, cli, scene_io
 from splatfield.render import STATISTICS, Cameras, Gaussians, _ext, reference
 
+from .conftest import ctrl_c_works
+
 REQUIRED_KEYS = {
     "forward_ms", "backward_ms", "pairs_per_s", "peak_rss_mb", "threads", "backend", "gaussians", "width", "height",
 }  # fmt: skip
@@ -442,7 +444,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "splatfield.apps.cli", "bench", "raster", "--gaussians", "500", "--width", "32",
          "--height", "32", "--repeats", "1000000", "--backend", BACKEND],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -118,7 +118,7 @@ def test_llff_pose_count_mismatch(tmp_path):
 
 
 def test_nothing_recognised(tmp_path):
-    (tmp_path / "photo.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_bytes(b"")  # (a folder of photos goes through SfM: tests/test_sfm_errors.py)
     msg = _raises(tmp_path, tmp_path.name)
     assert "no supported dataset found" in msg
     with pytest.raises(DatasetError, match="no such file"):

@@ -20,7 +20,7 @@ from splatfield.scenes.gaussian_scene import PARAM_NAMES, GaussianScene
 from splatfield.scenes.strategies import make_strategy
 from splatfield.scenes.trainer import Trainer
 
-from .conftest import SHARED
+from .conftest import SHARED, ctrl_c_works
 
 LEGO = SHARED / "datasets" / "nerf_synthetic_lego"
 pytestmark = pytest.mark.skipif(not LEGO.is_dir(), reason=f"{LEGO} not present")
@@ -121,7 +121,7 @@ def test_resume_restores_everything_and_matches_an_uninterrupted_run(lego_small,
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "splatfield.apps.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)  # fmt: skip
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -17,6 +17,8 @@ from splatfield.render import Cameras, rasterize
 
 from .viewer_clients import RawClient, wait_for
 
+from .conftest import ctrl_c_works
+
 
 def _cameras() -> Cameras:
     eyes = torch.tensor([[3.0, -2.0, 1.5], [-1.0, 4.0, 0.5]], dtype=torch.float64)
@@ -181,11 +183,13 @@ def test_training_with_a_viewer_and_a_hostile_client_finishes_unchanged(tmp_path
 
     tr.train(opts("plain"), log=lambda m: None)
     clients: list[RawClient] = []
+    logged: list[str] = []
 
     def log(message: str) -> None:
+        logged.append(message)
         # attack as soon as the viewer is up, before the first step; the messages are handled
         # by the viewer's threads while the training runs
-        if message.startswith("viewer: "):
+        if message.startswith("viewer: http"):  # the URL line (the viewer also logs what it rejects)
             port = int(message.split()[1].rsplit(":", 1)[1])
             client = RawClient(port)
             clients.append(client)
@@ -200,6 +204,7 @@ def test_training_with_a_viewer_and_a_hostile_client_finishes_unchanged(tmp_path
         for c in clients:
             c.close()
     assert len(clients) == 1
+    assert any(m.startswith("viewer: ignored a request") for m in logged)
     assert res.finished and res.step == 60
     assert (tmp_path / "plain" / "scene.ply").read_bytes() == (tmp_path / "watched" / "scene.ply").read_bytes()
     assert not (tmp_path / "watched" / "renders").exists()  # the viewer added nothing unasked
@@ -215,7 +220,8 @@ def test_view_command_serves_until_ctrl_c_and_reports_bad_input(small_run, tmp_p
 
     cmd = [sys.executable, "-m", "splatfield.apps.cli", "view"]
     proc = subprocess.Popen(cmd + [str(small_run / "scene.ply"), "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=ctrl_c_works)  # fmt: skip
     try:
         line = ""
         while "splatfield view:" not in line:

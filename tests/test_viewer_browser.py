@@ -20,6 +20,8 @@ from PIL import Image
 
 from .viewer_clients import browser_page, chromium_path, wait_for
 
+from .conftest import ctrl_c_works
+
 pytestmark = pytest.mark.timeout(600)
 
 MIN_PSNR_DB = 30.0  # page vs server-side render, after JPEG transport and the browser's resampling
@@ -124,6 +126,7 @@ def test_page_watches_a_live_training(tmp_path, native):
          "100000", "--init-points", "2000", "--init-half-size", "1.0", "--sh-degree", "0", "--checkpoint-every", "0",
          "--viewer-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=ctrl_c_works,
     )  # fmt: skip
     try:
         url = None
