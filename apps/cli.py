@@ -402,6 +402,11 @@ def _check_output_file(path: Path) -> None:
         raise CLIError(f"{path}: folder {folder} is not writable")
 
 
+def _say(message: str) -> None:
+    """The commands' log lines: printed at once (they interleave with progress bars)."""
+    print(message, flush=True)
+
+
 def _write_json(path: Path | None, doc: dict) -> None:
     """A benchmark's results as JSON (atomically), when --json was given."""
     if path is not None:
@@ -532,7 +537,7 @@ def run_demo(cfg: Demo) -> int:
     with _bars() as bars:
         res = demo.run_demo(cfg.out, size=cfg.size, steps=cfg.steps, frames=cfg.frames, seed=cfg.seed,
                             on_phase=_phase_bar(bars), on_step=_train_progress(cfg.steps, bars),
-                            log=lambda m: print(m, flush=True))  # fmt: skip
+                            log=_say)  # fmt: skip
     if not res.finished:
         return _report_stop(res.stop_signal, res.steps, f"run {res.run}", f"{PROG} demo --out {cfg.out}")
     print(f"{PROG} demo: dataset {res.dataset} (ray cast), run {res.run}")
@@ -667,7 +672,7 @@ def run_train(cfg: Train) -> int:
             raise CLIError(f"{run}: already holds a run (continue it with --resume {run}, or choose another --out)")
         from .sfm import capture_for_training
 
-        data = capture_for_training(data, log=lambda m: print(m, flush=True))  # photos or a video: SfM first
+        data = capture_for_training(data, log=_say)  # photos or a video: SfM first
         opts = tr.TrainOptions(
             data=str(data.resolve()), out=str(run), strategy=cfg.strategy, steps=7000 if cfg.steps is None else cfg.steps,
             downscale=cfg.downscale, test_every=cfg.test_every, seed=cfg.seed, sh_degree=cfg.sh_degree,
@@ -678,7 +683,7 @@ def run_train(cfg: Train) -> int:
         )  # fmt: skip
     with _bars() as bars:
         res = tr.train(opts, resume=cfg.resume is not None, on_step=_train_progress(opts.steps, bars),
-                       on_phase=_phase_bar(bars), log=lambda m: print(m, flush=True),
+                       on_phase=_phase_bar(bars), log=_say,
                        viewer=(cfg.viewer_host, cfg.viewer_port) if cfg.viewer else None)  # fmt: skip
     if not res.finished:
         return _report_stop(res.stop_signal, res.step, f"checkpoint {res.checkpoint}", f"{PROG} train --resume {res.run}")
@@ -848,7 +853,7 @@ def run_view(cfg: View) -> int:
     _check_port("--port", cfg.port)
     from . import view
 
-    viewer = view.open_view(cfg.source, host=cfg.host, port=cfg.port, log=lambda m: print(m, flush=True))
+    viewer = view.open_view(cfg.source, host=cfg.host, port=cfg.port, log=_say)
     print(f"{PROG} view: {len(viewer.scene_snapshot()):,} Gaussians at {viewer.url} — open it in a browser; Ctrl-C stops",
           flush=True)  # fmt: skip
     try:
@@ -875,7 +880,7 @@ def run_sfm(cfg: Sfm) -> int:
         raise CLIError(f"{cfg.source}: no such file or directory")
     from . import sfm
 
-    res = sfm.run(cfg.source, cfg.out, opts, log=lambda m: print(m, flush=True))
+    res = sfm.run(cfg.source, cfg.out, opts, log=_say)
     print(f"{PROG} sfm: {sfm.describe(res.summary)}; capture {res.out} (train it: {PROG} train {res.out}); "
           f"summary {res.out / 'sfm.json'}")  # fmt: skip
     return 0
@@ -892,7 +897,7 @@ def run_bench_sfm(cfg: BenchSfm) -> int:
         _check_output_file(cfg.json)
     from . import sfm
 
-    r = sfm.bench(cfg.source, cfg.reference, opts, cfg.out, log=lambda m: print(m, flush=True))
+    r = sfm.bench(cfg.source, cfg.reference, opts, cfg.out, log=_say)
     a, s = r["alignment"], r["sfm"]
     print(f"{PROG} bench sfm: {sfm.describe(s)} ({', '.join(f'{k} {v:.1f} s' for k, v in s['stage_seconds'].items())}) "
           f"on {r['machine']['model']}")  # fmt: skip

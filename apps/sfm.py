@@ -16,7 +16,7 @@ from typing import Any, Callable
 from splatfield.data import sfm as sfm_data
 from splatfield.data.pose_alignment import compare_to_reference
 
-from .bench import machine_info, write_json_atomic
+from .bench import machine_info
 
 
 def describe(summary: dict[str, Any]) -> str:

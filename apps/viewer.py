@@ -27,10 +27,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from splatfield.data import look_at_centre
 from splatfield.render import Cameras, Gaussians
 
 from .viewer_frames import (
-    MAX_SIDE, RENDER_MODES, FrameSettings, ViewRequestError, frame_size, pose_of, render_frame, view_camera,
+    MAX_SIDE, RENDER_MODES, FrameSettings, ViewRequestError, fov_y_of, frame_size, pose_of, render_frame, view_camera,
 )  # fmt: skip
 
 SETTLE_SECONDS = 0.25  # a camera still for this long gets a full-size frame
@@ -134,8 +135,7 @@ class Viewer:
                 self._log(f"viewer: a frame failed ({type(exc).__name__}: {exc})")
                 sent = 0
             if sent == 0:
-                self.wake.wait(0.02)
-                self.wake.clear()
+                self.wait_for_work(0.02)
 
     # ------------------------------------------------------------------------- clients
 
@@ -199,12 +199,12 @@ class Viewer:
             raise TimeoutError("training did not hand over the scene")
         return request["gaussians"]
 
-    def hand_over_scene(self, gaussians: Gaussians) -> None:
+    def hand_over_scene(self) -> None:
         """Training thread: fulfils pending :meth:`scene_snapshot` requests."""
         with self._lock:
             requests, self._snapshot_requests = self._snapshot_requests, []
         for r in requests:
-            r["gaussians"] = Gaussians(*(t.detach().clone() for t in gaussians.tensors()))
+            r["gaussians"] = Gaussians(*(t.detach().clone() for t in self._scene().tensors()))
             r["done"].set()
 
     def scene_changed(self) -> None:
@@ -260,18 +260,12 @@ class Viewer:
                 W, H = frame_size(cw, ch, side)
                 camera = view_camera(wxyz, position, fov, W, H)
             except ViewRequestError as exc:
-                self._reject(cid, str(exc))
-                with self._lock:
-                    if cid in self._clients:
-                        self._clients[cid].sent = stamp  # do not retry the same bad camera
+                self._skip(cid, stamp, str(exc))
                 continue
             try:
                 image = render_frame(g, camera, settings)
             except (ValueError, RuntimeError) as exc:  # e.g. a scene with NaN mid-training: skip, never raise
-                self._reject(cid, f"frame not rendered ({type(exc).__name__}: {str(exc)[:200]})")
-                with self._lock:
-                    if cid in self._clients:
-                        self._clients[cid].sent = stamp
+                self._skip(cid, stamp, f"frame not rendered ({type(exc).__name__}: {str(exc)[:200]})")
                 continue
             client = self._handles.get(cid)
             if client is None:
@@ -292,6 +286,18 @@ class Viewer:
             sent += 1
         return sent
 
+    def _skip(self, client_id: int, stamp: tuple, why: str) -> None:
+        """Rejects a request and marks it handled, so the same bad camera is not retried."""
+        self._reject(client_id, why)
+        with self._lock:
+            if client_id in self._clients:
+                self._clients[client_id].sent = stamp
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleeps until a camera, setting or scene changes (or ``timeout`` seconds pass)."""
+        self.wake.wait(timeout)
+        self.wake.clear()
+
     # ------------------------------------------------------------------------- scene and GUI
 
     def _set_initial_camera(self, cams: Cameras | None) -> None:
@@ -302,12 +308,12 @@ class Viewer:
         ic = self.server.initial_camera
         if cams is not None and len(cams):
             c2w = cams.camera_to_world.to(torch.float64)
-            centre = _look_at_centre(cams)
+            centre = look_at_centre(cams).to(torch.float64)
             up, _, _ = scene_frame(cams, centre)
             ic.position = c2w[0, :3, 3].numpy()
             ic.look_at = centre.numpy()
             ic.up = up.numpy()
-            ic.fov = 2 * math.atan(0.5 * cams.height / float(cams.fy[0]))
+            ic.fov = fov_y_of(cams, 0)
             self.server.scene.set_up_direction(tuple(up.tolist()))
             self.extent = float((c2w[:, :3, 3] - centre).norm(dim=-1).median())
         else:
@@ -320,7 +326,7 @@ class Viewer:
             self.extent = radius
 
     def _add_frustums(self, cams: Cameras, thumbnail: Callable[[int], np.ndarray] | None) -> None:
-        fov = 2 * math.atan(0.5 * cams.height / float(cams.fy[0]))
+        fov = fov_y_of(cams, 0)
         scale = 0.06 * self.extent
         for i in range(len(cams)):
             wxyz, pos = pose_of(cams, i)
@@ -349,7 +355,7 @@ class Viewer:
             with event.client.atomic():
                 event.client.camera.wxyz = wxyz
                 event.client.camera.position = pos
-                event.client.camera.fov = 2 * math.atan(0.5 * cams.height / float(cams.fy[i]))
+                event.client.camera.fov = fov_y_of(cams, i)
 
         return jump
 
@@ -420,8 +426,3 @@ class Viewer:
             return
         apply(v)
 
-
-def _look_at_centre(cams: Cameras) -> torch.Tensor:
-    from splatfield.data import look_at_centre
-
-    return look_at_centre(cams).to(torch.float64)

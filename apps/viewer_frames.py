@@ -83,6 +83,11 @@ def view_camera(
     return Cameras.from_intrinsics(torch.from_numpy(w2c), f, f, width / 2, height / 2, width, height)
 
 
+def fov_y_of(cameras: Cameras, i: int) -> float:
+    """Camera ``i``'s vertical field of view in radians, as the browser takes it."""
+    return 2 * math.atan(0.5 * cameras.height / float(cameras.fy[i]))
+
+
 def pose_of(cameras: Cameras, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(wxyz, position) of camera ``i``'s camera-to-world pose, as the browser takes it."""
     from splatfield.render.camera_paths import rotmat_to_quat

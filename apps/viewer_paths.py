@@ -8,7 +8,6 @@ over an existing file; a file to load is named in the panel's text box.
 
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,7 @@ import torch
 from splatfield.render import Cameras, camera_paths
 
 from .viewer import Viewer
-from .viewer_frames import ViewRequestError, pose_of, render_frame, view_camera
+from .viewer_frames import ViewRequestError, fov_y_of, pose_of, render_frame, view_camera
 
 
 class CameraPathPanel:
@@ -132,7 +131,7 @@ class CameraPathPanel:
         with event.client.atomic():
             event.client.camera.wxyz = wxyz
             event.client.camera.position = pos
-            event.client.camera.fov = 2 * math.atan(0.5 * path.height / float(path.fy[i]))
+            event.client.camera.fov = fov_y_of(path, i)
 
     # ------------------------------------------------------------------------- files
 
@@ -161,7 +160,7 @@ class CameraPathPanel:
         keys = []
         for i in range(len(cams)):
             q, p = pose_of(cams, i)
-            keys.append((q, p, 2 * math.atan(0.5 * cams.height / float(cams.fy[i]))))
+            keys.append((q, p, fov_y_of(cams, i)))
         self.loop.value = loop
         self._set_keys(keys)
 

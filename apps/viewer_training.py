@@ -44,7 +44,7 @@ class TrainingPanel:
         @self.every.on_update
         def _(event) -> None:
             viewer.check_number(event, self.every.value, 0, 100_000, lambda v: setattr(self, "render_every", int(v)),
-                            "render every N steps")  # fmt: skip
+                                "render every N steps")  # fmt: skip
 
     @property
     def paused(self) -> bool:
@@ -66,22 +66,21 @@ class TrainingPanel:
             self._last_stats = now
             self._show(info)
         self.viewer.scene_changed()
-        self.viewer.hand_over_scene(trainer.scene.gaussians)
+        self.viewer.hand_over_scene()
         while self.paused and not trainer.stop_requested:  # paused: serve frames until resumed or Ctrl-C
-            self.viewer.hand_over_scene(trainer.scene.gaussians)
-            if self._serve(trainer) == 0:
-                self.viewer.wake.wait(0.05)
-                self.viewer.wake.clear()
+            self.viewer.hand_over_scene()
+            if self._serve() == 0:
+                self.viewer.wait_for_work(0.05)
         if self.render_every > 0:
             due = info.step % self.render_every == 0
         else:
             due = self.view_seconds <= self.budget * self.train_seconds
         if due and self.viewer.pending():
-            self._serve(trainer)
+            self._serve()
 
-    def _serve(self, trainer) -> int:
+    def _serve(self) -> int:
         t0 = time.perf_counter()
-        n = self.viewer.serve(trainer.scene.gaussians.detach())
+        n = self.viewer.serve()  # the viewer's scene is the trainer's, read between steps
         if not self.paused:
             self.view_seconds += time.perf_counter() - t0
         return n

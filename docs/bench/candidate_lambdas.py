@@ -15,10 +15,9 @@ import torch
 
 from splatfield import data as sfdata
 from splatfield.apps.train import TrainOptions, background_of, load_views
-from splatfield.render.reference import quat_to_rotmat
 from splatfield.scenes import checkpoint as ckpt
 from splatfield.scenes.gaussian_scene import GaussianScene
-from splatfield.scenes.strategies.steepest import Steepest, SteepestConfig
+from splatfield.scenes.strategies.steepest import Steepest, SteepestConfig, std_along
 from splatfield.scenes.trainer import Trainer, TrainerConfig
 
 run, steps = Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 100
@@ -36,9 +35,7 @@ sc = trainer.scene
 lam, v, seen = strategy.splitting_eigen(1.0)
 gate = seen & (strategy._average_grad() >= strategy.config.grad_threshold)
 p = sc.params
-rot = quat_to_rotmat(torch.nn.functional.normalize(p["quats"].detach().double(), dim=-1))
-local = (rot.transpose(-1, -2) @ v[..., None])[..., 0]
-std = torch.sqrt(((local * torch.exp(p["log_scales"].detach().double())) ** 2).sum(-1))
+std = std_along(p["quats"].detach().double(), p["log_scales"].detach().double(), v)
 dloss = 0.5 * std**2 * lam
 ext2 = sc.extent**2
 q = torch.tensor([0.01, 0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)
