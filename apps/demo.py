@@ -1,125 +1,56 @@
-"""``splatfield demo``: the whole job on a scene the project makes itself.
-
-Writes a procedural Blender-format dataset (:mod:`splatfield.data.procedural`: analytic
-primitives ray cast with numpy — not splatfield's rasterizer), trains a Gaussian-splatting
-run on it with the 3DGS density control for a few minutes on the CPU, evaluates the
-held-out views and renders an orbit of the trained scene into frames and a contact sheet.
-
-Nothing here prints; :mod:`splatfield.apps.cli` does (progress goes through callbacks).
-"""
+"""``splatfield demo``: the whole job on a scene splatfield makes itself (the work is :mod:`.demo_run`)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
-import torch
-from torch import Tensor
-
-from splatfield.data import procedural
-from splatfield.render import Cameras
-from splatfield.scenes.trainer import StepInfo
-
-from . import train as tr
-
-BACKGROUND = (1.0, 1.0, 1.0)
 
 
-def orbit_cameras(frames: int, size: int, radius: float = 4.0, height: float = 2.0, fov_y: float = 40.0) -> Cameras:
-    """``frames`` pinhole cameras evenly around the z axis (the procedural scene's up),
-    looking at its centre."""
-    phi = torch.arange(frames, dtype=torch.float64) * (2 * math.pi / frames)
-    eyes = torch.stack([radius * torch.cos(phi), radius * torch.sin(phi), torch.full_like(phi, height)], -1)
-    targets = torch.tensor([0.0, 0.0, -0.2], dtype=torch.float64).expand_as(eyes)
-    return Cameras.look_at(eyes, targets, (0.0, 0.0, 1.0), fov_y, size, size).to(dtype=torch.float32)
+from splatfield.scenes.config import at_least
+
+from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, train_progress
+from .errors import CLIError
 
 
-# ----------------------------------------------------------------------------- images
+@dataclass(frozen=True)
+class Demo:
+    """The whole job on a scene splatfield makes itself: ray casts a procedural tabletop
+    into a Blender-format dataset, trains Gaussians on it (3DGS density control, a few
+    minutes on a CPU), reports the held-out PSNR and renders an orbit of the result.
+    Run it again to reuse the dataset; a demo stopped with Ctrl-C continues."""
+
+    out: Path = Path("runs/demo")
+    """Output folder: data/, run/ (a run directory), frames/ and contact_sheet.png."""
+    size: int = 128
+    """Width and height of the dataset's images, in pixels."""
+    steps: int = 3000
+    """Training steps."""
+    frames: int = 24
+    """Views of the orbit rendered from the trained scene."""
+    seed: int = 0
+    """Seed of the cameras, initial points and training."""
+
+    def __post_init__(self) -> None:
+        at_least(self.size, "size", 16)
+        at_least(self.steps, "steps", 1)
+        at_least(self.frames, "frames", 1)
 
 
-def to_uint8(image: Tensor) -> np.ndarray:  # [H, W, 3] in [0, 1] -> uint8
-    return (image.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+def run(cfg: Demo) -> int:
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise CLIError(f"{cfg.out}: exists and is not a folder")
 
+    from . import demo_run as demo
 
-def contact_sheet(images: list[np.ndarray], tile: int = 256, gap: int = 4) -> "PIL.Image.Image":  # noqa: F821
-    from PIL import Image
-
-    cols = max(1, math.ceil(math.sqrt(len(images))))
-    rows = max(1, math.ceil(len(images) / cols))
-    h, w = images[0].shape[:2]
-    tw = min(tile, w)
-    th = max(1, round(h * tw / w))
-    sheet = Image.new("RGB", (gap + cols * (tw + gap), gap + rows * (th + gap)), (20, 20, 24))
-    for i, arr in enumerate(images):
-        im = Image.fromarray(arr)
-        if (tw, th) != (w, h):
-            im = im.resize((tw, th), Image.Resampling.LANCZOS)
-        r, c = divmod(i, cols)
-        sheet.paste(im, (gap + c * (tw + gap), gap + r * (th + gap)))
-    return sheet
-
-
-# ----------------------------------------------------------------------------- run
-
-
-@dataclass
-class DemoResult:
-    dataset: Path
-    run: Path
-    steps: int
-    finished: bool
-    stop_signal: str | None
-    metrics: dict | None
-    frames_dir: Path | None
-    contact_sheet: Path | None
-
-
-def run_demo(
-    out: Path,
-    *,
-    size: int = 128,
-    steps: int = 3000,
-    frames: int = 24,
-    init_points: int = 20_000,
-    seed: int = 0,
-    on_phase: Callable[[str, int], Callable[[int], None]] | None = None,
-    on_step: Callable[[StepInfo], None] | None = None,
-    log: Callable[[str], None] = print,
-) -> DemoResult:
-    phase = on_phase or (lambda name, total: (lambda n: None))
-    data = out / "data"
-    tick = phase("ray casting the scene", 56)
-    procedural.write_demo_dataset(data, size=size, seed=seed, on_view=lambda k: tick(1))
-    run = out / "run"
-    resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*.pt"))
-    opts = tr.TrainOptions(data=str(data.resolve()), out=str(run), steps=steps, seed=seed, init_points=init_points,
-                           init_half_size=1.0, checkpoint_every=500)  # fmt: skip
-    if resume:  # a demo stopped earlier continues where it was
-        opts = tr.TrainOptions.from_yaml(run / "config.yaml")
-    res = tr.train(opts, resume=resume, on_step=on_step, on_phase=phase, log=log)
+    with bars() as opened:
+        res = demo.run_demo(cfg.out, size=cfg.size, steps=cfg.steps, frames=cfg.frames, seed=cfg.seed,
+                            on_phase=phase_bar(opened), on_step=train_progress(cfg.steps, opened),
+                            log=say)  # fmt: skip
     if not res.finished:
-        return DemoResult(data, run, res.step, False, res.stop_signal, None, None, None)
-
-    from splatfield.scenes import checkpoint as ckpt
-    from splatfield.scenes.gaussian_scene import GaussianScene
-
-    scene = GaussianScene.from_state_dict(ckpt.load_checkpoint(res.checkpoint)["scene"])
-    frames_dir = out / "frames"
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    cams = orbit_cameras(frames, max(size, 256))
-    tick = phase("rendering the orbit", frames)
-    images = []
-    from PIL import Image
-
-    with torch.no_grad():
-        for i in range(frames):
-            arr = to_uint8(scene.render(cams[i : i + 1], background=BACKGROUND).image[0])
-            Image.fromarray(arr).save(frames_dir / f"frame_{i:03d}.png")
-            images.append(arr)
-            tick(1)
-    sheet = out / "contact_sheet.png"
-    contact_sheet(images).save(sheet)
-    return DemoResult(data, run, res.step, True, None, res.metrics, frames_dir, sheet)
+        return report_stop(res.stop_signal, res.steps, f"run {res.run}", f"{PROG} demo --out {cfg.out}")
+    print(f"{PROG} demo: dataset {res.dataset} (ray cast), run {res.run}")
+    if res.metrics is not None:
+        print_metrics(res.metrics)
+        print(f"train time {res.metrics['train_seconds']:.0f} s for {res.steps} steps; metrics: {res.run / 'metrics.json'}")
+    print(f"orbit frames: {res.frames_dir}/; contact sheet: {res.contact_sheet}")
+    return 0

@@ -1,154 +1,69 @@
-"""``splatfield export``: write a scene in other splat formats and say what each costs.
-
-The input is a run directory (its ``scene.ply``, or its latest checkpoint when there is no
-ply yet) or a splat file of any supported format. Each requested format is written,
-read back, and the decoded scene rendered next to the full-precision one: on the run's
-test views (and then also against their ground truth), or, for a bare file, on an orbit
-around the scene. The run's own ``scene.ply`` is never overwritten.
-"""
+"""``splatfield export``: a run's scene (or a splat file) in other splat formats, with what
+each costs in size and quality (the work is :mod:`.exporting`)."""
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Literal, Optional
 
-import torch
+import tyro
+from typing_extensions import Annotated
 
-from splatfield import data as sfdata
-from splatfield.render import Cameras, Gaussians, rasterize
-from splatfield.scenes import formats
-from splatfield.scenes.metrics import psnr
+from splatfield.scenes.config import at_least, require
 
-from .train import RunError, TrainOptions, background_of, run_gaussians
+from .console import PROG, bars, progress
+from .errors import require_exists
 
-
-@dataclass
-class ExportRow:
-    format: str
-    path: Path
-    bytes: int
-    bytes_per_splat: float
-    ratio_to_ply: float  # ply size / this size
-    write_seconds: float
-    psnr_vs_full: float  # decoded vs full-precision renders
-    psnr_vs_truth: float | None  # decoded vs ground truth (runs with a test split)
-    psnr_drop: float | None  # full-precision PSNR to truth minus decoded PSNR to truth
+ExportFormat = Literal["ply", "splat", "compressed-ply", "spz", "sog"]
 
 
-@dataclass
-class ExportSource:
-    gaussians: Gaussians
-    name: str
-    out_dir: Path
-    cameras: Cameras | None  # views to compare on (test views of the run)
-    image_at: Callable[[int], torch.Tensor] | None  # ground truth of those views
-    background: tuple[float, float, float]
-    protect: Path  # never overwritten: the run's scene.ply, or the input file
+@dataclass(frozen=True)
+class Export:
+    """Writes a run's scene (or a splat file) in other formats and reports, per format, the
+    file size, bytes per splat, the ratio to ply and the PSNR of the decoded scene against
+    the full-precision one (and against the ground truth of the run's test views)."""
+
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_FILE")]
+    """A run directory, or a .ply/.splat/.compressed.ply/.spz/.sog file (or SOG folder)."""
+    format: tuple[ExportFormat, ...] = ("spz",)
+    """Formats to write (several allowed)."""
+    out: Annotated[
+        Optional[Path], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: RUN/exports or next to FILE)")
+    ] = None
+    """Folder the files go to."""
+    sh_degree: Annotated[Optional[Literal[0, 1, 2, 3]], tyro.conf.arg(help_behavior_hint="(default: the scene's)")] = None
+    """Keep SH bands up to this degree."""
+    min_opacity: float = 0.0
+    """Drop Gaussians below this opacity first."""
+    views: int = 0
+    """Test views compared (spread evenly; 0: all of them; 16 orbit views for a bare file)."""
+
+    def __post_init__(self) -> None:
+        at_least(self.views, "views", 0)
+        require(0.0 <= self.min_opacity < 1.0, "min_opacity", f"must be in [0, 1) (got {self.min_opacity})")
+        require(len(self.format) > 0, "format", "name at least one of ply, splat, compressed-ply, spz, sog")
 
 
-def load_source(path: Path, views: int) -> ExportSource:
-    """Reads a run directory or a splat file; picks the views the comparison renders."""
-    if path.is_dir() and (path / "config.yaml").is_file():
-        opts = TrainOptions.from_yaml(path / "config.yaml")
-        g = run_gaussians(path)
-        dataset = sfdata.load(opts.data, downscale=opts.downscale, test_every=opts.test_every)
-        split = dataset.test if len(dataset.test) else dataset.train
-        pick = _spread(len(split), views)
-        cams = split.cameras.to(dtype=torch.float32)[torch.tensor(pick)]
-        return ExportSource(g, "scene", path / "exports", cams, lambda i: split.image(pick[i]), background_of(dataset),
-                            path / "scene.ply")  # fmt: skip
-    g = formats.read_splats(path)
-    return ExportSource(g, _stem(path), path.parent, orbit_around(g, max(1, views if views > 0 else 16)), None,
-                        (0.0, 0.0, 0.0), path)  # fmt: skip
+def run(cfg: Export) -> int:
+    require_exists(cfg.source)
+    from . import exporting as export
 
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(formats.FORMAT_SUFFIX.values(), key=len, reverse=True):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def _spread(n: int, k: int) -> list[int]:
-    """``k`` indices spread evenly over ``range(n)`` (all of them when k <= 0 or k >= n)."""
-    if k <= 0 or k >= n:
-        return list(range(n))
-    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [n // 2]
-
-
-def ring_around(g: Gaussians) -> tuple[torch.Tensor, float]:
-    """The centre of the Gaussians' 5–95% box and a ring radius of 1.2 times its diagonal."""
-    means = g.means.detach().double()
-    lo, hi = torch.quantile(means, 0.05, dim=0), torch.quantile(means, 0.95, dim=0)
-    return (lo + hi) / 2, float((hi - lo).norm()) * 1.2 + 1e-6
-
-
-def orbit_around(g: Gaussians, views: int, size: int = 256) -> Cameras:
-    """Cameras on a ring around the Gaussians' robust centre, looking at it."""
-    centre, radius = ring_around(g)
-    phi = torch.arange(views, dtype=torch.float64) * (2 * math.pi / views)
-    eyes = centre + torch.stack([radius * torch.cos(phi), radius * torch.sin(phi), torch.full_like(phi, 0.3 * radius)], -1)
-    return Cameras.look_at(eyes, centre.expand_as(eyes), (0.0, 0.0, 1.0), 50.0, size, size).to(dtype=torch.float32)
-
-
-@torch.no_grad()
-def _renders(g: Gaussians, cams: Cameras, background: Sequence[float]) -> list[torch.Tensor]:
-    return [rasterize(g, cams[i : i + 1], background=background).image[0].clamp(0, 1) for i in range(len(cams))]
-
-
-def _mean(xs: list[float]) -> float:
-    finite = [x for x in xs if math.isfinite(x)]
-    return sum(finite) / len(finite) if finite else float("inf")
-
-
-def export(
-    src: ExportSource,
-    fmts: Sequence[str],
-    *,
-    out_dir: Path | None = None,
-    sh_degree: int | None = None,
-    min_opacity: float = 0.0,
-    progress: Callable[[str], None] | None = None,
-) -> list[ExportRow]:
-    """Writes ``src`` in each format, decodes it, compares renders; returns one row per format."""
-    g = src.gaussians
-    if min_opacity > 0:
-        g = g.select(torch.sigmoid(g.opacity_logits) >= min_opacity)
-    if sh_degree is not None and sh_degree < g.max_sh_degree:
-        g = g.with_(shN=g.shN[:, : (sh_degree + 1) ** 2 - 1].contiguous())
-    folder = out_dir if out_dir is not None else src.out_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    n = max(1, len(g))
-    full = _renders(g, src.cameras, src.background) if src.cameras is not None else []
-    truth = [src.image_at(i).float() / 255 for i in range(len(full))] if src.image_at is not None else None
-    full_vs_truth = _mean([float(psnr(a, b)) for a, b in zip(full, truth)]) if truth else None
-    ply_bytes = None
-    rows: list[ExportRow] = []
-    for fmt in fmts:
-        if progress:
-            progress(fmt)
-        path = folder / f"{src.name}{formats.FORMAT_SUFFIX[fmt]}"
-        if path.resolve() == src.protect.resolve():
-            raise RunError(path, "refusing to overwrite the scene being exported (choose another --out)")
-        t0 = time.perf_counter()
-        formats.write_splats(path, g, fmt)
-        dt = time.perf_counter() - t0
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-        if fmt == "ply":
-            ply_bytes = size
-        decoded = formats.read_splats(path)
-        dec = _renders(decoded, src.cameras, src.background) if src.cameras is not None else []
-        vs_full = _mean([float(psnr(a, b)) for a, b in zip(dec, full)])
-        vs_truth = _mean([float(psnr(a, b)) for a, b in zip(dec, truth)]) if truth else None
-        rows.append(ExportRow(fmt, path, size, size / n, math.nan, dt, vs_full, vs_truth,
-                              None if vs_truth is None or full_vs_truth is None else full_vs_truth - vs_truth))  # fmt: skip
-    if ply_bytes is None:  # the ply size without writing one: header + 4 bytes per property per splat
-        K = (g.max_sh_degree + 1) ** 2
-        ply_bytes = 4 * len(g) * (14 + 3 * K) + 400
+    src = export.load_source(cfg.source, cfg.views)
+    with bars() as opened:
+        opened.append(progress(len(cfg.format), "exporting", "format"))
+        rows = export.export(src, list(dict.fromkeys(cfg.format)), out_dir=cfg.out, sh_degree=cfg.sh_degree,
+                             min_opacity=cfg.min_opacity, progress=lambda f: opened[0].update(1))  # fmt: skip
+    where = "test views" if src.image_at is not None else "orbit views"
+    print(f"{PROG} export: {len(src.gaussians):,} Gaussians (SH degree {src.gaussians.max_sh_degree}); PSNR of the decoded "
+          f"scene over {len(src.cameras) if src.cameras is not None else 0} {where}")  # fmt: skip
+    truth = src.image_at is not None
+    print(f"{'format':<15} {'size':>11} {'B/splat':>8} {'vs ply':>7} {'write s':>8} {'PSNR vs full':>13}"
+          + (f" {'PSNR vs truth':>14} {'drop dB':>8}" if truth else "") + "  file")  # fmt: skip
     for r in rows:
-        r.ratio_to_ply = ply_bytes / r.bytes if r.bytes else math.nan
-    return rows
+        line = (f"{r.format:<15} {r.bytes:>11,} {r.bytes_per_splat:>8.1f} {r.ratio_to_ply:>6.1f}x {r.write_seconds:>8.2f} "
+                f"{r.psnr_vs_full:>13.2f}")  # fmt: skip
+        if truth:
+            line += f" {r.psnr_vs_truth:>14.2f} {r.psnr_drop:>8.2f}"
+        print(f"{line}  {r.path}")
+    return 0

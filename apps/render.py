@@ -1,217 +1,92 @@
-"""``splatfield render``: novel views of a trained scene, as a video or frames, and the
-test views with their metrics.
-
-The source is a run directory (its latest checkpoint, the scene ``splatfield eval``
-measures) or a splat file of any supported format (ply from other trainers, splat,
-compressed ply, spz, SOG). Camera paths: an orbit or a spiral around the scene, a smooth
-path through the training cameras, or a nerfstudio ``camera_path.json``. Nothing in the
-run directory is changed: outputs are added, and an existing output is never overwritten.
-"""
+"""``splatfield render``: a trained scene along a camera path into an MP4 or PNGs, or a
+split's views with their metrics (the work is :mod:`.rendering`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal, Optional, Union
 
-import numpy as np
-import torch
-from PIL import Image
+import tyro
+from typing_extensions import Annotated
 
-from splatfield import data as sfdata
-from splatfield.render import Cameras, Gaussians, RenderOutput, camera_paths, rasterize
-from splatfield.scenes import checkpoint as ckpt
-from splatfield.scenes import formats
-from splatfield.scenes.evaluate import evaluate
+from splatfield.scenes.config import at_least, require
 
-from .bench import write_json_atomic
-from .demo import to_uint8
-from .export import ring_around
-from .train import RunError, TrainOptions, background_of, run_gaussians
+from .console import PROG, progress
+from .errors import CLIError, is_input_error, require_exists
 
-PathKind = Literal["orbit", "spiral", "interp"]
+PathKind = Literal["orbit", "spiral", "interp"]  # mirrors splatfield.apps.rendering.PathKind
+SplitName = Literal["test", "train"]
 
 
-class FixedScene:
-    """A trained scene as a :class:`Renderable` (what ``evaluate`` and the renderer take)."""
+@dataclass(frozen=True)
+class Render:
+    """Renders a trained scene (a run directory, or a .ply/.splat/.compressed.ply/.spz/.sog
+    file) along a camera path into an MP4 or a folder of PNGs, or renders a split's views with
+    their metrics (the figures `splatfield eval` reports). Adds outputs; never overwrites."""
 
-    def __init__(self, gaussians: Gaussians) -> None:
-        self.gaussians = gaussians
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_FILE")]
+    """A run directory, or a splat file."""
+    path: Union[PathKind, Path] = "orbit"
+    """orbit, spiral (around the scene, at the training cameras' distance and height), interp
+    (a smooth loop through the training cameras), or a nerfstudio camera_path.json."""
+    split: Annotated[Optional[SplitName], tyro.conf.arg(help_behavior_hint="(default: render --path)")] = None
+    """Render this split's views instead, writing PNGs, metrics.json and a per-view table."""
+    frames: int = 120
+    """Frames of an orbit, spiral or interp path."""
+    fps: Annotated[Optional[float], tyro.conf.arg(help_behavior_hint="(default: 30, or the camera path's)")] = None
+    """Frames per second of the video."""
+    size: Annotated[Optional[tuple[int, int]], tyro.conf.arg(metavar="W H", help_behavior_hint="(default: the training views')")] = None
+    """Image size in pixels."""
+    out: Annotated[Optional[Path], tyro.conf.arg(metavar="OUT", help_behavior_hint="(default: RUN/renders/<path>.mp4)")] = None
+    """A .mp4 file, or a folder for PNG frames (must not exist yet)."""
 
-    def __len__(self) -> int:
-        return len(self.gaussians)
-
-    @torch.no_grad()
-    def render(self, cameras: Cameras, *, background=None, sh_degree: int | None = None) -> RenderOutput:
-        return rasterize(self.gaussians, cameras, background=background, sh_degree=sh_degree)
-
-
-@dataclass
-class RenderSource:
-    scene: FixedScene
-    name: str
-    run: Path | None  # the run directory, or None for a bare file
-    dataset: sfdata.Dataset | None
-    background: tuple[float, float, float]
-
-
-def load_render_source(path: Path) -> RenderSource:
-    if path.is_dir() and (path / "config.yaml").is_file():
-        opts = TrainOptions.from_yaml(path / "config.yaml")
-        dataset = sfdata.load(opts.data, downscale=opts.downscale, test_every=opts.test_every)
-        return RenderSource(FixedScene(run_gaussians(path)), path.name, path, dataset, background_of(dataset))
-    return RenderSource(FixedScene(formats.read_splats(path)), path.name, None, None, (0.0, 0.0, 0.0))
-
-
-# ----------------------------------------------------------------------------- camera paths
+    def __post_init__(self) -> None:
+        at_least(self.frames, "frames", 1)
+        if self.fps is not None:
+            require(self.fps > 0 and math.isfinite(self.fps), "fps", f"must be a positive number (got {self.fps})")
+        if self.size is not None:
+            require(1 <= self.size[0] <= 8192 and 1 <= self.size[1] <= 8192, "size",
+                    f"width and height must be in 1..8192 (got {self.size[0]} {self.size[1]})")
 
 
-def path_cameras(src: RenderSource, kind: PathKind, frames: int, size: tuple[int, int] | None) -> Cameras:
-    """``frames`` cameras of an orbit, a spiral or a path through the training cameras."""
-    if src.dataset is not None:
-        train = src.dataset.train.cameras.to(dtype=torch.float64)
-        W, H = size or (train.width, train.height)
-        fov_y = math.degrees(2 * math.atan(0.5 * train.height / float(train.fy.median())))
-        if kind == "interp":
-            keys = train.scale(W / train.width) if (W, H) != (train.width, train.height) else train
-            if (keys.width, keys.height) != (W, H):
-                raise ValueError(f"--size {W} {H} must keep the training cameras' aspect ratio for --path interp")
-            return camera_paths.interpolate(keys, frames, loop=True).to(dtype=torch.float32)
-        centre = sfdata.look_at_centre(train)
-        up, radius, height = camera_paths.scene_frame(train, centre)
-    else:
-        if kind == "interp":
-            raise ValueError("--path interp follows the training cameras: give a run directory, not a bare file")
-        W, H = size or (512, 512)
-        fov_y = 50.0
-        centre, radius = ring_around(src.scene.gaussians)
-        up, height = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), 0.3 * radius
-    swing = 0.5 * abs(height) + 0.15 * radius if kind == "spiral" else 0.0
-    return camera_paths.orbit(centre, up, radius, height, frames, fov_y=fov_y, width=W, height_px=H,
-                              height_swing=swing).to(dtype=torch.float32)  # fmt: skip
+def run(cfg: Render) -> int:
+    require_exists(cfg.source)
+    from . import rendering as rd
+    from .sources import open_source
 
-
-# ----------------------------------------------------------------------------- outputs
-
-
-def render_frames(
-    src: RenderSource, cameras: Cameras, on_frame: Callable[[int, np.ndarray], None]
-) -> None:
-    for i in range(len(cameras)):
-        on_frame(i, to_uint8(src.scene.render(cameras[i : i + 1], background=src.background).image[0]))
-
-
-def write_video(path: Path, size: tuple[int, int], fps: float,
-                produce: Callable[[Callable[[int, np.ndarray], None]], None]) -> int:  # fmt: skip
-    """An H.264 MP4 (yuv420p, so every player opens it; odd sizes padded by one pixel) through
-    the ffmpeg that imageio-ffmpeg ships; written to a temporary name, then renamed."""
-    import imageio_ffmpeg
-
-    W, H = size
-    Wp, Hp = W + W % 2, H + H % 2
-    tmp = path.with_name(f".{path.name}.partial.mp4")
-    writer = imageio_ffmpeg.write_frames(str(tmp), (Wp, Hp), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                                         quality=8, macro_block_size=1, ffmpeg_log_level="error")  # fmt: skip
-    writer.send(None)
-    count = 0
-
-    def on_frame(i: int, rgb: np.ndarray) -> None:
-        nonlocal count
-        if (Wp, Hp) != (W, H):
-            rgb = np.pad(rgb, ((0, Hp - H), (0, Wp - W), (0, 0)), mode="edge")
-        writer.send(np.ascontiguousarray(rgb))
-        count += 1
-
+    src = open_source(cfg.source)
     try:
-        produce(on_frame)
-    finally:
-        writer.close()
-    tmp.replace(path)
-    return count
+        if cfg.split is not None:
+            out = cfg.out or rd.default_output(src, f"split-{cfg.split}", video=False)
+            rd.fresh_output(out)
+            views = len(src.dataset.test if cfg.split == "test" else src.dataset.train) if src.dataset else 0
+            with progress(views, f"rendering {cfg.split} views", "view") as bar:
+                m = rd.render_split(src, cfg.split, out, progress=bar.update)
+            print(f"{'view':<28} {'PSNR':>8} {'SSIM':>7}")
+            for row in m["per_view"]:
+                print(f"{row['image']:<28} {row['psnr']:>8.3f} {row['ssim']:>7.4f}")
+            lp = "unavailable" if m["lpips"] is None else f"{m['lpips']:.4f}"
+            print(f"{cfg.split} views: {m['views']} — PSNR {m['psnr']:.3f} dB, SSIM {m['ssim']:.4f}, LPIPS {lp}; "
+                  f"{m['num_gaussians']:,} Gaussians; images and metrics.json in {out}")  # fmt: skip
+            return 0
+        if isinstance(cfg.path, Path):
+            from splatfield.render.camera_paths import read_camera_path
 
-
-def fresh_output(path: Path) -> None:
-    if path.exists():
-        raise RunError(path, "exists already (outputs are never overwritten; choose another --out)")
-    if not path.parent.is_dir():
-        raise RunError(path, f"folder {path.parent} does not exist")
-
-
-def render_path(src: RenderSource, cameras: Cameras, out: Path, fps: float,
-                progress: Callable[[int], None] | None = None) -> int:  # fmt: skip
-    """Renders ``cameras`` into ``out``: an MP4 when it ends in .mp4, else a folder of PNGs.
-    Returns the number of frames written."""
-    tick = progress or (lambda n: None)
-    if out.suffix.lower() == ".mp4":
-        def produce(on_frame: Callable[[int, np.ndarray], None]) -> None:
-            render_frames(src, cameras, lambda i, rgb: (on_frame(i, rgb), tick(1)))
-
-        return write_video(out, (cameras.width, cameras.height), fps, produce)
-    out.mkdir()
-    digits = max(4, len(str(len(cameras))))
-
-    def save(i: int, rgb: np.ndarray) -> None:
-        ckpt.atomic_write(out / f"{i:0{digits}d}.png", lambda f: Image.fromarray(rgb).save(f, format="PNG"))
-        tick(1)
-
-    render_frames(src, cameras, save)
-    return len(cameras)
-
-
-def render_split(src: RenderSource, split_name: Literal["test", "train"], out: Path,
-                 progress: Callable[[int], None] | None = None) -> dict:  # fmt: skip
-    """Renders a split's views into ``out`` (PNGs and ``metrics.json``) and measures them as
-    ``splatfield eval`` does; returns the metrics (means and per view)."""
-    if src.dataset is None:
-        raise ValueError("--split needs a run directory (a bare file has no views with ground truth)")
-    split = src.dataset.test if split_name == "test" else src.dataset.train
-    if len(split) == 0:
-        raise ValueError(f"the run's dataset has no {split_name} views")
-    out.mkdir()
-    tick = progress or (lambda n: None)
-
-    def on_view(i: int, image: torch.Tensor) -> None:
-        rgb = to_uint8(image)
-        name = Path(split.image_paths[i]).stem
-        ckpt.atomic_write(out / f"{i:04d}_{name}.png", lambda f: Image.fromarray(rgb).save(f, format="PNG"))
-        tick(1)
-
-    res = evaluate(src.scene, split.cameras.to(dtype=torch.float32), split.image, background=src.background,
-                   mask_at=split.mask, on_view=on_view)  # fmt: skip
-    metrics = {
-        "split": split_name, "views": len(split), "psnr": res.psnr, "ssim": res.ssim, "lpips": res.lpips,
-        "lpips_note": res.lpips_note, "num_gaussians": len(src.scene),
-        "per_view": [{"image": Path(split.image_paths[i]).name, **row} for i, row in enumerate(res.per_view)],
-    }  # fmt: skip
-    write_json_atomic(out / "metrics.json", metrics)
-    return metrics
-
-
-def default_output(src: RenderSource, what: str, video: bool) -> Path:
-    """``RUN/renders/<what>[.mp4]`` for a run, ``<file>-<what>[.mp4]`` beside a bare file;
-    numbered when taken, so that earlier outputs stay."""
-    return output_path(src, what, ".mp4" if video else "")
-
-
-def output_path(src: RenderSource, what: str, suffix: str) -> Path:
-    base = (src.run / "renders") if src.run is not None else Path(".")
-    stem = what if src.run is not None else f"{Path(src.name).name.split('.')[0]}-{what}"
-    return numbered_output(base, stem, suffix)
-
-
-def numbered_output(base: Path, stem: str, suffix: str) -> Path:
-    """``base/stem+suffix``, or ``stem-1``, ``stem-2``... when taken (``base`` is created)."""
-    base.mkdir(parents=True, exist_ok=True)
-    for k in range(1000):
-        path = base / (stem + ("" if k == 0 else f"-{k}") + suffix)
-        if not path.exists():
-            return path
-    raise RunError(base, f"too many {stem} outputs")
-
-
-def save_path_json(cameras: Cameras, out: Path, fps: float) -> Path:
-    """The path's cameras beside the video, in nerfstudio's camera-path layout."""
-    target = out.with_suffix(".camera_path.json") if out.suffix else out / "camera_path.json"
-    camera_paths.write_camera_path(target, cameras, fps=fps)
-    return target
+            cams, file_fps = read_camera_path(cfg.path, width=cfg.size[0] if cfg.size else None,
+                                              height=cfg.size[1] if cfg.size else None)  # fmt: skip
+            fps, what = cfg.fps or file_fps, cfg.path.stem
+        else:
+            cams, fps, what = rd.path_cameras(src, cfg.path, cfg.frames, cfg.size), cfg.fps or 30.0, cfg.path
+        out = cfg.out or rd.default_output(src, what, video=True)
+        rd.fresh_output(out)
+        with progress(len(cams), "rendering", "frame") as bar:
+            n = rd.render_path(src, cams, out, fps, progress=bar.update)
+        path_json = rd.save_path_json(cams, out, fps)
+    except ValueError as exc:  # a path or split the source cannot give
+        if is_input_error(exc):
+            raise
+        raise CLIError(str(exc)) from None
+    print(f"{PROG} render: {n} frames at {cams.width}x{cams.height}, {fps:g} fps -> {out}; camera path {path_json}")
+    return 0

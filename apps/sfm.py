@@ -1,73 +1,70 @@
-"""``splatfield sfm``, the SfM step of ``splatfield train PHOTOS_OR_VIDEO`` and
-``splatfield bench sfm``: glue between the CLI and :mod:`splatfield.data.sfm`.
-
-Each stage prints one line with its counts and seconds; the summary is also in
-``<out>/sfm.json``. The bench runs SfM afresh (never from the cache, so its seconds are
-real) and compares the recovered cameras with reference poses after a similarity alignment.
-"""
+"""``splatfield sfm``: structure from motion (pycolmap) on a folder of photos or a video,
+into a COLMAP capture that ``splatfield train`` reads. Each stage prints one line with its
+counts and seconds; the summary is also in ``<out>/sfm.json``."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Optional
 
-from splatfield.data import sfm as sfm_data
-from splatfield.data.pose_alignment import compare_to_reference
+import tyro
+from typing_extensions import Annotated
 
-from .bench import machine_info
+from splatfield.scenes.config import at_least, require
 
-
-def describe(summary: dict[str, Any]) -> str:
-    """One line: registered images, points, reprojection error, seconds."""
-    return (f"{summary['images_registered']} of {summary['images_total']} images registered, {summary['points']:,} "
-            f"points, mean reprojection error {summary['mean_reprojection_error_px']:.2f} px, "
-            f"{summary['seconds']:.0f} s")  # fmt: skip
+from .console import PROG, say
+from .errors import require_exists
+from .sfm_choices import SfmCameraModelName, SfmMatcherName
 
 
-def run(source: Path, out: Path | None, opts: sfm_data.SfmOptions, log: Callable[[str], None]) -> sfm_data.SfmResult:
-    """The SfM output for ``source``, made or reused (and saying which)."""
-    res = sfm_data.cached_or_run(source, out, opts, log=lambda m: log(f"sfm: {m}"))
-    if res.reused:
-        log(f"sfm: reusing {res.out} (SfM made earlier for this input and these options: {describe(res.summary)}; "
-            f"remove that folder to redo it)")  # fmt: skip
-        skipped = res.summary.get("skipped") or {}
-        if skipped:
-            log("sfm: skipped then: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in skipped.items()))
-    return res
+
+@dataclass(frozen=True)
+class Sfm:
+    """Structure from motion (pycolmap) on a folder of photos or a video: frames (the sharpest
+    of each window), features, matching, incremental mapping. Writes a COLMAP capture
+    (images/, sparse/0/, sfm.json) that `splatfield train` loads; `splatfield train
+    IMAGES_OR_VIDEO` runs this step itself. The result is cached and reused."""
+
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="IMAGES_OR_VIDEO")]
+    """A folder of photos (or a folder whose images/ holds them), or a video file."""
+    out: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: the cache)")] = None
+    """Output folder (default: <cache>/sfm/<hash of the input files and options>)."""
+    matcher: SfmMatcherName = "auto"
+    """Image pairs to match: exhaustive (every pair; photos), sequential (neighbours in name
+    order; video frames), auto (by the input's kind)."""
+    camera_model: SfmCameraModelName = "SIMPLE_RADIAL"
+    """COLMAP camera model fitted (distortion is removed when the capture is loaded)."""
+    single_camera: bool = True
+    """One shared camera for all images of a size (a phone capture); --no-single-camera: one per image."""
+    frames: int = 150
+    """Frames taken from a video."""
+    max_size: int = 1600
+    """Long side, in pixels, of the copies SfM runs on (the capture keeps full-size images)."""
+    min_registered: float = 0.5
+    """Fail when fewer than this fraction of the images can be registered."""
+
+    def __post_init__(self) -> None:
+        check_sfm_options(self.max_size, self.frames, self.min_registered)
+
+    def options(self):
+        from splatfield.data.sfm import SfmOptions
+
+        return SfmOptions(matcher=self.matcher, camera_model=self.camera_model, single_camera=self.single_camera,
+                          frames=self.frames, max_size=self.max_size, min_registered=self.min_registered)  # fmt: skip
 
 
-def capture_for_training(data: Path, log: Callable[[str], None]) -> Path:
-    """``data`` itself when it is a dataset, else (photos or a video) its SfM output."""
-    if sfm_data.input_kind(data) is None:
-        return data
-    log(f"sfm: {data} is a {'video' if sfm_data.is_video(data) else 'folder of photos'}: structure from motion first")
-    res = run(data, None, sfm_data.SfmOptions(), log)
-    if not res.reused:
-        log(f"sfm: {describe(res.summary)} -> {res.out}")
-    return res.out
+def check_sfm_options(max_size: int, frames: int, min_registered: float) -> None:
+    at_least(max_size, "max_size", 64)
+    at_least(frames, "frames", 3)
+    require(0.0 <= min_registered <= 1.0, "min_registered", f"must be in [0, 1] (got {min_registered})")
 
 
-def bench(source: Path, reference: Path, opts: sfm_data.SfmOptions, out: Path | None,
-          log: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
-    """Runs SfM on ``source`` from scratch and compares its cameras with ``reference``'s."""
-    tmp = None
-    if out is None:
-        tmp = Path(tempfile.mkdtemp(prefix="splatfield-bench-sfm-"))
-        out = tmp / "sfm"
-    try:
-        summary = sfm_data.run_sfm(source, out, opts, log=lambda m: log(f"sfm: {m}"))
-        cmp, missing = compare_to_reference(out, reference)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return {
-        "source": str(source),
-        "reference": str(reference),
-        "output": None if tmp is not None else str(out),
-        "sfm": summary,
-        "alignment": cmp.to_json(),
-        "reference_images_not_registered": missing,
-        "machine": machine_info(),
-    }
+def run(cfg: Sfm) -> int:
+    require_exists(cfg.source)
+    from splatfield.data import sfm
+
+    res = sfm.made_or_reused(cfg.source, cfg.out, cfg.options(), log=say)
+    print(f"{PROG} sfm: {sfm.describe(res.summary)}; capture {res.out} (train it: {PROG} train {res.out}); "
+          f"summary {res.out / 'sfm.json'}")  # fmt: skip
+    return 0

@@ -1,56 +1,51 @@
-"""``splatfield view RUN_OR_FILE`` and the viewer ``splatfield train`` attaches: the glue
-between a scene source (a run, a splat file, a training in progress) and :class:`Viewer`."""
+"""``splatfield view``: serves a finished run or a splat file in the browser viewer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-from PIL import Image
+import tyro
+from typing_extensions import Annotated
 
-from splatfield import data as sfdata
+from splatfield.scenes.config import require
 
-from .render import load_render_source, numbered_output, output_path
-from .viewer import Viewer
-from .viewer_paths import CameraPathPanel
-from .viewer_training import TrainingPanel
-
-THUMBNAIL_SIDE = 128
+from .console import PROG, say
+from .errors import require_exists
 
 
-def thumbnails(split: sfdata.Split) -> Callable[[int], np.ndarray]:
-    def thumb(i: int) -> np.ndarray:
-        im = Image.fromarray(split.image(i).numpy())
-        im.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
-        return np.asarray(im)
+@dataclass(frozen=True)
+class View:
+    """Opens a trained scene (a run directory, or a .ply/.splat/.compressed.ply/.spz/.sog file) in
+    the browser viewer: server-side rendering with the native rasterizer, RGB/depth/alpha modes,
+    the training cameras (click one to jump to it), and camera paths rendered to MP4. Ctrl-C stops."""
 
-    return thumb
+    source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_FILE")]
+    """A run directory, or a splat file."""
+    port: int = 8080
+    """Port to serve on (the next free one if taken; 0: any free port)."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (0.0.0.0: reachable from other machines)."""
 
-
-def open_view(path: Path, *, host: str, port: int, log: Callable[[str], None] = print) -> Viewer:
-    """Serves a finished run or a splat file; renders in a background thread."""
-    src = load_render_source(path)
-    g = src.scene.gaussians
-    train = src.dataset.train if src.dataset is not None and len(src.dataset.train) else None
-    viewer = Viewer(lambda: g, host=host, port=port, background=src.background, max_sh_degree=g.max_sh_degree,
-                    training_cameras=None if train is None else train.cameras,
-                    thumbnail=None if train is None else thumbnails(train), title=f"splatfield — {src.name}",
-                    log=log)  # fmt: skip
-    size = (train.cameras.width, train.cameras.height) if train is not None else (800, 800)
-    CameraPathPanel(viewer, lambda what, suffix: output_path(src, what, suffix), size)
-    viewer.start_rendering_thread()
-    return viewer
+    def __post_init__(self) -> None:
+        check_port("port", self.port)
 
 
-def training_viewer(trainer, dataset: sfdata.Dataset, run: Path, total_steps: int, background, *, host: str, port: int,
-                    log: Callable[[str], None] = print) -> tuple[Viewer, TrainingPanel]:  # fmt: skip
-    """A live viewer of ``trainer``; the returned panel is the trainer callback that feeds it."""
-    train = dataset.train
-    viewer = Viewer(lambda: trainer.scene.gaussians.detach(), host=host, port=port, background=background,
-                    max_sh_degree=trainer.scene.gaussians.max_sh_degree, training_cameras=train.cameras,
-                    thumbnail=thumbnails(train), title=f"splatfield — training {run.name}", live=True, log=log)  # fmt: skip
+def check_port(field: str, port: int) -> None:
+    require(0 <= port <= 65535, field, f"must be a port number in 0..65535 (got {port})")
 
-    CameraPathPanel(viewer, lambda what, suffix: numbered_output(run / "renders", what, suffix),
-                    (train.cameras.width, train.cameras.height))  # fmt: skip
-    return viewer, TrainingPanel(viewer, total_steps)
+
+def run(cfg: View) -> int:
+    require_exists(cfg.source)
+    import time
+
+    from .viewer.sessions import open_view
+
+    viewer = open_view(cfg.source, host=cfg.host, port=cfg.port, log=say)
+    print(f"{PROG} view: {len(viewer.scene_snapshot()):,} Gaussians at {viewer.url} — open it in a browser; Ctrl-C stops",
+          flush=True)  # fmt: skip
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        viewer.stop()

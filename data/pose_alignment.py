@@ -83,7 +83,7 @@ def compare_to_reference(estimated: str | Path, reference: str | Path) -> tuple[
     estimate."""
     import torch
 
-    from . import load
+    from .loading import load
 
     def cams(path: str | Path) -> dict[str, np.ndarray]:
         ds = load(path, test_every=0)

@@ -78,7 +78,7 @@ def input_kind(path: str | os.PathLike[str]) -> InputKind | None:
         return "video"
     if not p.is_dir():
         return None
-    from . import detect_format  # a folder that is already a dataset needs no SfM
+    from .detect import detect_format  # a folder that is already a dataset needs no SfM
 
     try:
         detect_format(p)
@@ -379,3 +379,33 @@ def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: Sfm
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     stage.rename(out)
     return summary
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line: registered images, points, reprojection error, seconds."""
+    return (f"{summary['images_registered']} of {summary['images_total']} images registered, {summary['points']:,} "
+            f"points, mean reprojection error {summary['mean_reprojection_error_px']:.2f} px, "
+            f"{summary['seconds']:.0f} s")  # fmt: skip
+
+
+def made_or_reused(source: Path, out: Path | None, opts: SfmOptions, log: Callable[[str], None]) -> SfmResult:
+    """The SfM output for ``source``, made or reused (and saying which)."""
+    res = cached_or_run(source, out, opts, log=lambda m: log(f"sfm: {m}"))
+    if res.reused:
+        log(f"sfm: reusing {res.out} (SfM made earlier for this input and these options: {describe(res.summary)}; "
+            f"remove that folder to redo it)")  # fmt: skip
+        skipped = res.summary.get("skipped") or {}
+        if skipped:
+            log("sfm: skipped then: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in skipped.items()))
+    return res
+
+
+def capture_for_training(data: Path, log: Callable[[str], None]) -> Path:
+    """``data`` itself when it is a dataset, else (photos or a video) its SfM output."""
+    if input_kind(data) is None:
+        return data
+    log(f"sfm: {data} is a {'video' if is_video(data) else 'folder of photos'}: structure from motion first")
+    res = made_or_reused(data, None, SfmOptions(), log)
+    if not res.reused:
+        log(f"sfm: {describe(res.summary)} -> {res.out}")
+    return res.out

@@ -70,6 +70,22 @@ def orbit(
 # ----------------------------------------------------------------------------- interpolation
 
 
+def ring_around(points: Tensor) -> tuple[Tensor, float]:  # [N, 3] -> centre [3] (float64), radius
+    """The centre of the points' 5–95% box and a ring radius of 1.2 times its diagonal (to
+    frame a scene that comes without cameras)."""
+    p = points.detach().double()
+    lo, hi = torch.quantile(p, 0.05, dim=0), torch.quantile(p, 0.95, dim=0)
+    return (lo + hi) / 2, float((hi - lo).norm()) * 1.2 + 1e-6
+
+
+def orbit_around(points: Tensor, views: int, size: int = 256) -> Cameras:
+    """``views`` cameras on a ring around the points' robust centre, looking at it (z up)."""
+    centre, radius = ring_around(points)
+    phi = torch.arange(views, dtype=torch.float64) * (2 * math.pi / views)
+    eyes = centre + torch.stack([radius * torch.cos(phi), radius * torch.sin(phi), torch.full_like(phi, 0.3 * radius)], -1)
+    return Cameras.look_at(eyes, centre.expand_as(eyes), (0.0, 0.0, 1.0), 50.0, size, size).to(dtype=torch.float32)
+
+
 def rotmat_to_quat(R: Tensor) -> Tensor:  # [..., 3, 3] -> [..., 4] (w, x, y, z), w >= 0
     m = R.to(torch.float64)
     w = torch.sqrt(torch.clamp(1 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2], min=0)) / 2

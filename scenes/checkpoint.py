@@ -71,3 +71,10 @@ def latest_checkpoint(folder: Path) -> Path | None:
 def load_checkpoint(path: Path) -> dict:
     # weights_only: a checkpoint holds tensors, numbers, strings and dicts; nothing is executed.
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_json_atomic(path: Path | str, obj: object) -> None:
+    """Writes ``obj`` as JSON to ``path`` via a temporary file in the same folder and a rename."""
+    import json
+
+    atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))

@@ -11,7 +11,7 @@ from torch import Tensor
 from splatfield.render import Cameras
 
 from . import metrics
-from .gaussian_scene import Renderable
+from .scene import Renderable
 
 
 @dataclass

@@ -2,15 +2,17 @@
 
 Parameters are stored raw (ARCHITECTURE.md conventions) as one ``nn.Parameter`` per name,
 each in its own Adam group so that learning rates differ per group. Only
-:mod:`splatfield.scenes.ops` changes the number of Gaussians.
+:mod:`splatfield.scenes.ops` changes the number of Gaussians. :class:`GaussianScene`
+implements the :class:`~splatfield.scenes.scene.Scene` protocol (a training batch is one
+whole view); :class:`FixedGaussians` is a trained or loaded set to look at.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,6 +21,8 @@ from torch import Tensor
 from splatfield.render import SH_C0, Cameras, Gaussians, RenderOutput, Statistic, rasterize
 
 from . import ops
+from .losses import photometric
+from .views import Batch, Views, ViewSampler
 
 PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN")
 
@@ -38,14 +42,35 @@ class LearningRates:
     shN: float = 2.5e-3 / 20
 
 
-class Renderable(Protocol):
-    """What the viewer, renderer, exporter and evaluator need from a trained scene."""
+class FixedGaussians:
+    """Gaussians to look at (a trained scene's snapshot, a splat file): a ``Renderable``."""
 
-    def render(
-        self, cameras: Cameras, *, background: Tensor | Sequence[float] | None = None, sh_degree: int | None = None
-    ) -> RenderOutput: ...
+    kind = "gaussians"
+    count_label = "Gaussians"
 
-    def __len__(self) -> int: ...
+    def __init__(self, gaussians: Gaussians) -> None:
+        self.gaussians = gaussians
+
+    def __len__(self) -> int:
+        return len(self.gaussians)
+
+    @property
+    def device(self) -> torch.device:
+        return self.gaussians.means.device
+
+    @property
+    def max_sh_degree(self) -> int:
+        return self.gaussians.max_sh_degree
+
+    @torch.no_grad()
+    def render(self, cameras: Cameras, *, background=None, sh_degree: int | None = None) -> RenderOutput:
+        return rasterize(self.gaussians, cameras, background=background, sh_degree=sh_degree)
+
+    def snapshot(self) -> FixedGaussians:
+        return self
+
+    def points(self) -> Tensor:  # [N, 3]
+        return self.gaussians.means.detach()
 
 
 def _adam(params: ops.Params, lrs: LearningRates, extent: float) -> torch.optim.Adam:
@@ -60,6 +85,9 @@ def _adam(params: ops.Params, lrs: LearningRates, extent: float) -> torch.optim.
 
 class GaussianScene:
     """Gaussians being trained: parameters, Adam, and schedules (position LR, SH degree)."""
+
+    kind = "gaussians"
+    count_label = "Gaussians"
 
     def __init__(self, gaussians: Gaussians, *, extent: float, lrs: LearningRates = LearningRates(),
                  sh_degree_interval: int = 1000) -> None:  # fmt: skip
@@ -118,6 +146,12 @@ class GaussianScene:
         """The trainable parameters as ``Gaussians`` (gradients flow into the parameters)."""
         return Gaussians(*(self.params[name] for name in PARAM_NAMES))
 
+    def snapshot(self) -> FixedGaussians:
+        return FixedGaussians(Gaussians(*(t.detach().clone() for t in self.gaussians.tensors())))
+
+    def points(self) -> Tensor:  # [N, 3]
+        return self.params["means"].detach()
+
     @property
     def scales(self) -> Tensor:  # [N, 3]
         return torch.exp(self.params["log_scales"].detach())
@@ -140,6 +174,31 @@ class GaussianScene:
     ) -> RenderOutput:
         return rasterize(self.gaussians, cameras, sh_degree=sh_degree, background=background, stats=stats)
 
+    # ------------------------------------------------------------------ training batches
+
+    def draw_batch(self, views: Views, sampler: ViewSampler) -> Batch:
+        """One whole training view."""
+        i = sampler.next()
+        device = self.device
+        target = views.images[i : i + 1].to(device=device, dtype=torch.float32) / 255.0
+        mask = None if views.masks is None else views.masks[i : i + 1].to(device)
+        return Batch([i], views.cameras[i : i + 1], target, mask)
+
+    def render_batch(self, batch: Batch, *, step: int, background: Tensor, stats: Sequence[Statistic] = ()) -> RenderOutput:
+        return self.render(batch.cameras, background=background, sh_degree=self.sh_degree_at(step - 1), stats=stats)
+
+    def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float) -> tuple[Tensor, float]:
+        """The photometric loss averaged over the batch's views, and their mean squared error."""
+        losses = []
+        for b in range(len(batch.views)):
+            mask = None if batch.mask is None else batch.mask[b]
+            losses.append(photometric(out.image[b], batch.target[b], mask, ssim_weight=ssim_weight))
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        with torch.no_grad():
+            err = (out.image.detach() - batch.target) ** 2
+            mse = float(err.mean() if batch.mask is None else err[batch.mask].mean())
+        return loss, mse
+
     # ------------------------------------------------------------------ schedules
 
     def means_lr_at(self, step: int) -> float:
@@ -148,10 +207,19 @@ class GaussianScene:
         lr = math.exp((1 - t) * math.log(self.lrs.means) + t * math.log(self.lrs.means_final))
         return lr * self.extent
 
+    def set_run_length(self, steps: int) -> None:
+        """The position learning rate decays over the run's own length (as gsplat does), so a
+        short run ends on a settled step size instead of part way down 3DGS's 30k decay."""
+        self.lrs = replace(self.lrs, means_decay_steps=int(steps))
+
     def set_step(self, step: int) -> None:
         for group in self.optimizer.param_groups:
             if group["name"] == "means":
                 group["lr"] = self.means_lr_at(step)
+
+    def schedule_at(self, step: int) -> dict[str, float]:
+        lrs = {f"lr.{name}": getattr(self.lrs, name) for name in PARAM_NAMES}
+        return {**lrs, "lr.means": self.means_lr_at(step), "sh_degree": self.sh_degree_at(step - 1)}
 
     # ------------------------------------------------------------------ persistence
 
@@ -160,6 +228,7 @@ class GaussianScene:
             "params": {name: p.detach().clone() for name, p in self.params.items()},
             # deep copy: Adam steps its state tensors in place, a snapshot must not follow
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "kind": self.kind,
             "extent": self.extent,
             "lrs": asdict(self.lrs),
             "sh_degree_interval": self.sh_degree_interval,

@@ -24,14 +24,15 @@ def native() -> None:
 @pytest.fixture(scope="session")
 def _trained_small_run(tmp_path_factory) -> Path:
     """A short training on a 32x32 procedural dataset (12 train, 3 test views), made once."""
-    from splatfield.apps import train as tr
+    from splatfield.apps import training
     from splatfield.data import procedural
+    from splatfield.scenes.options import run_config
 
     root = tmp_path_factory.mktemp("small_run")
     data = procedural.write_demo_dataset(root / "data", size=32, train_views=12, test_views=3)
-    opts = tr.TrainOptions(data=str(data), out=str(root / "run"), steps=120, init_points=3000, init_half_size=1.0,
-                           sh_degree=1, checkpoint_every=0, save_renders=False)  # fmt: skip
-    tr.train(opts, log=lambda m: None)
+    config = run_config(str(data), str(root / "run"), steps=120, init_points=3000, init_half_size=1.0, sh_degree=1,
+                        checkpoint_every=0, save_renders=False)  # fmt: skip
+    training.train(config, log=lambda m: None)
     return root / "run"
 
 

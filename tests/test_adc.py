@@ -8,7 +8,8 @@ import torch
 
 from splatfield.render import Gaussians, RenderMeta, RenderOutput, RenderStats
 from splatfield.scenes.gaussian_scene import GaussianScene
-from splatfield.scenes.strategies import ADC, AdcConfig
+from splatfield.scenes.strategies.adc import ADC
+from splatfield.scenes.strategies.options import AdcConfig
 
 EXTENT = 2.0
 W = H = 100
@@ -93,7 +94,7 @@ def test_refine_only_on_schedule_and_size_pruning_after_first_reset():
     adc.after_backward(3100, scene, fake_render([0.0, 0.0], [True, True], [2, 40]))
     changes = adc.after_step(3100, scene, torch.Generator())
     assert changes["pruned"] == 1 and len(scene) == 1
-    assert adc.after_step(cfg.refine_stop + 100, scene, torch.Generator()) == {}
+    assert adc.after_step(adc.config.refine_stop + 100, scene, torch.Generator()) == {}
 
 
 def test_opacity_reset_clamps_and_clears_adam_state():

@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from splatfield.apps import bench, cli, scene_io
+from splatfield.apps import cli
+from splatfield.apps.console import describe_changes
+from splatfield.apps.bench import raster as bench_raster
+from splatfield.apps.bench import raster_timing as bench
+from splatfield.apps.bench import scene as scene_io
+from splatfield.scenes.checkpoint import write_json_atomic
 from splatfield.render import STATISTICS, Cameras, Gaussians, _ext, reference
 
 from .conftest import ctrl_c_works
@@ -51,11 +56,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *, code: int, start
 
 
 def test_literals_mirror_the_renderer():
-    assert typing.get_args(cli.StatisticName) == STATISTICS
-    assert set(typing.get_args(cli.BackendName)) == {"native", "reference"}
-    from splatfield.apps import render
+    assert typing.get_args(bench_raster.StatisticName) == STATISTICS
+    assert set(typing.get_args(bench_raster.BackendName)) == {"native", "reference"}
+    from splatfield.apps import render, rendering
 
-    assert typing.get_args(cli.PathKind) == typing.get_args(render.PathKind)
+    assert typing.get_args(render.PathKind) == typing.get_args(rendering.PathKind)
 
 
 def test_parse_bench_raster_and_demo():
@@ -74,46 +79,60 @@ def test_parse_bench_raster_and_demo():
 def test_parse_train_eval_and_bench_train():
     cmd = cli.parse(["train", "data/lego", "--steps", "50", "--downscale", "2", "--strategy", "none"])
     assert isinstance(cmd, cli.Train)
-    assert cmd.data == Path("data/lego") and cmd.steps == 50 and cmd.downscale == 2.0 and cmd.strategy == "none"
-    assert cmd.resume is None and cmd.out is None and cmd.sh_degree == 3 and cmd.init_points == 100_000
+    assert cmd.data == Path("data/lego") and cmd.trainer.steps == 50 and cmd.dataset.downscale == 2.0
+    assert cmd.strategy == ("none",) and cmd.given == ("--steps", "--downscale", "--strategy")
+    assert cmd.resume is None and cmd.out is None and cmd.scene.sh_degree == 3 and cmd.scene.init_points == 100_000
     resume = cli.parse(["train", "--resume", "runs/x"])
-    assert resume.data is None and resume.resume == Path("runs/x") and resume.steps is None
+    assert resume.data is None and resume.resume == Path("runs/x") and resume.given == ("--resume",)
     ev = cli.parse(["eval", "runs/x"])
     assert isinstance(ev, cli.Eval) and ev.run == Path("runs/x")
     bt = cli.parse(["bench", "train", "data/lego", "--init-half-size", "1.5"])
     assert isinstance(bt, cli.BenchTrain) and bt.init_half_size == 1.5 and bt.steps == 100 and bt.downscale == 2.0
-    assert typing.get_args(cli.StrategyName) == typing.get_args(
-        __import__("splatfield.scenes.strategies", fromlist=["StrategyName"]).StrategyName
-    )
     st = cli.parse(["train", "d", "--strategy", "steepest", "--no-split-grad-gate", "--split-threshold", "0.05",
-                    "--max-splits", "1000", "--no-projection-curvature", "--split-displacement", "0.5"])  # fmt: skip
-    assert (st.strategy, st.split_grad_gate, st.split_threshold, st.max_splits) == ("steepest", False, 0.05, 1000)
-    assert (st.projection_curvature, st.split_displacement) == (False, 0.5)
+                    "--max-splits", "1000", "--no-projection-curvature", "--split-displacement", "0.5",
+                    "--adc.grad-threshold", "3e-4", "--adc.refine-stop", "900"])  # fmt: skip
+    s = st.steepest
+    assert (st.strategy, s.split_grad_gate, s.split_threshold, s.max_splits) == (("steepest",), False, 0.05, 1000)
+    assert (s.projection_curvature, s.split_displacement) == (False, 0.5)
+    assert (st.adc.grad_threshold, st.adc.refine_stop) == (3e-4, 900)
     default = cli.parse(["train", "d", "--strategy", "steepest"])
-    assert (default.split_grad_gate, default.split_threshold) == (True, 1e-6)
+    assert (default.steepest.split_grad_gate, default.steepest.split_threshold) == (True, 1e-6)
+    assert cli.parse(["train", "d", "--strategy", "steepest", "none"]) is not None  # refused when run (below)
+
+
+def test_every_train_flag_maps_to_a_run_option():
+    from splatfield.apps.train import flag_options
+    from splatfield.scenes.options import RunConfig, option_paths
+
+    options = set(option_paths(RunConfig(data="d")))
+    table = flag_options()
+    assert set(table.values()) <= options
+    # every run option except the run's identity (data, out, scene kind) has a flag
+    assert options - set(table.values()) == {"data", "out", "scene_kind"}
+    assert table["--split-threshold"] == "steepest.split_threshold" and table["--no-eval"] == "outputs.eval"
+    assert table["--adc.refine-every"] == "adc.refine_every" and table["--steps"] == "trainer.steps"
 
 
 def test_steepest_options_reach_the_strategy():
-    from splatfield.apps import train as tr
+    from splatfield.scenes.options import run_config
+    from splatfield.scenes.strategies.options import refine_stop_for
+    from splatfield.scenes.strategies.registry import make_strategies
 
-    opts = tr.TrainOptions(data="d", out="o", strategy="steepest", steps=7000, split_threshold=0.05,
-                           split_grad_gate=True, max_splits=10, projection_curvature=False, split_displacement=0.5)  # fmt: skip
-
-    class White:
-        background = (1.0, 1.0, 1.0)
-
-    s = tr.strategy_for(opts, White())  # type: ignore[arg-type]
-    c = s.config
+    c = run_config("d", "o", ("steepest",), steps=7000, split_threshold=0.05, split_grad_gate=True, max_splits=10,
+                   projection_curvature=False, split_displacement=0.5)  # fmt: skip
+    (s,) = make_strategies(c.strategies, scene_kind="gaussians", adc=c.adc, steepest=c.steepest, steps=7000,
+                           white_background=True).items  # fmt: skip
+    sp = s.split
     assert s.name == "steepest" and s.statistics == ("grad2d", "split2d")
-    assert (c.split_threshold, c.grad_gate, c.max_splits, c.projection_curvature, c.displacement) == (
+    assert (sp.split_threshold, sp.split_grad_gate, sp.max_splits, sp.projection_curvature, sp.split_displacement) == (
         0.05, True, 10, False, 0.5)  # fmt: skip
-    assert c.refine_stop == 4900 and c.reset_at_refine_start
-    assert tr.refine_stop_for(30_000) == 15_000 and tr.refine_stop_for(800) == 560
+    assert s.config.refine_stop == 4900 and s.config.reset_at_refine_start
+    assert refine_stop_for(30_000) == 15_000 and refine_stop_for(800) == 560
 
 
 def test_describe_changes_lines():
-    assert cli.describe_changes({"cloned": 3, "split": 1234, "pruned": 5}) == "cloned 3, split 1,234, pruned 5"
-    line = cli.describe_changes({"candidates": 30, "split": 12, "pruned": 0, "lambda_p01": -0.3, "lambda_p10": -0.1,
+    assert describe_changes({"cloned": 3, "split": 1234, "pruned": 5}) == "cloned 3, split 1,234, pruned 5"
+    line = describe_changes({"candidates": 30, "split": 12, "pruned": 0, "lambda_p01": -0.3, "lambda_p10": -0.1,
                                  "lambda_p50": -0.01, "negative_fraction": 0.9, "opacity_reset": 1})  # fmt: skip
     assert line == ("split 12 of 30 candidates, pruned 0, opacities reset, lambda_min p1 -3.00e-01, p10 -1.00e-01, "
                     "median -1.00e-02, 90% negative")  # fmt: skip
@@ -435,7 +454,7 @@ def test_results_json_for_several_backends():
 def test_write_json_atomic(tmp_path):
     path = tmp_path / "x.json"
     path.write_text("old")
-    bench.write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from splatfield.apps import export as ex
-from splatfield.apps import train as tr
+from splatfield.apps import exporting as ex
+from splatfield.scenes.run import RunError
 from splatfield.scenes import formats
 
 FORMATS = ("ply", "splat", "compressed-ply", "spz", "sog")
@@ -44,7 +44,7 @@ def test_export_options_and_refusal(small_run, tmp_path, native):
     rows = ex.export(src, ["ply"], out_dir=tmp_path, sh_degree=0, min_opacity=0.5)
     g = formats.read_ply(rows[0].path)
     assert g.max_sh_degree == 0 and len(g) < len(src.gaussians)
-    with pytest.raises(tr.RunError, match="refusing to overwrite"):
+    with pytest.raises(RunError, match="refusing to overwrite"):
         ex.export(src, ["ply"], out_dir=small_run)
 
 

@@ -15,8 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from splatfield.apps import render as rd
-from splatfield.apps import train as tr
+from splatfield.apps import rendering as rd
+from splatfield.apps import training as tr
+from splatfield.apps.media import to_uint8
+from splatfield.apps.sources import open_source
+from splatfield.scenes.run import Run
 from splatfield.render import Cameras, camera_paths
 
 
@@ -140,10 +143,10 @@ def test_frames_folder_matches_direct_renders_of_the_path(small_run, tmp_path, n
     assert proc.returncode == 0, proc.stderr
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 5
-    src = rd.load_render_source(small_run)
+    src = open_source(small_run)
     cams = rd.path_cameras(src, "spiral", 5, None)
     for i in (0, 3):
-        expect = rd.to_uint8(src.scene.render(cams[i : i + 1], background=src.background).image[0])
+        expect = to_uint8(src.scene.render(cams[i : i + 1], background=src.background).image[0])
         assert np.array_equal(np.asarray(Image.open(pngs[i]).convert("RGB")), expect)
     # the saved camera path renders the same frames again
     again, fps = camera_paths.read_camera_path(out / "camera_path.json")
@@ -164,7 +167,7 @@ def test_split_test_metrics_equal_eval(small_run, tmp_path, native):
 
 
 def test_interp_path_starts_at_the_first_training_camera(small_run, native):
-    src = rd.load_render_source(small_run)
+    src = open_source(small_run)
     cams = rd.path_cameras(src, "interp", 24, None)
     train = src.dataset.train.cameras
     assert (cams.width, cams.height) == (train.width, train.height)
@@ -195,10 +198,10 @@ def test_bare_file_and_errors_are_one_line(small_run, tmp_path, native):
 def test_every_splat_format_renders(small_run, tmp_path, native, fmt):
     from splatfield.scenes import formats
 
-    g = tr.run_gaussians(small_run)
+    g = Run.open(small_run).scene().gaussians
     path = tmp_path / f"scene{formats.FORMAT_SUFFIX[fmt]}"
     formats.write_splats(path, g, fmt)
-    src = rd.load_render_source(path)
+    src = open_source(path)
     assert len(src.scene) == len(g) and src.dataset is None
     cams = rd.path_cameras(src, "orbit", 2, (24, 16))
     assert rd.render_path(src, cams, tmp_path / "frames", 30.0) == 2

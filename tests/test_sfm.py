@@ -122,7 +122,7 @@ def test_a_second_run_reuses_the_output(fox_sfm, monkeypatch):
 
 
 def test_training_reuses_the_cached_sfm_and_says_so(fox_sfm, tmp_path, monkeypatch):
-    from splatfield.apps.sfm import capture_for_training
+    from splatfield.data.sfm import capture_for_training
 
     monkeypatch.setenv("SPLATFIELD_CACHE", str(tmp_path / "cache"))
     default = sfm_data.default_output(fox_sfm["capture"], sfm_data.SfmOptions())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from splatfield.apps import cli
+from splatfield.apps import cli, sfm_choices
 from splatfield.data import load
 from splatfield.data import sfm as sfm_data
 
@@ -42,8 +42,8 @@ def noise(path: Path, seed: int, size=(270, 480)) -> None:
 
 
 def test_cli_choices_mirror_the_pipeline():
-    assert typing.get_args(cli.SfmMatcherName) == typing.get_args(sfm_data.SfmMatcher)
-    assert typing.get_args(cli.SfmCameraModelName) == typing.get_args(sfm_data.SfmCameraModel)
+    assert typing.get_args(sfm_choices.SfmMatcherName) == typing.get_args(sfm_data.SfmMatcher)
+    assert typing.get_args(sfm_choices.SfmCameraModelName) == typing.get_args(sfm_data.SfmCameraModel)
 
 
 def test_empty_folder(tmp_path, capsys):

@@ -29,7 +29,7 @@ def orbit_c2w(i: int) -> np.ndarray:
 
 
 def write_orbit_video(path: Path) -> None:
-    from splatfield.apps.render import write_video
+    from splatfield.apps.media import write_video
 
     def produce(on_frame) -> None:
         for i in range(FRAMES):

@@ -11,7 +11,8 @@ import torch
 from splatfield.render import Cameras, Gaussians, RenderStats, rasterize, reference
 from splatfield.scenes import ops
 from splatfield.scenes.gaussian_scene import GaussianScene
-from splatfield.scenes.strategies import Steepest, SteepestConfig
+from splatfield.scenes.strategies.options import AdcConfig, SteepestConfig
+from splatfield.scenes.strategies.steepest import Steepest
 from splatfield.scenes.strategies.steepest import lift_splitting_matrix, steepest_offspring
 
 from .scenes import SceneSpec, make_scene
@@ -226,7 +227,7 @@ def _scene(n: int) -> GaussianScene:
 def _strategy_with(cfg: SteepestConfig, lam: list[float], grad: list[float]) -> Steepest:
     """A strategy whose accumulated statistics give these λ_min (eigenvector x) and gradients."""
     n = len(lam)
-    s = Steepest(cfg)
+    s = Steepest(split=cfg)
     S = torch.zeros(n, 3, 3, dtype=torch.float64)
     S[:, 0, 0] = torch.tensor(lam, dtype=torch.float64)
     S[:, 1, 1] = S[:, 2, 2] = 1.0
@@ -238,11 +239,11 @@ def _strategy_with(cfg: SteepestConfig, lam: list[float], grad: list[float]) -> 
 @pytest.mark.parametrize(
     "cfg, expect_split",
     [
-        (SteepestConfig(split_threshold=1e-3, grad_gate=False), [0, 1, 3]),  # λ < -1e-3
-        (SteepestConfig(split_threshold=1e-3, grad_gate=False, max_splits=2), [1, 3]),  # the two most negative
-        (SteepestConfig(split_threshold=1e-3, grad_gate=True), [1, 3]),  # and a gradient >= 2e-4
+        (SteepestConfig(split_threshold=1e-3, split_grad_gate=False), [0, 1, 3]),  # λ < -1e-3
+        (SteepestConfig(split_threshold=1e-3, split_grad_gate=False, max_splits=2), [1, 3]),  # the two most negative
+        (SteepestConfig(split_threshold=1e-3, split_grad_gate=True), [1, 3]),  # and a gradient >= 2e-4
         # predicted loss change ½·δ²·λ with δ = 0.05: < -1.2e-6 means λ < -9.6e-4 (-5e-4 fails)
-        (SteepestConfig(split_threshold=1.2e-6, grad_gate=False, split_criterion="loss-change"), [0, 1, 3]),
+        (SteepestConfig(split_threshold=1.2e-6, split_grad_gate=False, split_criterion="loss-change"), [0, 1, 3]),
     ],
 )
 def test_candidates_budget_and_gradient_gate(cfg, expect_split):
@@ -255,9 +256,9 @@ def test_candidates_budget_and_gradient_gate(cfg, expect_split):
     before = scene.params["means"].detach().clone()
     adam_before = scene.optimizer.state[scene.params["means"]]["exp_avg"].clone()
     s = _strategy_with(cfg, lam, grad)
-    changes = s.after_step(cfg.refine_start, scene, torch.Generator())
+    changes = s.after_step(AdcConfig().refine_start, scene, torch.Generator())
     assert changes["split"] == len(expect_split)
-    assert changes["candidates"] == (3 if not cfg.grad_gate else 2)
+    assert changes["candidates"] == (3 if not cfg.split_grad_gate else 2)
     kept = [i for i in range(5) if i not in expect_split]
     means = scene.params["means"].detach()
     assert len(scene) == 5 + len(expect_split)
@@ -294,7 +295,7 @@ def test_edits_keep_statistics_aligned_with_the_scene():
     backward passes (another strategy's, say) resize them instead of mixing rows."""
     g, cams, bg = make_scene(SceneSpec(seed=6, n=30, width=32, height=24, regime="normal"))
     scene = GaussianScene(g.detach(), extent=2.0)
-    s = Steepest(SteepestConfig(split_threshold=0.0))
+    s = Steepest(split=SteepestConfig(split_threshold=0.0))
     out = scene.render(cams, background=bg, stats=s.statistics)
     ((out.image - 0.3).abs().mean()).backward()
     s.after_backward(500, scene, out)

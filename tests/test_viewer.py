@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from splatfield.apps.viewer_frames import (
+from splatfield.apps.viewer.frames import (
     MAX_SIDE, FrameSettings, ViewRequestError, colorize_depth, frame_size, pose_of, render_frame, view_camera,
 )  # fmt: skip
 from splatfield.render import Cameras, rasterize
@@ -79,24 +79,26 @@ def test_frames_in_each_mode_match_the_renderer(native):
 
     g, cam, _ = make_scene(SceneSpec(seed=3, n=300, width=320, height=240, sh_degree=1))
     out = rasterize(g, cam.to(dtype=torch.float32), background=(0.2, 0.3, 0.4))
-    rgb = render_frame(g, cam, FrameSettings(mode="rgb", sh_degree=1, background=(0.2, 0.3, 0.4)))
+    from splatfield.scenes.gaussian_scene import FixedGaussians
+
+    rgb = render_frame(FixedGaussians(g), cam, FrameSettings(mode="rgb", sh_degree=1, background=(0.2, 0.3, 0.4)))
     assert rgb.shape == (240, 320, 3) and rgb.dtype == np.uint8
     expect = (out.image[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     assert np.array_equal(rgb, expect)
-    alpha = render_frame(g, cam, FrameSettings(mode="alpha", sh_degree=1))
+    alpha = render_frame(FixedGaussians(g), cam, FrameSettings(mode="alpha", sh_degree=1))
     assert np.array_equal(alpha[..., 0], (out.alpha[0, ..., 0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
-    depth = render_frame(g, cam, FrameSettings(mode="depth", sh_degree=1))
+    depth = render_frame(FixedGaussians(g), cam, FrameSettings(mode="depth", sh_degree=1))
     assert not np.array_equal(depth, rgb) and depth[out.alpha[0, ..., 0].numpy() <= 0.05].max() == 0
-    empty = render_frame(g.select(torch.zeros(0, dtype=torch.long)), cam, FrameSettings(background=(1.0, 1.0, 1.0)))
+    empty = render_frame(FixedGaussians(g.select(torch.zeros(0, dtype=torch.long))), cam, FrameSettings(background=(1.0, 1.0, 1.0)))
     assert empty.shape == (240, 320, 3) and empty.min() == 255
 
 
 @pytest.fixture(scope="module")
 def served(small_run, native):
-    from splatfield.apps import view
+    from splatfield.apps.viewer.sessions import open_view
 
     logs: list[str] = []
-    viewer = view.open_view(small_run, host="127.0.0.1", port=0, log=logs.append)
+    viewer = open_view(small_run, host="127.0.0.1", port=0, log=logs.append)
     yield viewer, logs
     viewer.stop()
 
@@ -172,14 +174,15 @@ def test_two_clients_get_their_own_views(served):
 
 def test_training_with_a_viewer_and_a_hostile_client_finishes_unchanged(tmp_path, native):
     """The viewer only reads the scene: a run watched (and attacked) ends bit-identical."""
-    from splatfield.apps import train as tr
+    from splatfield.apps import training as tr
     from splatfield.data import procedural
+    from splatfield.scenes.options import RunConfig, run_config
 
     data = procedural.write_demo_dataset(tmp_path / "data", size=24, train_views=6, test_views=2)
 
-    def opts(name: str) -> tr.TrainOptions:
-        return tr.TrainOptions(data=str(data), out=str(tmp_path / name), steps=60, init_points=800, init_half_size=1.0,
-                               sh_degree=1, checkpoint_every=0, save_renders=False, evaluate=False)  # fmt: skip
+    def opts(name: str) -> RunConfig:
+        return run_config(str(data), str(tmp_path / name), steps=60, init_points=800, init_half_size=1.0, sh_degree=1,
+                          checkpoint_every=0, save_renders=False, eval=False)  # fmt: skip
 
     tr.train(opts("plain"), log=lambda m: None)
     clients: list[RawClient] = []
@@ -250,8 +253,8 @@ def test_camera_path_panel_saves_loads_and_renders_an_mp4(served, tmp_path):
 
     import imageio_ffmpeg
 
-    from splatfield.apps.render import numbered_output
-    from splatfield.apps.viewer_paths import CameraPathPanel
+    from splatfield.scenes.run import numbered_output
+    from splatfield.apps.viewer.paths import CameraPathPanel
     from splatfield.render import camera_paths
 
     viewer, _ = served

@@ -60,9 +60,9 @@ def _settled_frame(viewer, client_id: int, shape: tuple, timeout: float = 60.0):
 @pytest.fixture(scope="module")
 def viewer(small_run, native):
     chromium_path()
-    from splatfield.apps import view
+    from splatfield.apps.viewer.sessions import open_view
 
-    v = view.open_view(small_run, host="127.0.0.1", port=0, log=lambda m: None)
+    v = open_view(small_run, host="127.0.0.1", port=0, log=lambda m: None)
     v.show_training_cameras(False)  # the comparison is of the splats alone
     yield v
     v.stop()
@@ -76,7 +76,7 @@ def test_page_shows_the_server_render_follows_the_mouse_and_switches_to_depth(vi
         frame, camera = _settled_frame(viewer, cid, shot.shape)
         shot = _screenshot(page)
         # the server-side render of that camera, made again here, is what was sent
-        from splatfield.apps.viewer_frames import render_frame
+        from splatfield.apps.viewer.frames import render_frame
 
         again = render_frame(viewer.scene_snapshot(), camera, viewer.settings)
         assert np.array_equal(again, viewer.last_frame(cid)[0])

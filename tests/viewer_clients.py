@@ -1,5 +1,5 @@
 """Test clients for the viewer: a real Chromium through playwright, and (re-exported) the raw
-websocket client of :mod:`splatfield.apps.viewer_protocol` that sends what a browser would and
+websocket client of :mod:`splatfield.apps.viewer.protocol` that sends what a browser would and
 what a hostile one might."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from splatfield.apps.viewer_protocol import CHROMIUM_ARGS, RawClient, find_chromium  # noqa: F401  (RawClient re-exported)
+from splatfield.apps.viewer.protocol import CHROMIUM_ARGS, RawClient, find_chromium  # noqa: F401  (RawClient re-exported)
 
 
 def chromium_path() -> str:

@@ -1,26 +1,10 @@
-"""Training strategies: small objects with explicit state and hooks (see ``base``)."""
+"""Training strategies: small objects with explicit state and hooks (see ``base``).
 
-from __future__ import annotations
+The options live in the torch-free :mod:`.options`; the strategies in :mod:`.adc` and
+:mod:`.steepest`; :mod:`.registry` builds them by name. This package's import stays light
+(the command line imports the options before it knows whether torch is needed).
+"""
 
-from typing import Literal
+from .options import AdcConfig, SplitCriterion, SteepestConfig, StrategyName
 
-from .adc import ADC, AdcConfig
-from .base import NoStrategy, Strategy
-from .steepest import Steepest, SteepestConfig
-
-StrategyName = Literal["adc", "steepest", "none"]
-
-
-def make_strategy(
-    name: StrategyName, *, adc: AdcConfig = AdcConfig(), steepest: SteepestConfig = SteepestConfig()
-) -> Strategy:
-    if name == "adc":
-        return ADC(adc)
-    if name == "steepest":
-        return Steepest(steepest)
-    if name == "none":
-        return NoStrategy()
-    raise ValueError(f"unknown strategy {name!r}")
-
-
-__all__ = ["ADC", "AdcConfig", "NoStrategy", "Steepest", "SteepestConfig", "Strategy", "StrategyName", "make_strategy"]
+__all__ = ["AdcConfig", "SplitCriterion", "SteepestConfig", "StrategyName"]

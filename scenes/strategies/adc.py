@@ -20,8 +20,6 @@ image is not square).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
@@ -30,33 +28,17 @@ from splatfield.render.reference import quat_to_rotmat
 
 from .. import ops
 from ..gaussian_scene import GaussianScene
-
-
-@dataclass(frozen=True)
-class AdcConfig:
-    grad_threshold: float = 2e-4
-    refine_start: int = 500
-    refine_stop: int = 15_000
-    refine_every: int = 100
-    reset_every: int = 3000
-    reset_opacity: float = 0.01
-    prune_opacity: float = 0.005
-    clone_scale: float = 0.01
-    split_scale_divisor: float = 1.6
-    # Off by default: the INRIA code clears its max-radius record just before this test,
-    # so its published figures come without it; at 20 px it punched holes into lego's
-    # close-up regions (test PSNR at step 4000: 25.8 dB with it, 31.1 dB without).
-    prune_screen_px: float | None = None
-    prune_world: float = 0.1
-    reset_at_refine_start: bool = False
+from .options import AdcConfig
 
 
 class ADC:
     name = "adc"
+    scene_kinds = frozenset({"gaussians"})
     statistics: tuple[Statistic, ...] = ("grad2d",)
 
-    def __init__(self, config: AdcConfig = AdcConfig()) -> None:
-        self.config = config
+    def __init__(self, config: AdcConfig = AdcConfig(), *, steps: int | None = None, white_background: bool = False) -> None:
+        """``steps`` (the run's length) and ``white_background`` fill in the config's automatic values."""
+        self.config = config.resolved(steps, white_background)
         self.grad_sum: Tensor | None = None  # [N] sum over views of the NDC gradient norm
         self.count: Tensor | None = None  # [N] views in which the Gaussian was visible
         self.max_radius: Tensor | None = None  # [N] largest screen radius seen, pixels
@@ -81,16 +63,22 @@ class ADC:
         self.max_radius = torch.maximum(self.max_radius, torch.where(visible, radius, 0.0).amax(dim=0))
 
     def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, float]:
-        c = self.config
+        plan = self.schedule_at(step)
         changes: dict[str, float] = {}
-        if step >= c.refine_stop:
-            return changes
-        if step >= c.refine_start and step % c.refine_every == 0 and self.grad_sum is not None:
+        if plan["refine"] and self.grad_sum is not None:
             changes = self._refine(step, scene, generator)
-        if step % c.reset_every == 0 or (c.reset_at_refine_start and step == c.refine_start):
+        if plan["opacity_reset"]:
             self._reset_opacities(scene)
             changes["opacity_reset"] = 1
         return changes
+
+    def schedule_at(self, step: int) -> dict[str, float]:
+        """What the schedule does after ``step``: densify (clone/split/prune), reset opacities."""
+        c = self.config
+        window = step < c.refine_stop
+        refine = window and step >= c.refine_start and step % c.refine_every == 0
+        reset = window and (step % c.reset_every == 0 or (bool(c.reset_at_refine_start) and step == c.refine_start))
+        return {"refine": refine, "opacity_reset": reset}
 
     # ------------------------------------------------------------------ state
 

@@ -1,9 +1,10 @@
-"""The ``Strategy`` protocol: what a training strategy may do around one training step.
+"""The ``Strategy`` protocol: what a training strategy may do around one training step, and
+:class:`Strategies`, several of them run in order around the same step.
 
 A strategy is a small object with explicit state (``state_dict``/``load_state_dict``, so a
 resumed run continues exactly). The trainer calls, in order, for every step:
 
-1. ``statistics`` — which per-Gaussian statistics the renderer must return;
+1. ``statistics`` — which per-element statistics the renderer must return;
 2. ``extra_loss(step, scene, out)`` — a term added to the photometric loss, or None;
 3. ``after_backward(step, scene, out)`` — read the statistics filled by backward;
 4. (optimizer step)
@@ -11,55 +12,93 @@ resumed run continues exactly). The trainer calls, in order, for every step:
    :mod:`splatfield.scenes.ops`); returns what it changed, for logging.
 
 ``step`` counts completed steps from 1. Randomness comes only from ``generator``.
+``scene_kinds`` names the scene kinds a strategy works on; ``schedule_at(step)`` says what
+its schedule does after a step (for tests and logs).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from splatfield.render import RenderOutput, Statistic
 
-from ..gaussian_scene import GaussianScene
-
 
 @runtime_checkable
 class Strategy(Protocol):
     name: str
+    scene_kinds: frozenset[str]
 
     @property
     def statistics(self) -> tuple[Statistic, ...]: ...
 
-    def extra_loss(self, step: int, scene: GaussianScene, out: RenderOutput) -> Tensor | None: ...
+    def extra_loss(self, step: int, scene, out: RenderOutput) -> Tensor | None: ...
 
-    def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None: ...
+    def after_backward(self, step: int, scene, out: RenderOutput) -> None: ...
 
-    def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, float]: ...
+    def after_step(self, step: int, scene, generator: torch.Generator) -> dict[str, float]: ...
+
+    def schedule_at(self, step: int) -> dict[str, float]: ...
 
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class NoStrategy:
-    """Plain optimisation: a fixed set of Gaussians."""
+class Strategies:
+    """Strategies run in order around one step: their statistics are the union, their extra
+    losses add up, their hooks run one after the other, and each keeps its own state."""
 
-    name = "none"
-    statistics: tuple[Statistic, ...] = ()
+    def __init__(self, strategies: Sequence[Strategy] = ()) -> None:
+        self.items = list(strategies)
 
-    def extra_loss(self, step: int, scene: GaussianScene, out: RenderOutput) -> Tensor | None:
-        return None
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.items]
 
-    def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None:
-        pass
+    def check_scene(self, kind: str) -> None:
+        for s in self.items:
+            if kind not in s.scene_kinds:
+                raise ValueError(f"strategy {s.name} works on {', '.join(sorted(s.scene_kinds))} scenes, not on {kind}")
 
-    def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, float]:
-        return {}
+    @property
+    def statistics(self) -> tuple[Statistic, ...]:
+        return tuple(dict.fromkeys(st for s in self.items for st in s.statistics))
 
-    def state_dict(self) -> dict:
-        return {}
+    def extra_loss(self, step: int, scene, out: RenderOutput) -> Tensor | None:
+        total = None
+        for s in self.items:
+            term = s.extra_loss(step, scene, out)
+            if term is not None:
+                total = term if total is None else total + term
+        return total
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def after_backward(self, step: int, scene, out: RenderOutput) -> None:
+        for s in self.items:
+            s.after_backward(step, scene, out)
+
+    def after_step(self, step: int, scene, generator: torch.Generator) -> dict[str, float]:
+        return self._merged(lambda s: s.after_step(step, scene, generator))
+
+    def schedule_at(self, step: int) -> dict[str, float]:
+        return self._merged(lambda s: s.schedule_at(step))
+
+    def _merged(self, each) -> dict[str, float]:
+        """Their dicts in one; a key that two strategies report is prefixed by the second's name."""
+        out: dict[str, float] = {}
+        for s in self.items:
+            for k, v in each(s).items():
+                out[f"{s.name}.{k}" if k in out else k] = v
+        return out
+
+    def state_dict(self) -> list[dict]:
+        return [{"name": s.name, "state": s.state_dict()} for s in self.items]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        saved = [st["name"] for st in states]
+        if saved != self.names:
+            raise ValueError(f"the checkpoint was trained with strategies {saved or ['none']}, not {self.names or ['none']}")
+        for s, st in zip(self.items, states):
+            s.load_state_dict(st["state"])

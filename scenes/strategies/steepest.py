@@ -35,8 +35,6 @@ threshold that meets the 60%-at-0.3-dB bar still differs: 1e-8 on lego, 1e-7 on 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -45,45 +43,22 @@ from splatfield.render import Cameras, RenderOutput, Statistic
 from splatfield.render.reference import quat_to_rotmat
 
 from ..gaussian_scene import GaussianScene
-from .adc import ADC, AdcConfig, replace_by_offspring
-
-
-SplitCriterion = Literal["curvature", "loss-change"]
-
-
-@dataclass(frozen=True)
-class SteepestConfig(AdcConfig):
-    # Candidates: λ_min(S)·extent² < −split_threshold, i.e. λ in units of the loss per squared
-    # fraction of the scene extent (S itself is in loss per squared world unit; S per view does
-    # not depend on the resolution). The paper's ε. Most Gaussians have some negative curvature
-    # (81-94% on lego and fox), so without the gradient gate ε must be far larger (0.1 on
-    # lego, about its 10th percentile; fox's distribution is 10-80x narrower): docs/TRAINING.md.
-    split_threshold: float = 1e-6
-    # δ = displacement × the parent's standard deviation along v_min (a trust-region step).
-    displacement: float = 1.0
-    # Also require the 3DGS gradient test (avg NDC gradient ≥ grad_threshold). On by default:
-    # on lego it gave 58% of adc's Gaussians at +0.17 dB; without it (ε = 0.1), 56% at −1.5 dB.
-    grad_gate: bool = True
-    # At most this many splits per densification step, most negative (criterion) first.
-    max_splits: int | None = None
-    # Include Σ_k ∂L/∂μ₂,k ∇²π_k in S.
-    projection_curvature: bool = True
-    # What is compared with −split_threshold: λ_min·extent² ("curvature") or the predicted
-    # loss change of the split, ½·δ²·λ_min ("loss-change"; thresholds near 1e-8).
-    split_criterion: SplitCriterion = "curvature"
+from .adc import ADC, replace_by_offspring
+from .options import AdcConfig, SteepestConfig
 
 
 class Steepest(ADC):
     name = "steepest"
 
-    def __init__(self, config: SteepestConfig = SteepestConfig()) -> None:
-        super().__init__(config)
-        self.config: SteepestConfig = config
+    def __init__(self, config: AdcConfig = AdcConfig(), split: SteepestConfig = SteepestConfig(), *,
+                 steps: int | None = None, white_background: bool = False) -> None:  # fmt: skip
+        super().__init__(config, steps=steps, white_background=white_background)
+        self.split = split
         self.split_sum: Tensor | None = None  # [N, 3, 3] float32, Σ over views of S_view
 
     @property
     def statistics(self) -> tuple[Statistic, ...]:  # type: ignore[override]
-        return ("grad2d", "split2d") + (("mean2d_grad",) if self.config.projection_curvature else ())
+        return ("grad2d", "split2d") + (("mean2d_grad",) if self.split.projection_curvature else ())
 
     # ------------------------------------------------------------------ hooks
 
@@ -96,7 +71,7 @@ class Steepest(ADC):
             raise ValueError("steepest needs the cameras of the render (RenderOutput.meta.cameras)")
         means = scene.params["means"].detach()
         split2d = out.stats.split2d.detach()
-        grad = out.stats.mean2d_grad.detach() if self.config.projection_curvature else None
+        grad = out.stats.mean2d_grad.detach() if self.split.projection_curvature else None
         for b, visible in enumerate(out.meta.visible):
             ids = visible.nonzero()[:, 0]
             if ids.numel() == 0:
@@ -130,20 +105,20 @@ class Steepest(ADC):
         return evals[:, 0], evecs[:, :, 0], seen
 
     def _densify(self, step: int, scene: GaussianScene, generator: torch.Generator) -> tuple[dict[str, float], Tensor]:
-        c = self.config
+        c, s = self.config, self.split
         lam, v, seen = self.splitting_eigen(scene.extent)
         score = lam
-        if c.split_criterion == "loss-change":
+        if s.split_criterion == "loss-change":
             p = scene.params
-            delta = c.displacement * std_along(p["quats"].detach(), p["log_scales"].detach(), v.to(p["means"].dtype))
+            delta = s.split_displacement * std_along(p["quats"].detach(), p["log_scales"].detach(), v.to(p["means"].dtype))
             score = 0.5 * delta.double() ** 2 * lam / (scene.extent * scene.extent)
-        cand = seen & (score < -c.split_threshold)
-        if c.grad_gate:
+        cand = seen & (score < -s.split_threshold)
+        if s.split_grad_gate:
             cand &= self._average_grad() >= c.grad_threshold
         n_cand = int(cand.sum())
         chosen = cand
-        if c.max_splits is not None and n_cand > c.max_splits:
-            order = torch.argsort(torch.where(cand, score, torch.full_like(score, math.inf)))[: c.max_splits]
+        if s.max_splits is not None and n_cand > s.max_splits:
+            order = torch.argsort(torch.where(cand, score, torch.full_like(score, math.inf)))[: s.max_splits]
             chosen = torch.zeros_like(cand)
             chosen[order] = True
         n_split = int(chosen.sum())
@@ -151,7 +126,7 @@ class Steepest(ADC):
         max_radius = self.max_radius
         if n_split:
             parents = {k: p.detach()[chosen] for k, p in scene.params.items()}
-            offspring = steepest_offspring(parents, v[chosen].to(parents["means"].dtype), c.displacement,
+            offspring = steepest_offspring(parents, v[chosen].to(parents["means"].dtype), s.split_displacement,
                                            c.split_scale_divisor)  # fmt: skip
             max_radius = replace_by_offspring(scene, chosen, offspring, max_radius)
         return report, max_radius

@@ -15,9 +15,10 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from splatfield.render import Cameras, Gaussians, rasterize
+from splatfield.render import Cameras
+from splatfield.scenes.scene import Renderable
 
-from .demo import to_uint8
+from ..media import to_uint8
 
 RenderMode = Literal["rgb", "depth", "alpha"]
 RENDER_MODES: tuple[RenderMode, ...] = ("rgb", "depth", "alpha")
@@ -119,13 +120,13 @@ def colorize_depth(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def render_frame(gaussians: Gaussians, camera: Cameras, settings: FrameSettings) -> np.ndarray:
+def render_frame(scene: Renderable, camera: Cameras, settings: FrameSettings) -> np.ndarray:
     """[H, W, 3] uint8 of one camera in the requested mode."""
-    degree = min(max(int(settings.sh_degree), 0), gaussians.max_sh_degree)
-    if len(gaussians) == 0:
+    degree = min(max(int(settings.sh_degree), 0), scene.max_sh_degree)
+    if len(scene) == 0:
         bg = np.asarray(settings.background) if settings.mode == "rgb" else np.zeros(3)
         return np.broadcast_to((bg * 255 + 0.5).astype(np.uint8), (camera.height, camera.width, 3)).copy()
-    out = rasterize(gaussians, camera.to(dtype=torch.float32), sh_degree=degree, background=settings.background)
+    out = scene.render(camera.to(dtype=torch.float32), sh_degree=degree, background=settings.background)
     if settings.mode == "rgb":
         return to_uint8(out.image[0])
     alpha = out.alpha[0, ..., 0].numpy()

@@ -17,8 +17,8 @@ import torch
 
 from splatfield.render import Cameras, camera_paths
 
-from .viewer import Viewer
-from .viewer_frames import ViewRequestError, fov_y_of, pose_of, render_frame, view_camera
+from .server import Viewer
+from .frames import ViewRequestError, fov_y_of, pose_of, render_frame, view_camera
 
 
 class CameraPathPanel:
@@ -176,7 +176,7 @@ class CameraPathPanel:
         threading.Thread(target=self._render_video, args=(path, out), daemon=True).start()
 
     def _render_video(self, path: Cameras, out: Path) -> None:
-        from .render import write_video
+        from ..media import write_video
 
         try:
             g = self.snapshot()

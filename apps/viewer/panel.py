@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .viewer import Viewer
+from .server import Viewer
 
 STATS_EVERY_SECONDS = 0.5
 

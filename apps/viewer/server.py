@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from splatfield.data import look_at_centre
-from splatfield.render import Cameras, Gaussians
+from splatfield.render import Cameras
+from splatfield.scenes.scene import Renderable
 
-from .viewer_frames import (
+from .frames import (
     MAX_SIDE, RENDER_MODES, FrameSettings, ViewRequestError, fov_y_of, frame_size, pose_of, render_frame, view_camera,
 )  # fmt: skip
 
@@ -58,11 +59,12 @@ class ViewerStats:
 
 
 class Viewer:
-    """A running viewer. ``scene`` returns the Gaussians to draw (called on the render thread)."""
+    """A running viewer. ``scene`` returns the scene to draw, any :class:`Renderable` (called on
+    the render thread; during training, the live scene, copied by :meth:`hand_over_scene`)."""
 
     def __init__(
         self,
-        scene: Callable[[], Gaussians],
+        scene: Callable[[], Renderable],
         *,
         host: str = "127.0.0.1",
         port: int = 8080,
@@ -187,24 +189,24 @@ class Viewer:
 
     # ------------------------------------------------------------------------- rendering
 
-    def scene_snapshot(self, timeout: float = 60.0) -> Gaussians:
+    def scene_snapshot(self, timeout: float = 60.0) -> Renderable:
         """A copy of the scene that later training steps do not change. During training the
         copy is made by the training thread between steps (see :meth:`hand_over_scene`)."""
         if not self.live:
             return self._scene()
-        request: dict = {"done": threading.Event(), "gaussians": None}
+        request: dict = {"done": threading.Event(), "scene": None}
         with self._lock:
             self._snapshot_requests.append(request)
         if not request["done"].wait(timeout):
             raise TimeoutError("training did not hand over the scene")
-        return request["gaussians"]
+        return request["scene"]
 
     def hand_over_scene(self) -> None:
         """Training thread: fulfils pending :meth:`scene_snapshot` requests."""
         with self._lock:
             requests, self._snapshot_requests = self._snapshot_requests, []
         for r in requests:
-            r["gaussians"] = Gaussians(*(t.detach().clone() for t in self._scene().tensors()))
+            r["scene"] = self._scene().snapshot()
             r["done"].set()
 
     def scene_changed(self) -> None:
@@ -237,9 +239,9 @@ class Viewer:
         current = (st.version, full or st.sent[1], self._settings_version, self._scene_version)
         return None if st.sent == current else full
 
-    def serve(self, gaussians: Gaussians | None = None) -> int:
+    def serve(self, scene: Renderable | None = None) -> int:
         """Renders and sends one frame to every client whose view is out of date; returns how
-        many were sent. ``gaussians`` defaults to the ``scene`` callable's."""
+        many were sent. ``scene`` defaults to the ``scene`` callable's."""
         now = time.monotonic()
         with self._lock:
             jobs = []
@@ -250,7 +252,7 @@ class Viewer:
             settings = self._settings
         if not jobs:
             return 0
-        g = gaussians if gaussians is not None else self._scene()
+        g = scene if scene is not None else self._scene()
         sent = 0
         for cid, cam, full, stamp in jobs:
             t0 = time.perf_counter()
@@ -301,9 +303,7 @@ class Viewer:
     # ------------------------------------------------------------------------- scene and GUI
 
     def _set_initial_camera(self, cams: Cameras | None) -> None:
-        from splatfield.render.camera_paths import scene_frame
-
-        from .export import ring_around
+        from splatfield.render.camera_paths import ring_around, scene_frame
 
         ic = self.server.initial_camera
         if cams is not None and len(cams):
@@ -318,7 +318,7 @@ class Viewer:
             self.extent = float((c2w[:, :3, 3] - centre).norm(dim=-1).median())
         else:
             g = self._scene()
-            centre, radius = ring_around(g) if len(g) else (torch.zeros(3, dtype=torch.float64), 3.0)
+            centre, radius = ring_around(g.points()) if len(g) else (torch.zeros(3, dtype=torch.float64), 3.0)
             ic.position = (centre + torch.tensor([radius, 0.0, 0.4 * radius], dtype=torch.float64)).numpy()
             ic.look_at = centre.numpy()
             ic.fov = math.radians(50.0)

@@ -17,11 +17,13 @@ import torch
 
 from splatfield import data as sfdata
 from splatfield.render._ext import native_available
+from splatfield.scenes.options import DataConfig, GaussianConfig, RunConfig, TrainerConfig
 from splatfield.scenes.strategies import StrategyName
-from splatfield.scenes.trainer import Trainer, TrainerConfig
+from splatfield.scenes.trainer import Trainer
 
-from .bench import machine_info, peak_rss_mb
-from .train import TrainOptions, background_of, initial_scene, load_views, strategy_for
+from ..machine import machine_info, peak_rss_mb
+from ..run_data import load_dataset, load_views
+from ..training import new_trainer
 
 
 @dataclass
@@ -60,13 +62,11 @@ def start_training(
     """A trainer at step 0, initialised as ``splatfield train`` does, with the schedules
     (learning-rate decay, densification window) of a default-length run: timed steps are its
     first ones."""
-    opts = TrainOptions(data=data, out="", strategy=strategy, downscale=downscale, seed=seed,
-                        init_points=init_points, init_half_size=init_half_size)  # fmt: skip
-    dataset = sfdata.load(data, downscale=downscale)
-    scene = initial_scene(opts, dataset, torch.Generator().manual_seed(seed))
-    trainer = Trainer(scene, strategy_for(opts, dataset), load_views(dataset.train),
-                      config=TrainerConfig(steps=steps, seed=seed), background=background_of(dataset))  # fmt: skip
-    return trainer, dataset
+    config = RunConfig(data=data, strategy=(strategy,), dataset=DataConfig(downscale=downscale),
+                       scene=GaussianConfig(init_points=init_points, init_half_size=init_half_size),
+                       trainer=TrainerConfig(seed=seed))  # fmt: skip
+    dataset = load_dataset(config)
+    return new_trainer(config, dataset, load_views(dataset.train)), dataset
 
 
 def time_training(

@@ -26,9 +26,9 @@ from typing import Callable
 
 import torch
 
-from .bench import machine_info, peak_rss_mb
-from .viewer_frames import pose_of
-from .viewer_protocol import CHROMIUM_ARGS, RawClient, find_chromium
+from ..machine import machine_info, peak_rss_mb
+from ..viewer.frames import pose_of
+from ..viewer.protocol import CHROMIUM_ARGS, RawClient, find_chromium
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _orbit(viewer, frames: int):
 def frame_rates(run: Path, size: int, frames: int) -> tuple[int, float, float, float, tuple[int, int]]:
     """(Gaussians, still fps, still median ms, moving fps, moving frame size) over a websocket
     client."""
-    from .view import open_view
+    from ..viewer.sessions import open_view
 
     viewer = open_view(run, host="127.0.0.1", port=0, log=lambda m: None)
     try:
@@ -170,16 +170,15 @@ def training_slowdown(run: Path, blocks: int, block_steps: int, size: int,
     viewer's time as a share of the attached steps' training time). The run's training is
     continued from its latest checkpoint (a late, steady stage: the Gaussian count and step
     time hold still) in alternating blocks without and with the viewer."""
-    from splatfield import data as sfdata
-    from splatfield.scenes.trainer import TrainerConfig
+    from splatfield.scenes.run import Run
 
-    from .train import TrainOptions, background_of, load_views, resume_trainer, strategy_for
-    from .view import training_viewer
+    from ..run_data import background_of, load_dataset, load_views
+    from ..training import new_trainer
+    from ..viewer.sessions import training_viewer
 
-    opts = TrainOptions.from_yaml(run / "config.yaml")
-    dataset = sfdata.load(opts.data, downscale=opts.downscale, test_every=opts.test_every)
-    trainer, _ = resume_trainer(run, strategy_for(opts, dataset), load_views(dataset.train),
-                                TrainerConfig(steps=10**9, seed=opts.seed), dataset)  # fmt: skip
+    r = Run.open(run)
+    dataset = load_dataset(r.config)
+    trainer = new_trainer(r.config, dataset, load_views(dataset.train), r.load_state()[0])
     viewer, panel = training_viewer(trainer, dataset, run, 10**9, background_of(dataset), host="127.0.0.1", port=0,
                                     log=lambda m: None)  # fmt: skip
     stop = threading.Event()

@@ -18,21 +18,18 @@ Nothing here prints; :mod:`splatfield.apps.cli` does.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor
 
 from splatfield.render import Cameras, Gaussians, Statistic, rasterize, reference
+
+from ..machine import machine_info, peak_rss_mb
 
 BenchBackend = Literal["native", "reference"]
 
@@ -167,33 +164,6 @@ def footprint_pairs(
 
 
 # ----------------------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def machine_info() -> dict:
-    """CPU model and core counts (logical; physical where psutil knows)."""
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except Exception:  # psutil is optional here
-        physical = None
-    return {"model": cpu_model(), "logical_cores": os.cpu_count(), "physical_cores": physical}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ----------------------------------------------------------------------------- timing
@@ -385,10 +355,3 @@ def results_json(results: Sequence[RasterBenchResult]) -> dict:
     if ratios is not None:
         out["ratios"] = ratios
     return out
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: object) -> None:
-    """Writes ``obj`` as JSON to ``path`` via a temporary file in the same folder and a rename."""
-    from splatfield.scenes.checkpoint import atomic_write
-
-    atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))

@@ -1,0 +1,73 @@
+"""``splatfield bench train``: the time of the first training steps (the measurement is
+:mod:`.train_timing`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+from typing_extensions import Annotated
+
+from splatfield.scenes.config import at_least, finite_at_least
+from splatfield.scenes.strategies.options import StrategyName
+
+from ..console import PROG, progress, write_json
+from ..errors import check_output_file, require_exists
+
+
+@dataclass(frozen=True)
+class BenchTrain:
+    """Times the first --steps training steps (render, loss, backward, density control,
+    Adam) on a dataset initialised as `splatfield train` does; reports the median step time.
+    The peers' figure (shared/bench): lego at --downscale 2 from 100k random points in
+    [-1.5, 1.5]^3 (--init-half-size 1.5)."""
+
+    data: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DATA")]
+    """Dataset folder."""
+    downscale: float = 2.0
+    """Divide the image size by this."""
+    steps: int = 100
+    """Training steps timed."""
+    init_points: int = 100_000
+    """Random initial points when the dataset has no SfM points."""
+    init_half_size: Annotated[Optional[float], tyro.conf.arg(help_behavior_hint="(default: extent / 3)")] = None
+    """Half size of the cube of random initial points (around the cameras' look-at centre)."""
+    strategy: StrategyName = "adc"
+    """Density control during the timed steps."""
+    threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
+    """torch.set_num_threads(T)."""
+    json: Annotated[Optional[Path], tyro.conf.arg(metavar="FILE", help_behavior_hint="(default: no file)")] = None
+    """Also write the results as JSON (atomically) to FILE."""
+    seed: int = 0
+    """Seed of the initial points and view order."""
+
+    def __post_init__(self) -> None:
+        at_least(self.steps, "steps", 1)
+        at_least(self.init_points, "init_points", 1)
+        at_least(self.threads, "threads", 1)
+        finite_at_least(self.downscale, "downscale", 1.0)
+
+
+def run(cfg: BenchTrain) -> int:
+    require_exists(cfg.data)
+    if cfg.json is not None:
+        check_output_file(cfg.json)
+    import torch
+
+    from . import train_timing as bench_train
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    with progress(cfg.steps, "training steps", "step") as bar:
+        r = bench_train.time_training(str(cfg.data), downscale=cfg.downscale, steps=cfg.steps,
+                                      init_points=cfg.init_points, init_half_size=cfg.init_half_size,
+                                      strategy=cfg.strategy, seed=cfg.seed, progress=bar.update)  # fmt: skip
+    print(f"{PROG} bench train: {r.dataset} at {r.width}x{r.height}, {r.initial_gaussians:,} initial Gaussians, "
+          f"strategy {r.strategy}, backend {r.backend}, {r.threads} threads ({r.cpu['model']})")  # fmt: skip
+    print(f"step time over the first {r.steps} steps: median {r.step_ms_median:.1f} ms "
+          f"(p10 {r.step_ms_p10:.1f}, p90 {r.step_ms_p90:.1f}); {r.total_seconds:.1f} s in all; "
+          f"{r.final_gaussians:,} Gaussians at the end; peak RSS {r.peak_rss_mb:.0f} MiB")  # fmt: skip
+    write_json(cfg.json, r.to_json())
+    return 0

@@ -1,0 +1,121 @@
+"""What the commands print: log lines, progress bars, the tables and summaries of results.
+
+Progress bars go to stderr and show only on a terminal; a training logged to a file gets a
+line every 5% of its steps instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+PROG = "splatfield"
+
+
+def say(message: str) -> None:
+    """The commands' log lines: printed at once (they interleave with progress bars)."""
+    print(message, flush=True)
+
+
+def progress(total: int, desc: str, unit: str):
+    from tqdm import tqdm
+
+    # disable=None: shown on a terminal, silent when stderr is a file or a pipe.
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None, file=sys.stderr, dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def bars() -> Iterator[list]:
+    """A list of progress bars, all closed on the way out."""
+    opened: list = []
+    try:
+        yield opened
+    finally:
+        for b in opened:
+            b.close()
+
+
+def phase_bar(opened: list) -> Callable[[str, int], Callable[[int], None]]:
+    """on_phase of a training or evaluation: a progress bar per phase (loading, evaluating)."""
+
+    def start(name: str, total: int) -> Callable[[int], None]:
+        for b in opened:
+            b.close()
+        opened.clear()
+        opened.append(progress(total, name, "view"))
+        return opened[-1].update
+
+    return start
+
+
+def train_progress(steps: int, opened: list) -> Callable[[Any], None]:
+    """on_step of a training: one bar over the steps with loss, PSNR and the scene's count;
+    when stderr is not a terminal (a log file), a line every 5% of the steps instead."""
+    state: dict = {"bar": None, "t": None}
+    every = max(1, steps // 20)
+
+    def on_step(info: Any) -> None:
+        if state["bar"] is None:
+            for b in opened:
+                b.close()
+            opened.clear()
+            state["bar"] = progress(steps, "training", "step")
+            state["bar"].update(info.step - 1)
+            opened.append(state["bar"])
+        bar = state["bar"]
+        bar.update(1)
+        if bar.disable and (info.step % every == 0 or info.step == steps):
+            now = time.perf_counter()
+            rate = "" if state["t"] is None else f", {(now - state['t'][0]) / (info.step - state['t'][1]):.3f} s/step"
+            state["t"] = (now, info.step)
+            print(f"step {info.step}/{steps}: loss {info.loss:.4f}, train-view PSNR {info.psnr:.2f} dB, "
+                  f"{info.num_gaussians:,} Gaussians{rate}", flush=True)  # fmt: skip
+        if info.changes:
+            bar.write(f"step {info.step}: {describe_changes(info.changes)} -> {info.num_gaussians:,} Gaussians",
+                      file=sys.stdout)  # fmt: skip
+        if info.step % 10 == 0 or info.step == steps:
+            bar.set_postfix(loss=f"{info.loss:.4f}", psnr=f"{info.psnr:.2f}", n=f"{info.num_gaussians:,}", refresh=False)
+
+    return on_step
+
+
+def describe_changes(changes: dict) -> str:
+    """One log line for what the strategies did at a step (counts, then the λ_min distribution)."""
+    parts = []
+    if "candidates" in changes:
+        parts.append(f"split {changes['split']:,} of {changes['candidates']:,} candidates")
+    else:
+        parts += [f"{k} {changes[k]:,}" for k in ("cloned", "split") if k in changes]
+    if "pruned" in changes:
+        parts.append(f"pruned {changes['pruned']:,}")
+    if "opacity_reset" in changes:
+        parts.append("opacities reset")
+    if "lambda_p50" in changes:
+        parts.append(f"lambda_min p1 {changes['lambda_p01']:.2e}, p10 {changes['lambda_p10']:.2e}, "
+                     f"median {changes['lambda_p50']:.2e}, {100 * changes['negative_fraction']:.0f}% negative")  # fmt: skip
+    return ", ".join(parts)
+
+
+def print_metrics(m: dict) -> None:
+    lp = "unavailable" if m["lpips"] is None else f"{m['lpips']:.4f}"
+    print(f"{m['split']} views: {m['views']} at {m['width']}x{m['height']} — PSNR {m['psnr']:.3f} dB, "
+          f"SSIM {m['ssim']:.4f}, LPIPS {lp}; {m['num_gaussians']:,} Gaussians")  # fmt: skip
+
+
+def report_stop(signal_name: str | None, step: int, saved: str, resume_command: str) -> int:
+    """Says where a stopped training was saved and how to continue; returns the exit status."""
+    print(f"stopped by {signal_name} at step {step}; {saved}")
+    print(f"continue with: {resume_command}")
+    return 130 if signal_name == "SIGINT" else 143
+
+
+def write_json(path: Path | None, doc: dict) -> None:
+    """A benchmark's results as JSON (atomically), when --json was given."""
+    if path is not None:
+        from splatfield.scenes.checkpoint import write_json_atomic
+
+        write_json_atomic(path, doc)
+        print(f"wrote {path}")

@@ -1,0 +1,41 @@
+"""A scene to show, render or export: a run directory (its latest checkpoint, with the run's
+dataset for cameras and ground truth) or a splat file of any supported format (ply from
+other trainers, splat, compressed ply, spz, SOG)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from splatfield import data as sfdata
+from splatfield.scenes import formats
+from splatfield.scenes.gaussian_scene import FixedGaussians
+from splatfield.scenes.run import CONFIG, Run
+from splatfield.scenes.scene import Renderable
+
+from .run_data import background_of, load_dataset
+
+
+@dataclass
+class SceneSource:
+    scene: Renderable
+    name: str
+    run: Run | None  # None for a bare file
+    dataset: sfdata.Dataset | None
+    background: tuple[float, float, float]
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.run is None else self.run.path
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG).is_file()
+
+
+def open_source(path: Path) -> SceneSource:
+    if is_run_dir(path):
+        run = Run.open(path)
+        dataset = load_dataset(run.config)
+        return SceneSource(run.scene(), path.name, run, dataset, background_of(dataset))
+    return SceneSource(FixedGaussians(formats.read_splats(path)), path.name, None, None, (0.0, 0.0, 0.0))

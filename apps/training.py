@@ -1,0 +1,232 @@
+"""Training a run: its dataset, views and initial scene, the trainer, the callbacks that
+write checkpoints and logs and feed the viewer, and the evaluation when it finishes.
+
+Shared by ``splatfield train``, ``demo``, ``eval``, ``bench train`` and ``bench viewer``
+(no command imports another). The run directory itself is :mod:`splatfield.scenes.run`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from splatfield import data as sfdata
+from splatfield.scenes.checkpoint import write_json_atomic
+from splatfield.scenes.evaluate import EvalResult, evaluate
+from splatfield.scenes.formats.ply import write_ply
+from splatfield.scenes.gaussian_scene import GaussianScene, LearningRates
+from splatfield.scenes.options import RunConfig
+from splatfield.scenes.run import Run, RunError, scene_from_state_dict
+from splatfield.scenes.strategies.registry import make_strategies
+from splatfield.scenes.trainer import StepInfo, Trainer
+from splatfield.scenes.views import Views
+
+from .machine import peak_rss_mb
+from .run_data import background_of, cameras_json, load_dataset, load_views
+from .media import save_png, to_uint8
+
+Phase = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_phase(name: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    step: int
+    finished: bool
+    checkpoint: Path
+    metrics: dict | None
+    stop_signal: str | None
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def initial_scene(config: RunConfig, dataset: sfdata.Dataset, generator: torch.Generator) -> GaussianScene:
+    """SfM points when the dataset has them, else random points in a cube (GaussianConfig)."""
+    extent = dataset.scene_extent()
+    if dataset.points is not None and dataset.points.shape[0] > 0:
+        pts = dataset.points.float()
+        cols = dataset.point_colors.float() / 255.0 if dataset.point_colors is not None else torch.full_like(pts, 0.5)
+    else:
+        pts, cols = sfdata.random_initial_points(dataset.train.cameras, extent, config.scene.init_points, generator,
+                                                 config.scene.init_half_size)  # fmt: skip
+    lrs = LearningRates(means_decay_steps=config.trainer.steps)
+    return GaussianScene.from_points(pts, cols, extent=extent, max_sh_degree=config.scene.sh_degree, lrs=lrs)
+
+
+def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state: dict | None = None) -> Trainer:
+    """A trainer at step 0 (the initial scene), or in the state of a checkpoint."""
+    # 3DGS also resets opacities at the first densification on white-background captures
+    strategies = make_strategies(config.strategies, scene_kind=config.scene_kind, adc=config.adc,
+                                 steepest=config.steepest, steps=config.trainer.steps,
+                                 white_background=background_of(dataset) == (1.0, 1.0, 1.0))  # fmt: skip
+    if state is None:
+        scene = initial_scene(config, dataset, torch.Generator().manual_seed(config.trainer.seed))
+    else:
+        scene = scene_from_state_dict(state["scene"])
+    trainer = Trainer(scene, strategies, views, config=config.trainer, background=background_of(dataset))
+    if state is not None:
+        trainer.load_state_dict(state)
+    return trainer
+
+
+@contextmanager
+def graceful_stop(trainer: Trainer) -> Iterator[dict]:
+    """SIGINT/SIGTERM ask the trainer to stop after the step in progress (a second Ctrl-C
+    interrupts at once). Yields a dict whose "signal" names the signal received, if any."""
+    received: dict = {"signal": None}
+
+    def handler(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if received["signal"] == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt
+        received["signal"] = name
+        trainer.request_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train(
+    config: RunConfig,
+    *,
+    resume_from: int | None = None,
+    resume: bool = False,
+    on_step: Callable[[StepInfo], None] | None = None,
+    on_phase: Phase | None = None,
+    log: Callable[[str], None] = print,
+    viewer: tuple[str, int] | None = None,
+) -> TrainResult:
+    """Trains the run ``config.out`` (``resume``: from its latest checkpoint, or the one of step
+    ``resume_from``; the run directory is created once the trainer is set up); evaluates and
+    exports when it finishes. ``viewer`` = (host, port) serves a live browser viewer while training."""
+    phase = on_phase or _no_phase
+    dataset = load_dataset(config)
+    if len(dataset.train) == 0:
+        raise RunError(config.data, "the dataset has no training views")
+    views = load_views(dataset.train, phase("loading images", len(dataset.train)))
+    log(f"dataset: {dataset.name} ({dataset.format}), {len(views)} train / {len(dataset.test)} test views at "
+        f"{views.cameras.width}x{views.cameras.height}, scene extent {dataset.scene_extent():.3g}")  # fmt: skip
+
+    if resume or resume_from is not None:
+        run = Run(Path(config.out), config)
+        state, path = run.load_state(resume_from)
+        trainer = new_trainer(config, dataset, views, state)
+        log(f"resumed {run.path} at step {trainer.step} from {path.name} ({len(trainer.scene):,} {trainer.scene.count_label})")
+    else:
+        trainer = new_trainer(config, dataset, views)
+        run = Run.create(Path(config.out), config)
+        write_json_atomic(run.path / "cameras.json", cameras_json(dataset))
+        log(f"run: {run.path} — {len(trainer.scene):,} initial {trainer.scene.count_label}, strategy "
+            f"{' '.join(config.strategy)}, {config.trainer.steps} steps")  # fmt: skip
+    steps = config.trainer.steps
+    every = config.outputs.checkpoint_every
+
+    def checkpoint_cb(tr: Trainer, info: StepInfo) -> None:
+        if every > 0 and info.step % every == 0 and info.step < steps:
+            run.save_checkpoint(tr.step, tr.state_dict())
+
+    def refinement_log_cb(tr: Trainer, info: StepInfo) -> None:
+        # one JSON line per density-control edit: splits, prunes, the λ_min distribution...
+        if info.changes:
+            with open(run.path / "refinements.jsonl", "a") as f:
+                f.write(json.dumps({"step": info.step, **info.changes, "gaussians": info.num_gaussians}) + "\n")
+
+    callbacks = [checkpoint_cb, refinement_log_cb] + ([lambda tr, info: on_step(info)] if on_step else [])
+    live = None
+    if viewer is not None:
+        from .viewer.sessions import training_viewer
+
+        live, panel = training_viewer(trainer, dataset, run.path, steps, background_of(dataset), host=viewer[0],
+                                      port=viewer[1], log=log)  # fmt: skip
+        callbacks.append(panel)
+        log(f"viewer: {live.url} (training continues while you watch; --no-viewer to turn it off)")
+    try:
+        with graceful_stop(trainer) as received:
+            finished = trainer.run(steps, callbacks)
+    finally:
+        if live is not None:
+            live.stop()
+    path = run.save_checkpoint(trainer.step, trainer.state_dict())
+    if not finished:
+        return TrainResult(run.path, trainer.step, False, path, None, received["signal"])
+
+    if isinstance(trainer.scene, GaussianScene):
+        write_ply(run.path / "scene.ply", trainer.scene.gaussians.detach())
+    metrics = None
+    if config.outputs.eval:
+        metrics = evaluate_run(run, trainer.scene, dataset, steps=trainer.step, train_seconds=trainer.train_seconds,
+                               on_phase=phase)  # fmt: skip
+    return TrainResult(run.path, trainer.step, True, path, metrics, None)
+
+
+def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_seconds: float,
+                 on_phase: Phase | None = None) -> dict:  # fmt: skip
+    """Renders the test views, writes ``renders/test/`` and ``metrics.json``; returns the metrics."""
+    split = dataset.test if len(dataset.test) else dataset.train
+    tick = (on_phase or _no_phase)("evaluating", len(split))
+    renders = run.path / "renders" / ("test" if len(dataset.test) else "train")
+    save = run.config.outputs.save_renders
+    if save:
+        renders.mkdir(parents=True, exist_ok=True)
+
+    def on_view(i: int, image: torch.Tensor) -> None:
+        if save:
+            save_png(renders / f"{i:04d}_{Path(split.image_paths[i]).stem}.png", to_uint8(image))
+        tick(1)
+
+    t0 = time.perf_counter()
+    res: EvalResult = evaluate(scene, split.cameras.to(dtype=torch.float32), split.image, background=background_of(dataset),
+                               mask_at=split.mask, on_view=on_view)  # fmt: skip
+    metrics = {
+        "psnr": res.psnr,
+        "ssim": res.ssim,
+        "lpips": res.lpips,
+        "lpips_note": res.lpips_note,
+        "num_gaussians": len(scene),
+        "steps": steps,
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - t0,
+        "peak_rss_mb": peak_rss_mb(),
+        "split": "test" if len(dataset.test) else "train",
+        "views": len(split),
+        "width": split.cameras.width,
+        "height": split.cameras.height,
+        "per_view": [{"image": Path(split.image_paths[i]).name, **row} for i, row in enumerate(res.per_view)],
+    }
+    write_json_atomic(run.path / "metrics.json", metrics)
+    return metrics
+
+
+def eval_run(path: Path, *, on_phase: Phase | None = None, log: Callable[[str], None] = print) -> dict:
+    """Re-evaluates the run's latest checkpoint."""
+    run = Run.open(path)
+    state, _ = run.load_state()
+    scene = scene_from_state_dict(state["scene"])
+    dataset = load_dataset(run.config)
+    log(f"evaluating {path} at step {state['step']} ({len(scene):,} {scene.count_label})")
+    return evaluate_run(run, scene, dataset, steps=int(state["step"]), train_seconds=float(state["train_seconds"]),
+                        on_phase=on_phase)  # fmt: skip
+
+
+def default_run_dir(data: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{data.resolve().name}-{stamp}"

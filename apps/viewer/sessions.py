@@ -1,0 +1,59 @@
+"""The viewer of ``splatfield view RUN_OR_FILE`` and the one ``splatfield train`` attaches:
+the glue between a scene source (a run, a splat file, a training in progress) and
+:class:`~.server.Viewer`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from splatfield import data as sfdata
+from splatfield.scenes.run import numbered_output
+
+from ..rendering import output_path
+from ..sources import open_source
+from .panel import TrainingPanel
+from .paths import CameraPathPanel
+from .server import Viewer
+
+THUMBNAIL_SIDE = 128
+
+
+def thumbnails(split: sfdata.Split) -> Callable[[int], np.ndarray]:
+    def thumb(i: int) -> np.ndarray:
+        im = Image.fromarray(split.image(i).numpy())
+        im.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
+        return np.asarray(im)
+
+    return thumb
+
+
+def open_view(path: Path, *, host: str, port: int, log: Callable[[str], None] = print) -> Viewer:
+    """Serves a finished run or a splat file; renders in a background thread."""
+    src = open_source(path)
+    scene = src.scene
+    train = src.dataset.train if src.dataset is not None and len(src.dataset.train) else None
+    viewer = Viewer(lambda: scene, host=host, port=port, background=src.background, max_sh_degree=scene.max_sh_degree,
+                    training_cameras=None if train is None else train.cameras,
+                    thumbnail=None if train is None else thumbnails(train), title=f"splatfield — {src.name}",
+                    log=log)  # fmt: skip
+    size = (train.cameras.width, train.cameras.height) if train is not None else (800, 800)
+    CameraPathPanel(viewer, lambda what, suffix: output_path(src, what, suffix), size)
+    viewer.start_rendering_thread()
+    return viewer
+
+
+def training_viewer(trainer, dataset: sfdata.Dataset, run: Path, total_steps: int, background, *, host: str, port: int,
+                    log: Callable[[str], None] = print) -> tuple[Viewer, TrainingPanel]:  # fmt: skip
+    """A live viewer of ``trainer``; the returned panel is the trainer callback that feeds it."""
+    train = dataset.train
+    viewer = Viewer(lambda: trainer.scene, host=host, port=port, background=background,
+                    max_sh_degree=trainer.scene.max_sh_degree, training_cameras=train.cameras,
+                    thumbnail=thumbnails(train), title=f"splatfield — training {run.name}", live=True, log=log)  # fmt: skip
+
+    CameraPathPanel(viewer, lambda what, suffix: numbered_output(run / "renders", what, suffix),
+                    (train.cameras.width, train.cameras.height))  # fmt: skip
+    return viewer, TrainingPanel(viewer, total_steps)

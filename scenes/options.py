@@ -1,0 +1,215 @@
+"""The options of a run, declared once: parsed by ``splatfield train`` (tyro), saved as the
+run's ``config.yaml`` and validated again when it is read back.
+
+:class:`RunConfig` is made of sections, one per part of the program that runs it: the
+dataset (:class:`DataConfig`), the scene (:class:`GaussianConfig`), the loop
+(:class:`TrainerConfig`), the strategies (their own options in
+:mod:`.strategies.options`) and the run directory's outputs (:class:`OutputConfig`).
+Torch-free, so that the command line parses without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, Optional
+
+from .config import ConfigError, at_least, finite_at_least, from_dict, require, to_dict
+from .strategies.options import DENSIFYING, AdcConfig, SteepestConfig, StrategyName
+
+SceneKind = Literal["gaussians"]
+CONFIG_VERSION = 2
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the run's dataset is read (its path is the run's ``data``)."""
+
+    downscale: float = 1.0
+    """Divide the image size by this (cached resized images)."""
+    test_every: int = 8
+    """Every n-th frame is a test view when the dataset has no split of its own (0: none)."""
+
+    def __post_init__(self) -> None:
+        finite_at_least(self.downscale, "downscale", 1.0)
+        at_least(self.test_every, "test_every", 0)
+
+
+@dataclass(frozen=True)
+class GaussianConfig:
+    """A Gaussian scene's start and spherical harmonics."""
+
+    sh_degree: Literal[0, 1, 2, 3] = 3
+    """Highest spherical-harmonics degree (grown by one every 1000 steps)."""
+    init_points: int = 100_000
+    """Random initial points when the dataset has no SfM points."""
+    init_half_size: Optional[float] = None
+    """Half size of the cube of random initial points around the cameras' look-at centre (default: extent / 3)."""
+
+    def __post_init__(self) -> None:
+        at_least(self.init_points, "init_points", 1)
+        if self.init_half_size is not None:
+            finite_at_least(self.init_half_size, "init_half_size", 0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The training loop."""
+
+    steps: int = 7000
+    """Training steps (one view per step)."""
+    seed: int = 0
+    """Seed of the initial points, view order and density control."""
+    ssim_weight: float = 0.2
+    """Weight of the D-SSIM term in the photometric loss (the rest is L1)."""
+
+    def __post_init__(self) -> None:
+        at_least(self.steps, "steps", 1)
+        require(0.0 <= self.ssim_weight <= 1.0, "ssim_weight", f"must be in [0, 1] (got {self.ssim_weight})")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What the run directory receives while and after training."""
+
+    checkpoint_every: int = 1000
+    """Steps between checkpoints (0: only at the end and on Ctrl-C)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept (the newest)."""
+    eval: bool = True
+    """Evaluate on the test views when training finishes."""
+    save_renders: bool = True
+    """Save the evaluated test views under renders/."""
+
+    def __post_init__(self) -> None:
+        at_least(self.checkpoint_every, "checkpoint_every", 0)
+        at_least(self.keep_checkpoints, "keep_checkpoints", 1)
+
+
+def check_strategies(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The strategies to run, in order; ``none`` alone means none."""
+    require(len(names) > 0, "strategy", "name at least one (or none)")
+    if "none" in names:
+        require(names == ("none",), "strategy", "none cannot be combined with other strategies")
+        return ()
+    require(len(set(names)) == len(names), "strategy", f"a strategy is named twice ({' '.join(names)})")
+    dens = [n for n in names if n in DENSIFYING]
+    require(len(dens) <= 1, "strategy", f"{' and '.join(dens)} both add and remove Gaussians: choose one")
+    return names
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run was made with (its ``config.yaml``): enough to resume or repeat it."""
+
+    data: str
+    """The dataset (as given to the loader)."""
+    out: str = ""
+    """The run directory."""
+    scene_kind: SceneKind = "gaussians"
+    strategy: tuple[StrategyName, ...] = ("adc",)
+    dataset: DataConfig = field(default_factory=DataConfig)
+    scene: GaussianConfig = field(default_factory=GaussianConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    outputs: OutputConfig = field(default_factory=OutputConfig)
+    adc: AdcConfig = field(default_factory=AdcConfig)
+    steepest: SteepestConfig = field(default_factory=SteepestConfig)
+
+    def __post_init__(self) -> None:
+        check_strategies(tuple(self.strategy))
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        """The strategies that run (``none`` is none)."""
+        return check_strategies(tuple(self.strategy))
+
+    def to_document(self) -> dict:
+        return {"splatfield_run": {"version": CONFIG_VERSION, **to_dict(self)}}
+
+    @classmethod
+    def from_document(cls, doc: Any) -> RunConfig:
+        """From a parsed ``config.yaml``: this layout, or the first one (flat ``splatfield_train``)."""
+        if isinstance(doc, dict) and "splatfield_train" in doc:
+            return _from_first_layout(doc["splatfield_train"])
+        if not isinstance(doc, dict) or "splatfield_run" not in doc:
+            raise ConfigError("splatfield_run", "missing (not a splatfield run config)")
+        body = dict(doc["splatfield_run"]) if isinstance(doc["splatfield_run"], dict) else doc["splatfield_run"]
+        if isinstance(body, dict):
+            version = body.pop("version", None)
+            require(version == CONFIG_VERSION, "version", f"{version!r} is not a layout this splatfield reads ({CONFIG_VERSION})")
+        return from_dict(cls, body, "")
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+# Options that a resumed run may change; every other one is fixed by what the run was made with.
+RESUMABLE: frozenset[str] = frozenset({"trainer.steps", "outputs.checkpoint_every", "outputs.keep_checkpoints", "outputs.eval"})
+
+
+def option_paths(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf option as ``section.field`` -> value."""
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        v = getattr(config, f.name)
+        key = f"{prefix}{f.name}"
+        if hasattr(v, "__dataclass_fields__"):
+            out.update(option_paths(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def with_options(config: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """``config`` with the ``section.field`` options in ``values`` replaced."""
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, v in values.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            sections.setdefault(head, {})[rest] = v
+        else:
+            top[head] = v
+    for head, changes in sections.items():
+        top[head] = replace(getattr(config, head), **changes)
+    return replace(config, **top)
+
+
+def _from_first_layout(flat: Any) -> RunConfig:
+    """The flat ``splatfield_train`` layout of runs made before the options were sectioned."""
+    if not isinstance(flat, dict):
+        raise ConfigError("splatfield_train", "expected a mapping")
+    where = {
+        "data": "data", "out": "out", "strategy": "strategy", "steps": "trainer.steps", "seed": "trainer.seed",
+        "downscale": "dataset.downscale", "test_every": "dataset.test_every", "sh_degree": "scene.sh_degree",
+        "init_points": "scene.init_points", "init_half_size": "scene.init_half_size",
+        "checkpoint_every": "outputs.checkpoint_every", "keep_checkpoints": "outputs.keep_checkpoints",
+        "evaluate": "outputs.eval", "save_renders": "outputs.save_renders",
+        "split_threshold": "steepest.split_threshold", "split_grad_gate": "steepest.split_grad_gate",
+        "split_displacement": "steepest.split_displacement", "max_splits": "steepest.max_splits",
+        "projection_curvature": "steepest.projection_curvature", "split_criterion": "steepest.split_criterion",
+    }  # fmt: skip
+    unknown = sorted(set(flat) - set(where))
+    if unknown:
+        raise ConfigError(f"splatfield_train.{unknown[0]}", "unknown option")
+    doc: dict[str, Any] = {}
+    for key, v in flat.items():
+        head, _, rest = where[key].partition(".")
+        if rest:
+            doc.setdefault(head, {})[rest] = v
+        else:
+            doc[head] = [v] if head == "strategy" else v
+    return from_dict(RunConfig, doc, "")
+
+
+def run_config(data: str, out: str = "", strategy: tuple[str, ...] = ("adc",), **options: Any) -> RunConfig:
+    """A :class:`RunConfig` from the options' plain names, as on the command line
+    (``steps=2000, downscale=8, split_threshold=1e-8``; the density control's as ``adc_<name>``)."""
+    where: dict[str, str] = {}
+    for section in ("dataset", "scene", "trainer", "outputs", "steepest", "adc"):
+        cls = {f.name: f for f in fields(RunConfig)}[section].default_factory  # type: ignore[misc]
+        for f in fields(cls()):  # type: ignore[arg-type]
+            where[f"adc_{f.name}" if section == "adc" else f.name] = f"{section}.{f.name}"
+    unknown = sorted(set(options) - set(where))
+    if unknown:
+        raise ConfigError(unknown[0], "unknown option")
+    return with_options(RunConfig(data=data, out=out, strategy=tuple(strategy)), {where[k]: v for k, v in options.items()})  # type: ignore[arg-type]
