@@ -12,7 +12,7 @@ beside it; any other option given with a different value is refused in one line.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,18 +21,15 @@ from typing_extensions import Annotated
 
 from splatfield.scenes.config import at_least, flag, require
 from splatfield.scenes.options import (
-    RESUMABLE, DataConfig, check_strategies, GaussianConfig, OutputConfig, RunConfig, TrainerConfig, option_paths, with_options,
+    RESUMABLE, DataConfig, GaussianConfig, OutputConfig, RunConfig, TrainerConfig, check_strategies, option_names,
+    option_paths, with_options,
 )  # fmt: skip
 from splatfield.scenes.strategies.options import AdcConfig, SteepestConfig, StrategyName
 
 from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, train_progress
 from .errors import CLIError, require_exists
 
-Flat = tyro.conf.OmitArgPrefixes
-# The run-config sections this command parses, their classes, and whether their flags carry
-# the section's name (--adc.grad-threshold) or not (--split-threshold).
-SECTIONS = {"dataset": (DataConfig, False), "scene": (GaussianConfig, False), "trainer": (TrainerConfig, False),
-            "outputs": (OutputConfig, False), "steepest": (SteepestConfig, False), "adc": (AdcConfig, True)}  # fmt: skip
+Flat = tyro.conf.OmitArgPrefixes  # the sections of scenes.options.PLAIN_SECTIONS
 
 
 @dataclass(frozen=True)
@@ -85,13 +82,12 @@ class Train:
 
 def flag_options() -> dict[str, str]:
     """Command-line flag -> run option (``--split-threshold`` -> ``steepest.split_threshold``;
-    ``--no-eval`` -> ``outputs.eval``)."""
+    ``--no-eval`` -> ``outputs.eval``; ``--adc.no-x`` is tyro's negation of a prefixed flag)."""
     out = {"--strategy": "strategy"}
-    for section, (cls, prefixed) in SECTIONS.items():
-        for f in fields(cls):
-            option = f"{section}.{f.name}"
-            out[flag(option if prefixed else f.name)] = option
-            out[flag(f"{section}.no_{f.name}" if prefixed else f"no_{f.name}")] = option
+    for name, path in option_names().items():
+        section, _, field_name = name.rpartition(".")
+        out[flag(name)] = path
+        out[flag(f"{section}.no_{field_name}" if section else f"no_{field_name}")] = path
     return out
 
 

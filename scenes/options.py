@@ -43,7 +43,7 @@ class GaussianConfig:
     init_points: int = 100_000
     """Random initial points when the dataset has no SfM points."""
     init_half_size: Optional[float] = None
-    """Half size of the cube of random initial points around the cameras' look-at centre (default: extent / 3)."""
+    """Half size of the cube of random initial points around the cameras' look-at centre (None: extent / 3)."""
 
     def __post_init__(self) -> None:
         at_least(self.init_points, "init_points", 1)
@@ -201,14 +201,29 @@ def _from_first_layout(flat: Any) -> RunConfig:
     return from_dict(RunConfig, doc, "")
 
 
+# Sections whose options are named plainly (``--steps``); the density control's carry its name
+# (``--adc.refine-every``), since steepest shares them and a plain ``--refine-every`` would hide that.
+PLAIN_SECTIONS = ("dataset", "scene", "trainer", "outputs", "steepest")
+PREFIXED_SECTIONS = ("adc",)
+
+
+def option_names() -> dict[str, str]:
+    """Each section option's name on the command line (without ``--``, underscores kept) ->
+    its place in :class:`RunConfig` (``split_threshold`` -> ``steepest.split_threshold``,
+    ``adc.refine_every`` -> ``adc.refine_every``)."""
+    sections = {f.name: f.default_factory() for f in fields(RunConfig) if f.name in PLAIN_SECTIONS + PREFIXED_SECTIONS}  # type: ignore[misc]
+    out = {}
+    for section, value in sections.items():
+        for f in fields(value):
+            path = f"{section}.{f.name}"
+            out[path if section in PREFIXED_SECTIONS else f.name] = path
+    return out
+
+
 def run_config(data: str, out: str = "", strategy: tuple[str, ...] = ("adc",), **options: Any) -> RunConfig:
-    """A :class:`RunConfig` from the options' plain names, as on the command line
-    (``steps=2000, downscale=8, split_threshold=1e-8``; the density control's as ``adc_<name>``)."""
-    where: dict[str, str] = {}
-    for section in ("dataset", "scene", "trainer", "outputs", "steepest", "adc"):
-        cls = {f.name: f for f in fields(RunConfig)}[section].default_factory  # type: ignore[misc]
-        for f in fields(cls()):  # type: ignore[arg-type]
-            where[f"adc_{f.name}" if section == "adc" else f.name] = f"{section}.{f.name}"
+    """A :class:`RunConfig` from the options' names as on the command line (``steps=2000,
+    downscale=8, split_threshold=1e-8``; the density control's as ``adc_refine_every=50``)."""
+    where = {name.replace(".", "_"): path for name, path in option_names().items()}
     unknown = sorted(set(options) - set(where))
     if unknown:
         raise ConfigError(unknown[0], "unknown option")

@@ -303,3 +303,33 @@ def test_a_strategy_says_which_scene_kinds_it_accepts(data, native):
     assert check_strategies(("none",)) == ()
     with pytest.raises(ConfigError, match="named twice"):
         check_strategies(("adc", "adc"))
+
+
+def test_gaussians_implement_the_scene_protocol():
+    from splatfield.render import Gaussians
+    from splatfield.scenes.gaussian_scene import FixedGaussians, GaussianScene
+    from splatfield.scenes.scene import Renderable, Scene
+
+    g = Gaussians.from_rgb(torch.zeros(3, 3), torch.full((3, 3), 0.1), torch.tensor([[1.0, 0, 0, 0]] * 3),
+                           torch.full((3,), 0.5), torch.rand(3, 3))  # fmt: skip
+    scene = GaussianScene(g, extent=1.0)
+    assert isinstance(scene, Scene) and isinstance(scene, Renderable)
+    fixed = scene.snapshot()
+    assert isinstance(fixed, FixedGaussians) and isinstance(fixed, Renderable) and not isinstance(fixed, Scene)
+    scene.params["means"].data += 1.0  # a snapshot does not follow later edits
+    assert torch.equal(fixed.points(), torch.zeros(3, 3))
+
+
+def test_export_refuses_a_scene_that_is_not_gaussians(small_run, monkeypatch, capsys):
+    from splatfield.apps import exporting, sources
+
+    real = sources.open_source
+
+    def a_field(path):
+        src = real(path)
+        src.scene.kind = "field"  # what a radiance-field run will hold
+        return src
+
+    monkeypatch.setattr(exporting, "open_source", a_field)
+    assert cli.run(["export", str(small_run), "--format", "spz"]) == 2
+    assert one_error_line(capsys).endswith("holds a field scene; the splat formats hold Gaussians only")

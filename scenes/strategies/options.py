@@ -34,7 +34,7 @@ class AdcConfig:
     refine_start: int = 500
     """First densification step."""
     refine_stop: Optional[int] = None
-    """Densification and opacity resets stop here (default: 15000, or 70% of a shorter run)."""
+    """Densification and opacity resets stop here (None: 15000, or 70% of a shorter run)."""
     refine_every: int = 100
     """Steps between densifications."""
     reset_every: int = 3000
@@ -51,11 +51,11 @@ class AdcConfig:
     # so its published figures come without it; at 20 px it punched holes into lego's
     # close-up regions (test PSNR at step 4000: 25.8 dB with it, 31.1 dB without).
     prune_screen_px: Optional[float] = None
-    """After the first reset, also prune Gaussians wider than this on screen (default: off)."""
+    """After the first reset, also prune Gaussians wider than this on screen (None: off)."""
     prune_world: float = 0.1
     """After the first reset, prune Gaussians larger than this fraction of the scene extent."""
     reset_at_refine_start: Optional[bool] = None
-    """Also reset opacities at refine-start (default: on white-background captures, as 3DGS)."""
+    """Also reset opacities at refine-start (None: on white-background captures, as 3DGS)."""
 
     def __post_init__(self) -> None:
         finite_at_least(self.grad_threshold, "adc.grad_threshold", 0.0)
@@ -96,7 +96,7 @@ class SteepestConfig:
     split_displacement: float = 1.0
     """Offspring at mu +- this many standard deviations along the eigenvector (a trust-region step)."""
     max_splits: Optional[int] = None
-    """At most N splits per densification step, most negative first (default: no budget)."""
+    """At most N splits per densification step, most negative first (None: no budget)."""
     projection_curvature: bool = True
     """Include the projection's curvature term in the splitting matrix."""
     split_criterion: SplitCriterion = "curvature"
