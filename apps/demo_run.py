@@ -98,7 +98,7 @@ def run_demo(
                        trainer=TrainerConfig(steps=steps, seed=seed), outputs=OutputConfig(checkpoint_every=500))  # fmt: skip
     if resume:  # a demo stopped earlier continues where it was
         config = Run.open(run).config
-    res = training.train(config, resume=resume, on_step=on_step, on_phase=phase, log=log)
+    res = training.train(config, run_path=run, resume=resume, on_step=on_step, on_phase=phase, log=log)
     if not res.finished:
         return DemoResult(data, run, res.step, False, res.stop_signal, None, None, None)
 

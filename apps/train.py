@@ -137,8 +137,10 @@ def run(cfg: Train) -> int:
     if cfg.resume is not None:
         if cfg.config is not None:
             raise CLIError("--config: starts a new run; a resumed run keeps its own config.yaml")
+        if cfg.out is not None:
+            raise CLIError(f"--out: a resumed run stays in its directory ({cfg.resume})")
         run_dir = Run.open(cfg.resume)
-        config = dataclasses.replace(resumed_config(run_dir.config, given), out=str(cfg.resume))
+        config = resumed_config(run_dir.config, given)
         path = run_dir.checkpoint_path(cfg.checkpoint)  # refused here when missing, before anything changes
         step = int(path.stem.split("_")[1])
         aside = run_dir.set_aside_checkpoints_after(step) if cfg.checkpoint is not None else None
@@ -167,7 +169,7 @@ def run(cfg: Train) -> int:
                                          data=str(data.resolve()), out=str(out))  # fmt: skip
         resume = False
     with bars() as opened:
-        res = training.train(config, resume=resume, resume_from=cfg.checkpoint,
+        res = training.train(config, run_path=cfg.resume, resume=resume, resume_from=cfg.checkpoint,
                              on_step=train_progress(config.trainer.steps, opened), on_phase=phase_bar(opened), log=say,
                              viewer=(cfg.viewer_host, cfg.viewer_port) if cfg.viewer else None)  # fmt: skip
     if not res.finished:

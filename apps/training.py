@@ -108,6 +108,7 @@ def graceful_stop(trainer: Trainer) -> Iterator[dict]:
 def train(
     config: RunConfig,
     *,
+    run_path: Path | None = None,
     resume_from: int | None = None,
     resume: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
@@ -115,9 +116,11 @@ def train(
     log: Callable[[str], None] = print,
     viewer: tuple[str, int] | None = None,
 ) -> TrainResult:
-    """Trains the run ``config.out`` (``resume``: from its latest checkpoint, or the one of step
-    ``resume_from``; the run directory is created once the trainer is set up); evaluates and
-    exports when it finishes. ``viewer`` = (host, port) serves a live browser viewer while training."""
+    """Trains the run in ``run_path`` (default: ``config.out``; ``resume``: from its latest
+    checkpoint, or the one of step ``resume_from``; a new run directory is created once the
+    trainer is set up); evaluates and exports when it finishes. ``viewer`` = (host, port)
+    serves a live browser viewer while training."""
+    path = Path(run_path if run_path is not None else config.out)
     phase = on_phase or _no_phase
     dataset = load_dataset(config)
     if len(dataset.train) == 0:
@@ -127,13 +130,13 @@ def train(
         f"{views.cameras.width}x{views.cameras.height}, scene extent {dataset.scene_extent():.3g}")  # fmt: skip
 
     if resume or resume_from is not None:
-        run = Run(Path(config.out), config)
-        state, path = run.load_state(resume_from)
+        run = Run(path, config)
+        state, ckpt_path = run.load_state(resume_from)
         trainer = new_trainer(config, dataset, views, state)
-        log(f"resumed {run.path} at step {trainer.step} from {path.name} ({len(trainer.scene):,} {trainer.scene.count_label})")
+        log(f"resumed {run.path} at step {trainer.step} from {ckpt_path.name} ({len(trainer.scene):,} {trainer.scene.count_label})")
     else:
         trainer = new_trainer(config, dataset, views)
-        run = Run.create(Path(config.out), config)
+        run = Run.create(path, config)
         write_json_atomic(run.path / "cameras.json", cameras_json(dataset))
         log(f"run: {run.path} — {len(trainer.scene):,} initial {trainer.scene.count_label}, strategy "
             f"{' '.join(config.strategy)}, {config.trainer.steps} steps")  # fmt: skip
@@ -165,9 +168,9 @@ def train(
     finally:
         if live is not None:
             live.stop()
-    path = run.save_checkpoint(trainer.step, trainer.state_dict())
+    last = run.save_checkpoint(trainer.step, trainer.state_dict())
     if not finished:
-        return TrainResult(run.path, trainer.step, False, path, None, received["signal"])
+        return TrainResult(run.path, trainer.step, False, last, None, received["signal"])
 
     if isinstance(trainer.scene, GaussianScene):
         write_ply(run.path / "scene.ply", trainer.scene.gaussians.detach())
@@ -175,7 +178,7 @@ def train(
     if config.outputs.eval:
         metrics = evaluate_run(run, trainer.scene, dataset, steps=trainer.step, train_seconds=trainer.train_seconds,
                                on_phase=phase)  # fmt: skip
-    return TrainResult(run.path, trainer.step, True, path, metrics, None)
+    return TrainResult(run.path, trainer.step, True, last, metrics, None)
 
 
 def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_seconds: float,
