@@ -32,6 +32,7 @@ from .bench.train import BenchTrain
 from .bench.viewer import BenchViewer
 from .console import PROG
 from .demo import Demo
+from .doctor import Doctor
 from .errors import CLIError, is_input_error
 from .eval import Eval
 from .export import Export
@@ -56,11 +57,13 @@ Command = Union[
     Annotated[Sfm, subcommand("sfm")],
     Annotated[View, subcommand("view")],
     Annotated[Demo, subcommand("demo")],
+    Annotated[Doctor, subcommand("doctor")],
 ]
 
 # command dataclass -> the module whose run(cfg) handles it
 HANDLERS: dict[type, str] = {
     Train: ".train", Eval: ".eval", Export: ".export", Render: ".render", Sfm: ".sfm", View: ".view", Demo: ".demo",
+    Doctor: ".doctor",
     BenchRaster: ".bench.raster", BenchTrain: ".bench.train", BenchSfm: ".bench.sfm", BenchViewer: ".bench.viewer",
 }  # fmt: skip
 
@@ -87,8 +90,8 @@ def parse(argv: Sequence[str] | None = None) -> Any:
         args=args,
         config=(tyro.conf.DisallowNone,),
     )
-    if isinstance(cmd, Train):  # a resume applies only the options given
-        cmd = dataclasses.replace(cmd, given=given_flags(args))
+    if isinstance(cmd, Train):  # a resume applies only the options given; --nproc relaunches the line
+        cmd = dataclasses.replace(cmd, given=given_flags(args), argv=tuple(args))
     return cmd
 
 

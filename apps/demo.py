@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from splatfield.scenes.config import at_least
+from splatfield.scenes.config import at_least, check_device
 
 from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, train_progress
 from .errors import CLIError
@@ -29,8 +29,11 @@ class Demo:
     """Views of the orbit rendered from the trained scene."""
     seed: int = 0
     """Seed of the cameras, initial points and training."""
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         at_least(self.size, "size", 16)
         at_least(self.steps, "steps", 1)
         at_least(self.frames, "frames", 1)
@@ -40,12 +43,14 @@ def run(cfg: Demo) -> int:
     if cfg.out.exists() and not cfg.out.is_dir():
         raise CLIError(f"{cfg.out}: exists and is not a folder")
 
+    from splatfield.render.device import resolve_device
+
     from . import demo_run as demo
 
     with bars() as opened:
         res = demo.run_demo(cfg.out, size=cfg.size, steps=cfg.steps, frames=cfg.frames, seed=cfg.seed,
                             on_phase=phase_bar(opened), on_step=train_progress(cfg.steps, opened),
-                            log=say)  # fmt: skip
+                            log=say, device=resolve_device(cfg.device))  # fmt: skip
     if not res.finished:
         return report_stop(res.stop_signal, res.steps, f"run {res.run}", f"{PROG} demo --out {cfg.out}")
     print(f"{PROG} demo: dataset {res.dataset} (ray cast), run {res.run}")

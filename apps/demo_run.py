@@ -83,6 +83,7 @@ def run_demo(
     frames: int = 24,
     init_points: int = 20_000,
     seed: int = 0,
+    device: torch.device = torch.device("cpu"),
     on_phase: Callable[[str, int], Callable[[int], None]] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     log: Callable[[str], None] = print,
@@ -98,11 +99,11 @@ def run_demo(
                        trainer=TrainerConfig(steps=steps, seed=seed), outputs=OutputConfig(checkpoint_every=500))  # fmt: skip
     if resume:  # a demo stopped earlier continues where it was
         config = Run.open(run).config
-    res = training.train(config, run_path=run, resume=resume, on_step=on_step, on_phase=phase, log=log)
+    res = training.train(config, run_path=run, resume=resume, on_step=on_step, on_phase=phase, log=log, device=device)
     if not res.finished:
         return DemoResult(data, run, res.step, False, res.stop_signal, None, None, None)
 
-    scene = Run.open(run).scene()
+    scene = Run.open(run).scene(device=device)
     frames_dir = out / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     cams = orbit_cameras(frames, max(size, 256))

@@ -29,6 +29,7 @@ _INPUT_ERRORS = (
     ("splatfield.scenes.formats.ply", "PlyError"),
     ("splatfield.scenes.formats.common", "FormatError"),
     ("splatfield.render.camera_paths", "CameraPathError"),
+    ("splatfield.render.device", "DeviceError"),
 )
 
 

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import at_least, require
+from splatfield.scenes.config import at_least, check_device, require
 
 from .console import PROG, bars, progress
 from .errors import require_exists
@@ -38,8 +38,11 @@ class Export:
     """Drop Gaussians below this opacity first."""
     views: int = 0
     """Test views compared (spread evenly; 0: all of them; 16 orbit views for a bare file)."""
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         at_least(self.views, "views", 0)
         require(0.0 <= self.min_opacity < 1.0, "min_opacity", f"must be in [0, 1) (got {self.min_opacity})")
         require(len(self.format) > 0, "format", "name at least one of ply, splat, compressed-ply, spz, sog")
@@ -47,9 +50,11 @@ class Export:
 
 def run(cfg: Export) -> int:
     require_exists(cfg.source)
+    from splatfield.render.device import resolve_device
+
     from . import exporting as export
 
-    src = export.load_source(cfg.source, cfg.views)
+    src = export.load_source(cfg.source, cfg.views, resolve_device(cfg.device))
     with bars() as opened:
         opened.append(progress(len(cfg.format), "exporting", "format"))
         rows = export.export(src, list(dict.fromkeys(cfg.format)), out_dir=cfg.out, sh_degree=cfg.sh_degree,

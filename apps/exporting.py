@@ -50,10 +50,10 @@ class ExportSource:
     protect: Path  # never overwritten: the run's scene.ply, or the input file
 
 
-def load_source(path: Path, views: int) -> ExportSource:
+def load_source(path: Path, views: int, device: torch.device = torch.device("cpu")) -> ExportSource:
     """Reads a run directory or a splat file; picks the views the comparison renders. Splat
     formats hold Gaussians: another kind of scene is refused in one line."""
-    src: SceneSource = open_source(path)
+    src: SceneSource = open_source(path, device)
     if src.scene.kind != "gaussians":
         raise RunError(path, f"holds a {src.scene.kind} scene; the splat formats hold Gaussians only")
     g = src.scene.gaussians  # type: ignore[attr-defined]
@@ -84,6 +84,7 @@ def _spread(n: int, k: int) -> list[int]:
 
 @torch.no_grad()
 def _renders(g: Gaussians, cams: Cameras, background: Sequence[float]) -> list[torch.Tensor]:
+    cams = cams.to(device=g.means.device)
     return [rasterize(g, cams[i : i + 1], background=background).image[0].clamp(0, 1) for i in range(len(cams))]
 
 
@@ -111,7 +112,7 @@ def export(
     folder.mkdir(parents=True, exist_ok=True)
     n = max(1, len(g))
     full = _renders(g, src.cameras, src.background) if src.cameras is not None else []
-    truth = [src.image_at(i).float() / 255 for i in range(len(full))] if src.image_at is not None else None
+    truth = [src.image_at(i).to(g.means.device).float() / 255 for i in range(len(full))] if src.image_at is not None else None
     full_vs_truth = _mean([float(psnr(a, b)) for a, b in zip(full, truth)]) if truth else None
     ply_bytes = None
     rows: list[ExportRow] = []
@@ -122,12 +123,12 @@ def export(
         if path.resolve() == src.protect.resolve():
             raise RunError(path, "refusing to overwrite the scene being exported (choose another --out)")
         t0 = time.perf_counter()
-        formats.write_splats(path, g, fmt)
+        formats.write_splats(path, g.to(device="cpu"), fmt)
         dt = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
         if fmt == "ply":
             ply_bytes = size
-        decoded = formats.read_splats(path)
+        decoded = formats.read_splats(path).to(device=g.means.device)
         dec = _renders(decoded, src.cameras, src.background) if src.cameras is not None else []
         vs_full = _mean([float(psnr(a, b)) for a, b in zip(dec, full)])
         vs_truth = _mean([float(psnr(a, b)) for a, b in zip(dec, truth)]) if truth else None

@@ -11,7 +11,7 @@ from typing import Literal, Optional, Union
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import at_least, require
+from splatfield.scenes.config import at_least, check_device, require
 
 from .console import PROG, progress
 from .errors import CLIError, is_input_error, require_exists
@@ -41,8 +41,11 @@ class Render:
     """Image size in pixels."""
     out: Annotated[Optional[Path], tyro.conf.arg(metavar="OUT", help_behavior_hint="(default: RUN/renders/<path>.mp4)")] = None
     """A .mp4 file, or a folder for PNG frames (must not exist yet)."""
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         at_least(self.frames, "frames", 1)
         if self.fps is not None:
             require(self.fps > 0 and math.isfinite(self.fps), "fps", f"must be a positive number (got {self.fps})")
@@ -54,9 +57,11 @@ class Render:
 def run(cfg: Render) -> int:
     require_exists(cfg.source)
     from . import rendering as rd
+    from splatfield.render.device import resolve_device
+
     from .sources import open_source
 
-    src = open_source(cfg.source)
+    src = open_source(cfg.source, resolve_device(cfg.device))
     try:
         if cfg.split is not None:
             out = cfg.out or rd.default_output(src, f"split-{cfg.split}", video=False)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from splatfield import data as sfdata
 from splatfield.scenes import formats
 from splatfield.scenes.gaussian_scene import FixedGaussians
@@ -33,9 +35,11 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG).is_file()
 
 
-def open_source(path: Path) -> SceneSource:
+def open_source(path: Path, device: torch.device = torch.device("cpu")) -> SceneSource:
+    """The scene on ``device`` (the dataset's images stay in host memory)."""
     if is_run_dir(path):
         run = Run.open(path)
         dataset = load_dataset(run.config)
-        return SceneSource(run.scene(), path.name, run, dataset, background_of(dataset))
-    return SceneSource(FixedGaussians(formats.read_splats(path)), path.name, None, None, (0.0, 0.0, 0.0))
+        return SceneSource(run.scene(device=device), path.name, run, dataset, background_of(dataset))
+    scene = FixedGaussians(formats.read_splats(path).to(device=device))
+    return SceneSource(scene, path.name, None, None, (0.0, 0.0, 0.0))

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import at_least, flag, require
+from splatfield.scenes.config import at_least, check_device, finite_at_least, flag, require
 from splatfield.scenes.options import (
     RESUMABLE, DataConfig, GaussianConfig, OutputConfig, RunConfig, TrainerConfig, check_strategies, option_names,
     option_paths, with_options,
@@ -69,12 +69,27 @@ class Train:
     """Port of the viewer (the next free one if taken; 0: any free port)."""
     viewer_host: str = "127.0.0.1"
     """Interface the viewer listens on (0.0.0.0: reachable from other machines)."""
+    nproc: int = 1
+    """Train in this many processes (torchrun, data-parallel: each renders its share of every
+    batch of --batch-size views; gloo on CPUs, NCCL on GPUs)."""
+    dist_timeout: float = 60.0
+    """Seconds a process waits for the others before it stops (one killed or stalled)."""
     given: tyro.conf.Suppress[tuple[str, ...]] = ()
     """The flags given on the command line (filled in by the CLI: a resume applies only those)."""
+    argv: tyro.conf.Suppress[tuple[str, ...]] = ()
+    """The command line itself (filled in by the CLI: --nproc relaunches it under torchrun)."""
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         check_strategies(self.strategy)
         at_least(self.threads, "threads", 1)
+        at_least(self.nproc, "nproc", 1)
+        finite_at_least(self.dist_timeout, "dist_timeout", 1.0)
+        require(self.trainer.batch_size % self.nproc == 0, "batch_size",
+                f"must be a multiple of --nproc (each process renders its share): {self.trainer.batch_size} views "
+                f"over {self.nproc} processes")  # fmt: skip
         at_least(self.checkpoint, "checkpoint", 0)
         if self.viewer:
             require(0 <= self.viewer_port <= 65535, "viewer_port", f"must be a port number in 0..65535 (got {self.viewer_port})")
@@ -122,13 +137,78 @@ def resumed_config(saved: RunConfig, given: dict[str, Any]) -> RunConfig:
     return with_options(saved, {p: v for p, v in given.items() if p in RESUMABLE})
 
 
+def launch(cfg: Train) -> int:
+    """``--nproc K``: the same command in K processes on this machine, through torch's elastic
+    launcher (what ``torchrun --standalone`` runs), reporting a failed process in one line."""
+    import logging
+    import os
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    args, skip = [], False
+    for tok in cfg.argv:  # the command line without --nproc
+        if skip:
+            skip = False
+        elif tok == "--nproc":
+            skip = True
+        elif not tok.startswith("--nproc="):
+            args.append(tok)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its report is ours to give
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=cfg.nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)  # fmt: skip
+    say(f"{PROG} train: {cfg.nproc} processes")
+    try:
+        elastic_launch(config, sys.executable)("-m", "splatfield.apps.cli", *args)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        how = f"signal {-failure.exitcode}" if failure.exitcode < 0 else f"exit status {failure.exitcode}"
+        raise CLIError(f"--nproc: process {rank} ended with {how}; the others were stopped", code=1) from None
+    return 0
+
+
+def in_torchrun() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def run(cfg: Train) -> int:
+    if cfg.nproc > 1 and not in_torchrun():
+        return launch(cfg)
+    import os
+
+    import torch
+
+    from splatfield.render.device import resolve_device
+    from splatfield.scenes.parallel import DataParallel
+
+    device = resolve_device(cfg.device)
+    parallel = None
+    if in_torchrun():
+        if device.type == "cuda":  # one GPU per process
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        parallel = DataParallel.start(device, cfg.dist_timeout)
+        if cfg.threads is None:  # share the cores instead of each process taking them all
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // parallel.world))
+    try:
+        return _train(cfg, device, parallel)
+    finally:
+        if parallel is not None:
+            parallel.stop()
+
+
+def _train(cfg: Train, device, parallel) -> int:
     import torch
 
     from splatfield.scenes.run import Run, read_config
 
     from . import training
 
+    main = parallel is None or parallel.is_main
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     given = given_options(cfg)
@@ -143,13 +223,14 @@ def run(cfg: Train) -> int:
         config = resumed_config(run_dir.config, given)
         path = run_dir.checkpoint_path(cfg.checkpoint)  # refused here when missing, before anything changes
         step = int(path.stem.split("_")[1])
-        aside = run_dir.set_aside_checkpoints_after(step) if cfg.checkpoint is not None else None
-        if aside is not None:
-            say(f"resume from step {step}: the later checkpoints moved to {aside}")
-        old = run_dir.update_config(config, f"before-resume-at-{step}")
-        if old is not None:
-            say(f"config.yaml updated ({', '.join(sorted(p for p in given if p in RESUMABLE))}); the previous one is {old}")
-        resume = True
+        if main:  # the other processes read the same checkpoint, named by its step
+            aside = run_dir.set_aside_checkpoints_after(step) if cfg.checkpoint is not None else None
+            if aside is not None:
+                say(f"resume from step {step}: the later checkpoints moved to {aside}")
+            old = run_dir.update_config(config, f"before-resume-at-{step}")
+            if old is not None:
+                say(f"config.yaml updated ({', '.join(sorted(p for p in given if p in RESUMABLE))}); the previous one is {old}")
+        resume_from: int | None = step
     else:
         base = read_config(cfg.config) if cfg.config is not None else None
         if base is None and cfg.data is None:
@@ -161,17 +242,28 @@ def run(cfg: Train) -> int:
             raise CLIError(f"{out}: already holds a run (continue it with --resume {out}, or choose another --out)")
         from splatfield.data.sfm import capture_for_training
 
-        data = capture_for_training(data, log=say)  # photos or a video: SfM first
+        if not main:
+            parallel.barrier()  # the first process runs SfM (if the data needs it); the others reuse it
+        data = capture_for_training(data, log=say if main else (lambda m: None))  # photos or a video: SfM first
+        if main and parallel is not None:
+            parallel.barrier()
         if base is None:
             config = _as_run_config(cfg, data=str(data.resolve()), out=str(out))
         else:
             config = dataclasses.replace(with_options(base, {k: v for k, v in given.items() if k != "data"}),
                                          data=str(data.resolve()), out=str(out))  # fmt: skip
-        resume = False
+        resume_from = None
     with bars() as opened:
-        res = training.train(config, run_path=cfg.resume, resume=resume, resume_from=cfg.checkpoint,
+        res = training.train(config, run_path=cfg.resume, resume_from=resume_from,
                              on_step=train_progress(config.trainer.steps, opened), on_phase=phase_bar(opened), log=say,
-                             viewer=(cfg.viewer_host, cfg.viewer_port) if cfg.viewer else None)  # fmt: skip
+                             viewer=(cfg.viewer_host, cfg.viewer_port) if cfg.viewer else None, device=device,
+                             parallel=parallel)  # fmt: skip
+    if not main:
+        return 0 if res.finished else 1
+    if res.lost_peer is not None:
+        print(f"stopped at step {res.step}: another process was lost ({res.lost_peer}); checkpoint {res.checkpoint}")
+        print(f"continue with: {PROG} train --resume {res.run}" + (f" --nproc {parallel.world}" if parallel else ""))
+        return 1
     if not res.finished:
         return report_stop(res.stop_signal, res.step, f"checkpoint {res.checkpoint}", f"{PROG} train --resume {res.run}")
     print(f"trained {res.step} steps; checkpoint {res.checkpoint}; scene {res.run / 'scene.ply'}")

@@ -23,6 +23,7 @@ from splatfield.scenes.evaluate import EvalResult, evaluate
 from splatfield.scenes.formats.ply import write_ply
 from splatfield.scenes.gaussian_scene import GaussianScene, LearningRates
 from splatfield.scenes.options import RunConfig
+from splatfield.scenes.parallel import DataParallel, PeerLost
 from splatfield.scenes.run import Run, RunError, scene_from_state_dict
 from splatfield.scenes.strategies.registry import make_strategies
 from splatfield.scenes.trainer import StepInfo, Trainer
@@ -47,12 +48,14 @@ class TrainResult:
     checkpoint: Path
     metrics: dict | None
     stop_signal: str | None
+    lost_peer: str | None = None  # with several processes: why another one was lost
 
 
 # ----------------------------------------------------------------------------- set-up
 
 
-def initial_scene(config: RunConfig, dataset: sfdata.Dataset, generator: torch.Generator) -> GaussianScene:
+def initial_scene(config: RunConfig, dataset: sfdata.Dataset, generator: torch.Generator,
+                  device: torch.device = torch.device("cpu")) -> GaussianScene:  # fmt: skip
     """SfM points when the dataset has them, else random points in a cube (GaussianConfig)."""
     extent = dataset.scene_extent()
     if dataset.points is not None and dataset.points.shape[0] > 0:
@@ -62,20 +65,24 @@ def initial_scene(config: RunConfig, dataset: sfdata.Dataset, generator: torch.G
         pts, cols = sfdata.random_initial_points(dataset.train.cameras, extent, config.scene.init_points, generator,
                                                  config.scene.init_half_size)  # fmt: skip
     lrs = LearningRates(means_decay_steps=config.trainer.steps)
-    return GaussianScene.from_points(pts, cols, extent=extent, max_sh_degree=config.scene.sh_degree, lrs=lrs)
+    return GaussianScene.from_points(pts, cols, extent=extent, max_sh_degree=config.scene.sh_degree, lrs=lrs, device=device)
 
 
-def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state: dict | None = None) -> Trainer:
-    """A trainer at step 0 (the initial scene), or in the state of a checkpoint."""
+def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state: dict | None = None,
+                device: torch.device = torch.device("cpu"), parallel: DataParallel | None = None) -> Trainer:  # fmt: skip
+    """A trainer at step 0 (the initial scene), or in the state of a checkpoint, on ``device``
+    (the views stay in host memory, pinned for a GPU, and travel a batch at a time)."""
     # 3DGS also resets opacities at the first densification on white-background captures
     strategies = make_strategies(config.strategies, scene_kind=config.scene_kind, adc=config.adc,
                                  steepest=config.steepest, steps=config.trainer.steps,
                                  white_background=background_of(dataset) == (1.0, 1.0, 1.0))  # fmt: skip
     if state is None:
-        scene = initial_scene(config, dataset, torch.Generator().manual_seed(config.trainer.seed))
+        scene = initial_scene(config, dataset, torch.Generator().manual_seed(config.trainer.seed), device)
     else:
-        scene = scene_from_state_dict(state["scene"])
-    trainer = Trainer(scene, strategies, views, config=config.trainer, background=background_of(dataset))
+        scene = scene_from_state_dict(state["scene"], device)
+    if device.type == "cuda" and not views.images.is_pinned():
+        views.images = views.images.pin_memory()
+    trainer = Trainer(scene, strategies, views, config=config.trainer, background=background_of(dataset), parallel=parallel)
     if state is not None:
         trainer.load_state_dict(state)
     return trainer
@@ -115,29 +122,36 @@ def train(
     on_phase: Phase | None = None,
     log: Callable[[str], None] = print,
     viewer: tuple[str, int] | None = None,
+    device: torch.device = torch.device("cpu"),
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Trains the run in ``run_path`` (default: ``config.out``; ``resume``: from its latest
     checkpoint, or the one of step ``resume_from``; a new run directory is created once the
     trainer is set up); evaluates and exports when it finishes. ``viewer`` = (host, port)
-    serves a live browser viewer while training."""
+    serves a live browser viewer while training. With ``parallel`` (several processes) every
+    process trains the same scene and the first alone writes, logs and serves the viewer."""
     path = Path(run_path if run_path is not None else config.out)
+    main = parallel is None or parallel.is_main
+    if not main:
+        log, on_step, viewer = (lambda m: None), None, None
     phase = on_phase or _no_phase
     dataset = load_dataset(config)
     if len(dataset.train) == 0:
         raise RunError(config.data, "the dataset has no training views")
     views = load_views(dataset.train, phase("loading images", len(dataset.train)))
     log(f"dataset: {dataset.name} ({dataset.format}), {len(views)} train / {len(dataset.test)} test views at "
-        f"{views.cameras.width}x{views.cameras.height}, scene extent {dataset.scene_extent():.3g}")  # fmt: skip
+        f"{views.cameras.width}x{views.cameras.height}, scene extent {dataset.scene_extent():.3g}; device {device}")  # fmt: skip
 
     if resume or resume_from is not None:
         run = Run(path, config)
         state, ckpt_path = run.load_state(resume_from)
-        trainer = new_trainer(config, dataset, views, state)
+        trainer = new_trainer(config, dataset, views, state, device, parallel)
         log(f"resumed {run.path} at step {trainer.step} from {ckpt_path.name} ({len(trainer.scene):,} {trainer.scene.count_label})")
     else:
-        trainer = new_trainer(config, dataset, views)
-        run = Run.create(path, config)
-        write_json_atomic(run.path / "cameras.json", cameras_json(dataset))
+        trainer = new_trainer(config, dataset, views, device=device, parallel=parallel)
+        run = Run.create(path, config) if main else Run(path, config)
+        if main:
+            write_json_atomic(run.path / "cameras.json", cameras_json(dataset))
         log(f"run: {run.path} — {len(trainer.scene):,} initial {trainer.scene.count_label}, strategy "
             f"{' '.join(config.strategy)}, {config.trainer.steps} steps")  # fmt: skip
     steps = config.trainer.steps
@@ -153,7 +167,7 @@ def train(
             with open(run.path / "refinements.jsonl", "a") as f:
                 f.write(json.dumps({"step": info.step, **info.changes, "gaussians": info.num_gaussians}) + "\n")
 
-    callbacks = [checkpoint_cb, refinement_log_cb] + ([lambda tr, info: on_step(info)] if on_step else [])
+    callbacks = ([checkpoint_cb, refinement_log_cb] if main else []) + ([lambda tr, info: on_step(info)] if on_step else [])
     live = None
     if viewer is not None:
         from .viewer.sessions import training_viewer
@@ -162,15 +176,21 @@ def train(
                                       port=viewer[1], log=log)  # fmt: skip
         callbacks.append(panel)
         log(f"viewer: {live.url} (training continues while you watch; --no-viewer to turn it off)")
+    lost = None
     try:
         with graceful_stop(trainer) as received:
             finished = trainer.run(steps, callbacks)
+    except PeerLost as e:  # the step in progress changed nothing yet: save the one before it
+        trainer.rewind_step()
+        finished, lost = False, str(e)
     finally:
         if live is not None:
             live.stop()
-    last = run.save_checkpoint(trainer.step, trainer.state_dict())
+    last = run.save_checkpoint(trainer.step, trainer.state_dict()) if main else run.checkpoints_dir / "(process 0's)"
     if not finished:
-        return TrainResult(run.path, trainer.step, False, last, None, received["signal"])
+        return TrainResult(run.path, trainer.step, False, last, None, received["signal"], lost)
+    if not main:
+        return TrainResult(run.path, trainer.step, True, last, None, None)
 
     if isinstance(trainer.scene, GaussianScene):
         write_ply(run.path / "scene.ply", trainer.scene.gaussians.detach())
@@ -219,11 +239,12 @@ def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_
     return metrics
 
 
-def eval_run(path: Path, *, on_phase: Phase | None = None, log: Callable[[str], None] = print) -> dict:
+def eval_run(path: Path, *, on_phase: Phase | None = None, log: Callable[[str], None] = print,
+             device: torch.device = torch.device("cpu")) -> dict:  # fmt: skip
     """Re-evaluates the run's latest checkpoint."""
     run = Run.open(path)
     state, _ = run.load_state()
-    scene = scene_from_state_dict(state["scene"])
+    scene = scene_from_state_dict(state["scene"], device)
     dataset = load_dataset(run.config)
     log(f"evaluating {path} at step {state['step']} ({len(scene):,} {scene.count_label})")
     return evaluate_run(run, scene, dataset, steps=int(state["step"]), train_seconds=float(state["train_seconds"]),

@@ -8,7 +8,7 @@ from pathlib import Path
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import require
+from splatfield.scenes.config import check_device, require
 
 from .console import PROG, say
 from .errors import require_exists
@@ -26,8 +26,11 @@ class View:
     """Port to serve on (the next free one if taken; 0: any free port)."""
     host: str = "127.0.0.1"
     """Interface to listen on (0.0.0.0: reachable from other machines)."""
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         check_port("port", self.port)
 
 
@@ -39,9 +42,11 @@ def run(cfg: View) -> int:
     require_exists(cfg.source)
     import time
 
+    from splatfield.render.device import resolve_device
+
     from .viewer.sessions import open_view
 
-    viewer = open_view(cfg.source, host=cfg.host, port=cfg.port, log=say)
+    viewer = open_view(cfg.source, host=cfg.host, port=cfg.port, log=say, device=resolve_device(cfg.device))
     print(f"{PROG} view: {len(viewer.scene_snapshot()):,} Gaussians at {viewer.url} — open it in a browser; Ctrl-C stops",
           flush=True)  # fmt: skip
     try:

@@ -1,7 +1,8 @@
 """Native sources of splatfield's rasterizer (C++ for the CPU, CUDA for NVIDIA GPUs).
 
-The files are compiled on first use by :mod:`splatfield.render._ext`; this package only
-ships them and says where they are.
+They are compiled on first use by :mod:`splatfield.render._ext` as two extensions: the CPU
+one (``ops.cpp`` with the operator schemas, ``cpu/``) and the CUDA one (``gpu/``); this
+package only ships them and says where they are.
 """
 
 from pathlib import Path
@@ -18,9 +19,10 @@ def cuda_sources() -> list[Path]:
     return sorted((SOURCE_DIR / "gpu").glob("*.cu"))
 
 
-def header_files() -> list[Path]:
-    """Every header a source may include: what, besides the sources, keys a build."""
-    gpu = SOURCE_DIR / "gpu"
-    return sorted(INCLUDE_DIR.rglob("*.h")) + sorted(SOURCE_DIR.glob("*.h")) + sorted(
-        (SOURCE_DIR / "cpu").glob("*.h")
-    ) + sorted(gpu.glob("*.cuh")) + sorted(gpu.glob("*.h"))
+def header_files(kind: str | None = None) -> list[Path]:
+    """Every header a source of ``kind`` (cpu, cuda; default both) may include: what,
+    besides the sources, keys a build."""
+    shared = sorted(INCLUDE_DIR.rglob("*.h")) + sorted(SOURCE_DIR.glob("*.h"))
+    cpu = sorted((SOURCE_DIR / "cpu").glob("*.h"))
+    gpu = sorted((SOURCE_DIR / "gpu").glob("*.cuh")) + sorted((SOURCE_DIR / "gpu").glob("*.h"))
+    return shared + (cpu if kind != "cuda" else []) + (gpu if kind != "cpu" else [])

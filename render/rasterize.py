@@ -21,13 +21,12 @@ def resolve_backend(backend: Backend, device: torch.device) -> Literal["native",
         raise ValueError(f"backend must be one of auto, native, reference; got {backend!r}")
     if backend == "reference":
         return "reference"
-    ok = _ext.native_available() and (device.type == "cpu" or (device.type == "cuda" and _ext.native_has_cuda()))
-    if ok:
+    reason = _ext.unavailable_reason(device)  # e.g. the CPU build's error, "CUDA extension not built: nvcc not found"
+    if reason is None:
         return "native"
     if backend == "native":
-        reason = _ext.native_error() or f"no native kernels for device {device}"
         raise RuntimeError(f"native rasterizer unavailable: {reason}")
-    _ext.warn_fallback_once()
+    _ext.warn_fallback_once(reason)
     return "reference"
 
 

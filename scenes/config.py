@@ -51,6 +51,16 @@ def finite_at_least(value: float, field: str, minimum: float, strict: bool = Fal
     require(ok, field, f"must be {'>' if strict else '>='} {minimum:g} and finite (got {value})")
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def check_device(value: str, field: str = "device") -> None:
+    """A device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``); whether it exists is checked
+    when the command runs (:func:`splatfield.render.device.resolve_device`)."""
+    ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+    require(ok, field, f"{value!r} is not {DEVICE_CHOICES}")
+
+
 # ----------------------------------------------------------------------------- yaml round trip
 
 

@@ -64,13 +64,22 @@ class FixedGaussians:
 
     @torch.no_grad()
     def render(self, cameras: Cameras, *, background=None, sh_degree: int | None = None) -> RenderOutput:
-        return rasterize(self.gaussians, cameras, background=background, sh_degree=sh_degree)
+        return rasterize(self.gaussians, cameras.to(device=self.device), background=background, sh_degree=sh_degree)
 
     def snapshot(self) -> FixedGaussians:
         return self
 
     def points(self) -> Tensor:  # [N, 3]
         return self.gaussians.means.detach()
+
+
+def batch_rule(batch_size: int) -> tuple[float, tuple[float, float]]:
+    """Adam for B views per step (as gsplat, after Malladi et al. 2022): learning rates times
+    sqrt(B), betas (1 - B(1 - 0.9), 1 - B(1 - 0.999)), so B views in one step move the
+    parameters about as B steps of one view would. B = 1: 3DGS's values."""
+    if batch_size == 1:
+        return 1.0, (0.9, 0.999)
+    return math.sqrt(batch_size), (1 - batch_size * (1 - 0.9), 1 - batch_size * (1 - 0.999))
 
 
 def _adam(params: ops.Params, lrs: LearningRates, extent: float) -> torch.optim.Adam:
@@ -100,6 +109,7 @@ class GaussianScene:
             for name, t in zip(PARAM_NAMES, gaussians.tensors())
         }
         self.optimizer = _adam(self.params, lrs, self.extent)
+        self.lr_factor = 1.0  # the batch rule's (set_batch_size)
 
     # ------------------------------------------------------------------ construction
 
@@ -113,6 +123,7 @@ class GaussianScene:
         max_sh_degree: int = 3,
         initial_opacity: float = 0.1,
         lrs: LearningRates = LearningRates(),
+        device: torch.device | str = "cpu",
     ) -> GaussianScene:
         """Isotropic Gaussians at ``points``, sized by the mean distance to their 3 nearest
         neighbours (as 3DGS), coloured ``colors``, opacity ``initial_opacity``."""
@@ -130,7 +141,7 @@ class GaussianScene:
             sh0=((colors.to(torch.float32) - 0.5) / SH_C0)[:, None, :],
             shN=torch.zeros(n, K - 1, 3),
         )
-        return cls(g, extent=extent, lrs=lrs)
+        return cls(g.to(device=device), extent=extent, lrs=lrs)
 
     # ------------------------------------------------------------------ views
 
@@ -172,28 +183,36 @@ class GaussianScene:
         sh_degree: int | None = None,
         stats: Sequence[Statistic] = (),
     ) -> RenderOutput:
-        return rasterize(self.gaussians, cameras, sh_degree=sh_degree, background=background, stats=stats)
+        return rasterize(self.gaussians, cameras.to(device=self.device), sh_degree=sh_degree, background=background,
+                         stats=stats)  # fmt: skip
 
     # ------------------------------------------------------------------ training batches
 
-    def draw_batch(self, views: Views, sampler: ViewSampler) -> Batch:
-        """One whole training view."""
-        i = sampler.next()
+    def draw_batch(self, views: Views, sampler: ViewSampler, size: int = 1, share: slice | None = None) -> Batch:
+        """``size`` whole training views (rendered together by the batched rasterizer); with
+        ``share``, only that part of them (one process's, the step's views recorded)."""
+        step_views = [sampler.next() for _ in range(size)]
+        picked = step_views if share is None else step_views[share]
+        at = slice(picked[0], picked[0] + 1) if len(picked) == 1 else torch.tensor(picked)
         device = self.device
-        target = views.images[i : i + 1].to(device=device, dtype=torch.float32) / 255.0
-        mask = None if views.masks is None else views.masks[i : i + 1].to(device)
-        return Batch([i], views.cameras[i : i + 1], target, mask)
+        # images stay in (pinned, on a GPU run) host memory; a batch at a time travels
+        target = views.images[at].to(device=device, non_blocking=True).to(torch.float32) / 255.0
+        mask = None if views.masks is None else views.masks[at].to(device, non_blocking=True)
+        if share is None:
+            return Batch(picked, views.cameras[at], target, mask)
+        return Batch(picked, views.cameras[at], target, mask, step_views, views.cameras[torch.tensor(step_views)])
 
     def render_batch(self, batch: Batch, *, step: int, background: Tensor, stats: Sequence[Statistic] = ()) -> RenderOutput:
         return self.render(batch.cameras, background=background, sh_degree=self.sh_degree_at(step - 1), stats=stats)
 
     def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float) -> tuple[Tensor, float]:
-        """The photometric loss averaged over the batch's views, and their mean squared error."""
+        """The photometric loss averaged over the step's views (a share's views summed, divided
+        by the step's size), and the batch's mean squared error."""
         losses = []
         for b in range(len(batch.views)):
             mask = None if batch.mask is None else batch.mask[b]
             losses.append(photometric(out.image[b], batch.target[b], mask, ssim_weight=ssim_weight))
-        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        loss = losses[0] if batch.step_size == 1 else torch.stack(losses).sum() / batch.step_size
         with torch.no_grad():
             err = (out.image.detach() - batch.target) ** 2
             mse = float(err.mean() if batch.mask is None else err[batch.mask].mean())
@@ -202,10 +221,18 @@ class GaussianScene:
     # ------------------------------------------------------------------ schedules
 
     def means_lr_at(self, step: int) -> float:
-        """Exponential decay from lrs.means to lrs.means_final (both times the extent)."""
+        """Exponential decay from lrs.means to lrs.means_final (both times the extent and the
+        batch rule's factor)."""
         t = min(max(step / max(1, self.lrs.means_decay_steps), 0.0), 1.0)
         lr = math.exp((1 - t) * math.log(self.lrs.means) + t * math.log(self.lrs.means_final))
-        return lr * self.extent
+        return lr * self.extent if self.lr_factor == 1.0 else lr * self.extent * self.lr_factor
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Learning rates and Adam's betas for ``batch_size`` views per step (:func:`batch_rule`)."""
+        self.lr_factor, betas = batch_rule(batch_size)
+        for group in self.optimizer.param_groups:
+            base = getattr(self.lrs, group["name"]) * (self.extent if group["name"] == "means" else 1.0)
+            group["lr"], group["betas"] = base * self.lr_factor, betas
 
     def set_run_length(self, steps: int) -> None:
         """The position learning rate decays over the run's own length (as gsplat does), so a
@@ -218,7 +245,7 @@ class GaussianScene:
                 group["lr"] = self.means_lr_at(step)
 
     def schedule_at(self, step: int) -> dict[str, float]:
-        lrs = {f"lr.{name}": getattr(self.lrs, name) for name in PARAM_NAMES}
+        lrs = {f"lr.{name}": getattr(self.lrs, name) * self.lr_factor for name in PARAM_NAMES}
         return {**lrs, "lr.means": self.means_lr_at(step), "sh_degree": self.sh_degree_at(step - 1)}
 
     # ------------------------------------------------------------------ persistence

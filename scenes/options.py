@@ -61,9 +61,13 @@ class TrainerConfig:
     """Seed of the initial points, view order and density control."""
     ssim_weight: float = 0.2
     """Weight of the D-SSIM term in the photometric loss (the rest is L1)."""
+    batch_size: int = 1
+    """Training views per step, rendered together; their losses are averaged, learning rates
+    scaled by sqrt(B) and Adam's betas by gsplat's rule (docs/TRAINING.md)."""
 
     def __post_init__(self) -> None:
         at_least(self.steps, "steps", 1)
+        at_least(self.batch_size, "batch_size", 1)
         require(0.0 <= self.ssim_weight <= 1.0, "ssim_weight", f"must be in [0, 1] (got {self.ssim_weight})")
 
 

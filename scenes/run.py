@@ -163,17 +163,17 @@ class Run:
 
     # ------------------------------------------------------------------ the scene
 
-    def scene(self, step: int | None = None) -> Any:
-        """The run's scene as a ``Renderable``: its latest checkpoint (what ``eval`` measures),
-        else ``scene.ply``."""
+    def scene(self, step: int | None = None, device: Any = "cpu") -> Any:
+        """The run's scene as a ``Renderable`` on ``device``: its latest checkpoint (what ``eval``
+        measures), else ``scene.ply``."""
         from .checkpoint import checkpoints
 
         if checkpoints(self.checkpoints_dir) or step is not None:
             state, _ = self.load_state(step)
-            return scene_from_state_dict(state["scene"]).snapshot()
+            return scene_from_state_dict(state["scene"], device).snapshot()
         if (self.path / "scene.ply").is_file():
             from .formats.ply import read_ply
             from .gaussian_scene import FixedGaussians
 
-            return FixedGaussians(read_ply(self.path / "scene.ply"))
+            return FixedGaussians(read_ply(self.path / "scene.ply").to(device=device))
         raise RunError(self.path, "no checkpoint and no scene.ply")

@@ -24,6 +24,7 @@ import torch
 from splatfield.render._ext import flush_denormals
 
 from .options import TrainerConfig
+from .parallel import DataParallel
 from .scene import Scene
 from .strategies.base import Strategies, Strategy
 from .views import Views, ViewSampler
@@ -53,6 +54,7 @@ class Trainer:
         *,
         config: TrainerConfig = TrainerConfig(),
         background: Sequence[float] = (0.0, 0.0, 0.0),
+        parallel: DataParallel | None = None,
     ) -> None:
         self.strategies = strategies if isinstance(strategies, Strategies) else Strategies(strategies)
         self.strategies.check_scene(scene.kind)
@@ -65,7 +67,13 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self._stop_requested = False
+        self.parallel = parallel
+        if parallel is not None and config.batch_size % parallel.world:
+            raise ValueError(f"--batch-size {config.batch_size} is not a multiple of the {parallel.world} processes")
+        self._agreed_stop = False  # with several processes: a stop all of them agreed on, this step
+        self._step_start: tuple | None = None  # the draws' state before the step in progress
         scene.set_run_length(config.steps)
+        scene.set_batch_size(config.batch_size)
 
     def set_run_length(self, steps: int) -> None:
         """A new length for the run (a resume with another --steps): the scene's schedules follow
@@ -87,12 +95,22 @@ class Trainer:
         step = self.step + 1
         scene, strategies = self.scene, self.strategies
         scene.set_step(step)
-        batch = scene.draw_batch(self.views, self.sampler)
+        par = self.parallel
+        self._step_start = (self.generator.get_state(), list(self.sampler.order))
+        share = None if par is None else par.share(list(range(self.config.batch_size)))
+        batch = scene.draw_batch(self.views, self.sampler, self.config.batch_size, share)
         out = scene.render_batch(batch, step=step, background=self.background, stats=strategies.statistics)
         loss, mse = scene.batch_loss(batch, out, ssim_weight=self.config.ssim_weight)
         extra = strategies.extra_loss(step, scene, out)
         total = loss if extra is None else loss + extra
         total.backward()
+        loss_value = float(total.detach())
+        if par is not None:  # every collective of the step comes before anything changes
+            par.reduce_gradients(p for g in scene.optimizer.param_groups for p in g["params"])
+            out = par.gather_output(out, batch.step_cameras)
+            loss_value, sse, stops = par.sums(loss_value, mse * len(batch.views), float(self._stop_requested))
+            mse = sse / self.config.batch_size
+            self._agreed_stop = stops > 0
         strategies.after_backward(step, scene, out)
         scene.optimizer.step()
         scene.optimizer.zero_grad(set_to_none=True)
@@ -102,7 +120,15 @@ class Trainer:
         self.train_seconds += dt
         psnr = float("inf") if mse <= 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
         sh_degree = int(scene.schedule_at(step).get("sh_degree", 0))
-        return StepInfo(step, batch.views[0], float(total.detach()), psnr, len(scene), sh_degree, dt, changes)
+        return StepInfo(step, batch.views[0], loss_value, psnr, len(scene), sh_degree, dt, changes)
+
+    def rewind_step(self) -> None:
+        """Back to the end of the last completed step (after a step broke off before changing
+        anything but the draws and the gradients: another process was lost)."""
+        if self._step_start is not None:
+            self.generator.set_state(self._step_start[0])
+            self.sampler.order = list(self._step_start[1])
+        self.scene.optimizer.zero_grad(set_to_none=True)
 
     def request_stop(self) -> None:
         """Stops ``run`` after the step in progress (safe to call from a signal handler)."""
@@ -120,7 +146,7 @@ class Trainer:
             info = self.train_step()
             for cb in callbacks:
                 cb(self, info)
-            if self._stop_requested:
+            if self._agreed_stop if self.parallel is not None else self._stop_requested:
                 return self.step >= until
         return True
 
@@ -139,13 +165,26 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Restores a checkpoint (also one written before strategies could combine); the run's
         length stays this trainer's, so the schedules follow it."""
-        self.strategies.load_state_dict(strategy_states(state))
-        self.scene = type(self.scene).from_state_dict(state["scene"], device=self.scene.device)
+        device = self.scene.device
+        self.strategies.load_state_dict(_to_device(strategy_states(state), device))
+        self.scene = type(self.scene).from_state_dict(state["scene"], device=device)
         self.scene.set_run_length(self.config.steps)
+        self.scene.set_batch_size(self.config.batch_size)
         self.generator.set_state(state["generator"])
         self.sampler.order = list(state["view_order"])
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
+
+
+def _to_device(obj, device: torch.device):
+    """Tensors in nested dicts and lists moved to ``device`` (a checkpoint loads on the CPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
 
 
 def strategy_states(state: dict) -> list[dict]:

@@ -61,3 +61,10 @@ class Batch:
     cameras: Cameras  # [B] the cameras rendered
     target: Tensor  # [B, H, W, 3] float in [0, 1] (a field: [R, 3] ray colours)
     mask: Tensor | None = None  # [B, H, W] bool, or None
+    step_views: list[int] | None = None  # the whole step's views when this is one process's share
+    step_cameras: Cameras | None = None  # and their cameras
+
+    @property
+    def step_size(self) -> int:
+        """Views in the whole step (the loss divides by it)."""
+        return len(self.step_views) if self.step_views is not None else len(self.views)

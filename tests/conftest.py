@@ -1,4 +1,10 @@
-"""Shared fixtures: the native extension (built once per machine, cached) and paths."""
+"""Shared fixtures: the native extension (built once per machine, cached) and paths.
+
+A test must be able to fail: what a test needs and the machine lacks is a skip on a
+developer's machine, but a failure where ``SPLATFIELD_REQUIRE_NATIVE=1`` (the native CPU
+kernels) or ``SPLATFIELD_REQUIRE_DATA=1`` (the ``../shared`` data) is set, as ``.ci/run``
+does, so that CI never passes by skipping.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,37 @@ import torch
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def skip_unless_required(message: str, variable: str) -> None:
+    """Skips with ``message``, or fails with it when the environment ``variable`` is set (and not 0)."""
+    if os.environ.get(variable, "") not in ("", "0"):
+        pytest.fail(f"{message} ({variable}={os.environ[variable]})", pytrace=False)
+    pytest.skip(message)
+
+
+def require_shared(path: Path) -> None:
+    """Shared test data at ``path``: a skip where it is missing, a failure under SPLATFIELD_REQUIRE_DATA."""
+    if not path.exists():
+        skip_unless_required(f"shared test data not found at {path}", "SPLATFIELD_REQUIRE_DATA")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "shared_data(path): needs ../shared data at path (see require_shared)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before the fixtures, which may read the data
+def pytest_runtest_setup(item) -> None:
+    for mark in item.iter_markers("shared_data"):
+        require_shared(mark.args[0])
+
+
 @pytest.fixture(scope="session")
 def native() -> None:
-    """Skips when the native extension cannot be built here (the reason is printed)."""
+    """The native CPU kernels: a skip where they cannot be built (the reason is printed), a
+    failure under SPLATFIELD_REQUIRE_NATIVE."""
     from splatfield.render import _ext
 
     if not _ext.native_available():
-        pytest.skip(f"native rasterizer unavailable: {_ext.native_error()}")
+        skip_unless_required(f"native rasterizer unavailable: {_ext.native_error()}", "SPLATFIELD_REQUIRE_NATIVE")
 
 
 @pytest.fixture(scope="session")

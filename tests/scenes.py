@@ -156,3 +156,32 @@ def suite(count: int = 56) -> list[SceneSpec]:
     specs.append(SceneSpec(seed=77, n=20000, width=96, height=64, sh_degree=3, regime="normal"))
     specs.append(SceneSpec(seed=78, n=4000, width=256, height=192, sh_degree=1, regime="mixed", near_cases=True))
     return specs
+
+
+def closed_form_image(means, scales, opacities, rgb, fx, fy, cx, cy, width, height, background=(0.0, 0.0, 0.0)):
+    """An oracle independent of splatfield's code: isotropic Gaussians (scale per row) seen
+    by a camera at the origin looking down +z, rendered pixel by pixel in float64 from the
+    method's definition (EWA projection J s^2 J^T, 0.3-pixel dilation, pixel centres at
+    +0.5, alpha = min(0.99, o exp(-d^T C d / 2)) skipped below 1/255, front to back, stop
+    before T <= 1e-4). Returns [height, width, 3]."""
+    import numpy as np
+
+    means, rgb = np.asarray(means, np.float64), np.asarray(rgb, np.float64)
+    image = np.zeros((height, width, 3))
+    for py in range(height):
+        for px in range(width):
+            T, colour = 1.0, np.zeros(3)
+            for i in np.argsort(means[:, 2], kind="stable"):
+                x, y, z = means[i]
+                J = np.array([[fx / z, 0.0, -fx * x / z**2], [0.0, fy / z, -fy * y / z**2]])
+                conic = np.linalg.inv(float(scales[i]) ** 2 * J @ J.T + 0.3 * np.eye(2))
+                d = np.array([px + 0.5 - (fx * x / z + cx), py + 0.5 - (fy * y / z + cy)])
+                alpha = min(0.99, float(opacities[i]) * math.exp(-0.5 * d @ conic @ d))
+                if alpha < 1.0 / 255.0:
+                    continue
+                if T * (1.0 - alpha) <= 1e-4:
+                    break
+                colour += T * alpha * rgb[i]
+                T *= 1.0 - alpha
+            image[py, px] = colour + T * np.asarray(background, np.float64)
+    return image

@@ -23,17 +23,14 @@ from splatfield.apps.bench import raster as bench_raster
 from splatfield.apps.bench import raster_timing as bench
 from splatfield.apps.bench import scene as scene_io
 from splatfield.scenes.checkpoint import write_json_atomic
-from splatfield.render import STATISTICS, Cameras, Gaussians, _ext, reference
+from splatfield.render import STATISTICS, Cameras, Gaussians, reference
 
 from .conftest import ctrl_c_works
 
 REQUIRED_KEYS = {
     "forward_ms", "backward_ms", "pairs_per_s", "peak_rss_mb", "threads", "backend", "gaussians", "width", "height",
 }  # fmt: skip
-EXTRA_KEYS = {"total_ms", "stats", "scene", "repeats", "cpu", "torch"}
-
-NATIVE = _ext.native_available()
-BACKEND = "native" if NATIVE else "reference"
+EXTRA_KEYS = {"total_ms", "stats", "scene", "repeats", "cpu", "torch", "device", "peak_device_mb"}
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -376,17 +373,20 @@ def test_pair_count_of_a_single_gaussian():
 # ----------------------------------------------------------------------------- bench raster
 
 
-def test_bench_raster_writes_json(tmp_path):
+# The bench tests time the native kernels: the `native` fixture, never a silent switch to the reference.
+
+
+def test_bench_raster_writes_json(tmp_path, native):
     out = tmp_path / "bench.json"
     proc = run_cli(
         "bench", "raster", "--gaussians", "2000", "--width", "64", "--height", "48", "--repeats", "2",
-        "--warmup", "1", "--backend", BACKEND, "--json", str(out), cwd=tmp_path,
+        "--warmup", "1", "--backend", "native", "--json", str(out), cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     data = json.loads(out.read_text())
     assert set(data) == REQUIRED_KEYS | EXTRA_KEYS
-    assert data["backend"] == BACKEND
+    assert data["backend"] == "native"
     assert (data["gaussians"], data["width"], data["height"], data["repeats"]) == (2000, 64, 48, 2)
     assert data["forward_ms"] > 0 and data["backward_ms"] > 0
     assert data["total_ms"] >= max(data["forward_ms"], data["backward_ms"])
@@ -397,13 +397,12 @@ def test_bench_raster_writes_json(tmp_path):
     assert data["torch"] == torch.__version__
     assert data["cpu"]["logical_cores"] == os.cpu_count() and data["cpu"]["model"]
     # the table: a row for the backend, the definition of pairs
-    assert re.search(rf"^{BACKEND}\s+1\+2\s", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^native\s+1\+2\s", proc.stdout, re.M), proc.stdout
     assert "alpha >= 1/255" in proc.stdout
     assert not list(tmp_path.glob(".bench.json.*"))  # no temporary file left behind
 
 
-@pytest.mark.skipif(not NATIVE, reason="the statistics A/B times the native kernels")
-def test_bench_raster_compare_stats(tmp_path):
+def test_bench_raster_compare_stats(tmp_path, native):
     out = tmp_path / "ab.json"
     proc = run_cli("bench", "raster", "--gaussians", "500", "--width", "32", "--height", "32", "--repeats", "2",
                    "--warmup", "0", "--stats", "split2d", "--compare-stats", "--json", str(out), cwd=tmp_path)  # fmt: skip
@@ -420,10 +419,10 @@ def test_bench_raster_compare_stats(tmp_path):
         "splatfield: error: --compare-stats: name the statistics to compare with --stats")
 
 
-def test_time_raster_pairs_match_the_projection():
+def test_time_raster_pairs_match_the_projection(native):
     cam = scene_io.bench_camera(40, 30)
     g = scene_io.random_bench_gaussians(500, cam, seed=2)
-    r = bench.time_raster(g, cam, BACKEND, repeats=1, warmup=0, stats=("importance",))
+    r = bench.time_raster(g, cam, "native", repeats=1, warmup=0, stats=("importance",))
     gd, cd = g.to(dtype=torch.float64), cam.to(dtype=torch.float64)
     m2, con, op, _, _, rad = reference.project(
         gd.means, gd.quats, gd.log_scales, gd.opacity_logits, gd.sh, cd.world_to_camera, cd.Ks, 40, 30, 0,
@@ -458,10 +457,10 @@ def test_write_json_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
-def test_ctrl_c_exits_130_with_one_line(tmp_path):
+def test_ctrl_c_exits_130_with_one_line(tmp_path, native):
     proc = subprocess.Popen(
         [sys.executable, "-m", "splatfield.apps.cli", "bench", "raster", "--gaussians", "500", "--width", "32",
-         "--height", "32", "--repeats", "1000000", "--backend", BACKEND],
+         "--height", "32", "--repeats", "1000000", "--backend", "native"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works,
     )  # fmt: skip
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from splatfield.cuda import INCLUDE_DIR, SOURCE_DIR, cuda_sources, header_files
+from splatfield.cuda import SOURCE_DIR, cuda_sources, header_files
 
 # ------------------------------------------------------------------ tolerances
 
@@ -55,33 +55,10 @@ def _find_nvcc() -> str | None:
 
 
 def _nvcc_flags() -> list[str]:
-    """The nvcc flags of the real build (splatfield.render._ext + torch.utils.cpp_extension)."""
-    from torch.utils import cpp_extension
-
+    """The nvcc flags of the real build, for sm_90 (what SPLATFIELD_CUDA_BUILD=compile-only runs)."""
     from splatfield.render import _ext
 
-    flags = list(_ext.NVCC_FLAGS)
-    for flag in getattr(cpp_extension, "COMMON_NVCC_FLAGS", []):
-        if flag not in flags:
-            flags.append(flag)
-    if not any(f.startswith("-std=") for f in flags):
-        flags.append("-std=c++20")  # what cpp_extension adds when no standard is given
-    flags += [
-        "-arch=sm_90",
-        "-DTORCH_EXTENSION_NAME=splatfield_native",
-        "-DTORCH_API_INCLUDE_EXTENSION_H",
-        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
-        "-Xcompiler",
-        "-fPIC",
-    ]
-    torch_includes = cpp_extension.include_paths()
-    # A CPU-only torch wheel ships the c10/cuda headers without their generated config
-    # header (it only defines a Windows export macro); tell CUDAMacros.h to do without it.
-    if not any((Path(p) / "c10/cuda/impl/cuda_cmake_macros.h").is_file() for p in torch_includes):
-        flags.append("-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE")
-    for inc in [str(INCLUDE_DIR), str(SOURCE_DIR), *torch_includes]:
-        flags.append(f"-I{inc}")
-    return flags
+    return _ext.nvcc_flags(["9.0"])
 
 
 def _compile_key(nvcc: str, flags: list[str], src: Path) -> str:
@@ -151,9 +128,9 @@ def ops():
     from splatfield.render import _ext
 
     if not _ext.load():
-        pytest.fail(f"native extension failed to build: {_ext.native_error()}")
+        pytest.fail(f"the native CPU extension failed to build: {_ext.native_error()}")
     if DEVICE == "cuda" and not _ext.native_has_cuda():
-        pytest.fail("native extension was built without its CUDA sources")
+        pytest.fail(f"native CUDA kernels unavailable: {_ext.unavailable_reason(torch.device('cuda'))}")
     return torch.ops.splatfield
 
 

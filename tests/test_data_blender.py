@@ -14,7 +14,7 @@ from splatfield.data.blender import load_blender
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 LEGO = DATASETS / "nerf_synthetic_lego"
-pytestmark = pytest.mark.skipif(not LEGO.is_dir(), reason=f"shared dataset not found at {LEGO}")
+pytestmark = pytest.mark.shared_data(LEGO)
 
 
 @pytest.fixture(scope="module")

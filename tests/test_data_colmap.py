@@ -16,7 +16,7 @@ from splatfield.data.transforms_json import load_transforms_json
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FOX = DATASETS / "ingp_fox"
-needs_fox = pytest.mark.skipif(not FOX.is_dir(), reason=f"shared dataset not found at {FOX}")
+needs_fox = pytest.mark.shared_data(FOX)
 
 
 def fox_cameras(tmp_path: Path):

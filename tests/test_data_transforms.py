@@ -15,7 +15,7 @@ from splatfield.data.undistort import distort, undistort_image, undistort_points
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FOX = DATASETS / "ingp_fox"
-needs_fox = pytest.mark.skipif(not FOX.is_dir(), reason=f"shared dataset not found at {FOX}")
+needs_fox = pytest.mark.shared_data(FOX)
 
 
 def _load_fox(**kw):

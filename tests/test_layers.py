@@ -261,7 +261,7 @@ def test_no_command_imports_another(project):
     """A command module (apps/<command>.py, apps/bench/<command>.py) holds its options and
     handler; what two commands share lives in a module of its own."""
     commands = _command_modules()
-    assert len(commands) == 11 and commands <= set(project[0])
+    assert len(commands) >= 11 and commands <= set(project[0])
     bad = [f"{i.file}:{i.line} imports {i.target}" for i in project[1]
            if i.src in commands and i.target in commands and i.src != i.target]  # fmt: skip
     assert not bad, "\n".join(bad)

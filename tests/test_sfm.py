@@ -21,12 +21,12 @@ from splatfield.data.pose_alignment import compare_poses, compare_to_reference, 
 from splatfield.data.sfm_inputs import image_files, prepare_images
 from splatfield.data.video_frames import extract_frames, sharpness
 
-from .conftest import SHARED
+from .conftest import SHARED, require_shared
 
 pycolmap = pytest.importorskip("pycolmap")
 
 FOX = SHARED / "datasets" / "ingp_fox"
-needs_fox = pytest.mark.skipif(not (FOX / "images").is_dir(), reason=f"the fox capture is not at {FOX}")
+needs_fox = pytest.mark.shared_data(FOX / "images")
 FOX_NAMES = 12  # the first 12 photos by name: enough overlap, a few seconds of SfM
 FOX_FX = 1375.52  # transforms.json fl_x at 1080x1920
 
@@ -45,8 +45,7 @@ def fox_subset(folder: Path, count: int = FOX_NAMES, size: tuple[int, int] = (54
 def fox_sfm(tmp_path_factory):
     """SfM on 12 fox photos at 540x960 (SfM copies at 270x480) with a masks/ folder that
     hides the top 10% of every photo; made once for this module."""
-    if not (FOX / "images").is_dir():
-        pytest.skip(f"the fox capture is not at {FOX}")
+    require_shared(FOX / "images")
     root = tmp_path_factory.mktemp("fox_sfm")
     photos = root / "capture" / "images"
     names = fox_subset(photos)

@@ -24,7 +24,7 @@ from splatfield.scenes.run import read_config
 from .conftest import SHARED, ctrl_c_works
 
 LEGO = SHARED / "datasets" / "nerf_synthetic_lego"
-pytestmark = pytest.mark.skipif(not LEGO.is_dir(), reason=f"{LEGO} not present")
+pytestmark = pytest.mark.shared_data(LEGO)
 
 # The initial grey Gaussians score 7.1 dB on these test views; a working trainer reached
 # 22.8 dB in 800 steps (with the opacity reset at step 500); a trainer that learns

@@ -172,9 +172,11 @@ def test_two_clients_get_their_own_views(served):
         b.close()
 
 
-def test_training_with_a_viewer_and_a_hostile_client_finishes_unchanged(tmp_path, native):
-    """The viewer only reads the scene: a run watched (and attacked) ends bit-identical."""
+def test_training_with_a_viewer_and_a_hostile_client_finishes_unchanged(tmp_path, native, monkeypatch):
+    """The viewer only reads the scene: a run watched (and attacked) ends bit-identical, and
+    the attack was rejected, one log line per kind of problem."""
     from splatfield.apps import training as tr
+    from splatfield.apps.viewer import sessions
     from splatfield.data import procedural
     from splatfield.scenes.options import RunConfig, run_config
 
@@ -185,30 +187,52 @@ def test_training_with_a_viewer_and_a_hostile_client_finishes_unchanged(tmp_path
                           checkpoint_every=0, save_renders=False, eval=False)  # fmt: skip
 
     tr.train(opts("plain"), log=lambda m: None)
-    clients: list[RawClient] = []
+    viewers, clients, logged = [], [], []
+    real_viewer = sessions.training_viewer
+
+    def training_viewer(*args, **kwargs):
+        viewer, panel = real_viewer(*args, **kwargs)
+        viewers.append(viewer)
+        return viewer, panel
+
+    monkeypatch.setattr(sessions, "training_viewer", training_viewer)
 
     def log(message: str) -> None:
-        # attack as soon as the viewer is up, before the first step; the messages are handled
-        # by the viewer's threads while the training runs
-        if message.startswith("viewer: http"):  # the URL line (the viewer also logs what it rejects)
-            port = int(message.split()[1].rsplit(":", 1)[1])
-            client = RawClient(port)
-            clients.append(client)
-            for _ in range(20):
-                client.camera([1, 0, 0, 0], [0, 0, math.nan])
-                client.camera([1, 0, 0, 0], [0.0, -4.0, 1.0], width=10**8, height=10**8)
-            client.send(b"garbage")
+        logged.append(message)
+        if message.startswith("viewer: http"):  # up: attack before the first step
+            viewer = viewers[0]
+            watcher, hostile = RawClient(viewer.server.get_port()), RawClient(viewer.server.get_port())
+            clients.extend((watcher, hostile))
+            watcher.camera([1, 0, 0, 0], [0.0, -4.0, 1.0], width=10**8, height=10**8)  # served, capped
+            for _ in range(20):  # only bad cameras: whichever is current when frames are served is refused
+                hostile.camera([1, 0, 0, 0], [0, 0, math.nan])
+            hostile.gui(viewer.controls["resolution"], 1e12)
+            hostile.gui(viewer.controls["sh_degree"], -7)
+        elif "not finite" in message:  # the bad camera was refused (during a step): now garbage
+            clients[1].send(b"garbage")
+
+    def on_step(info) -> None:
+        # before the first step's frames, wait until both clients are known and the bad settings
+        # were refused (viser's threads), so that the step serves both: the watcher gets a frame
+        # while training, the hostile camera is refused
+        if info.step == 1:
+            viewer = viewers[0]
+            wait_for(lambda: len(viewer.client_ids()) == 2 and viewer.pending()
+                     and viewer.stats.rejected >= 2, 30, "both clients and the bad settings")  # fmt: skip
 
     try:
-        res = tr.train(opts("watched"), log=log, viewer=("127.0.0.1", 0))
+        res = tr.train(opts("watched"), log=log, on_step=on_step, viewer=("127.0.0.1", 0))
     finally:
         for c in clients:
             c.close()
-    assert len(clients) == 1
     assert res.finished and res.step == 60
     assert (tmp_path / "plain" / "scene.ply").read_bytes() == (tmp_path / "watched" / "scene.ply").read_bytes()
     assert not (tmp_path / "watched" / "renders").exists()  # the viewer added nothing unasked
-
+    rejected = [m for m in logged if m.startswith("viewer: ignored a request")]
+    for problem in ("camera pose or field of view is not finite", "resolution 1000000000000", "SH degree -7"):
+        assert sum(problem in m for m in rejected) == 1, (problem, rejected)
+    assert viewers[0].stats.rejected >= 3 and viewers[0].stats.frames >= 1
+    assert all("Traceback" not in m for m in logged)
 
 
 def test_view_command_serves_until_ctrl_c_and_reports_bad_input(small_run, tmp_path, native):

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import at_least, require
+from splatfield.scenes.config import at_least, check_device, require
 
 from ..console import PROG, progress, write_json
 from ..errors import CLIError, check_output_file
@@ -65,8 +65,11 @@ class BenchRaster:
     compare_stats: bool = False
     """Also time the native forward+backward without and with --stats, alternating run by run
     in this process, and report the overhead of the statistics."""
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         at_least(self.width, "width", 1)
         at_least(self.height, "height", 1)
         at_least(self.repeats, "repeats", 1)
@@ -84,10 +87,10 @@ def run(cfg: BenchRaster) -> int:
 
     import torch
 
-    from ..machine import machine_info
-
     from splatfield.render import resolve_backend
+    from splatfield.render.device import resolve_device
 
+    from ..machine import machine_info
     from . import raster_timing as bench
     from . import scene as scene_io
 
@@ -101,10 +104,12 @@ def run(cfg: BenchRaster) -> int:
         n = DEFAULT_GAUSSIANS if cfg.gaussians is None else cfg.gaussians
         gaussians = scene_io.random_bench_gaussians(n, camera, seed=cfg.seed, sh_degree=cfg.sh_degree)
         scene_label = f"random (seed {cfg.seed})"
+    device = resolve_device(cfg.device)
+    gaussians, camera = gaussians.to(device=device), camera.to(device=device)
     backends = list(dict.fromkeys(cfg.backend))
     if "native" in backends:
         try:
-            resolve_backend("native", torch.device("cpu"))
+            resolve_backend("native", device)
         except RuntimeError as exc:
             raise CLIError(str(exc), code=1) from None
 
@@ -112,7 +117,7 @@ def run(cfg: BenchRaster) -> int:
     fx = float(camera.fx[0])
     print(
         f"{PROG} bench raster: {len(gaussians):,} Gaussians ({scene_label}), {cfg.width}x{cfg.height}, "
-        f"60° fov (fx={fx:.2f}), sh degree {cfg.sh_degree}, stats: {', '.join(cfg.stats) or 'none'}"
+        f"60° fov (fx={fx:.2f}), sh degree {cfg.sh_degree}, stats: {', '.join(cfg.stats) or 'none'}; device {device}"
     )
     print(
         f"torch {torch.__version__}, threads: {torch.get_num_threads()}, {machine['model']} "

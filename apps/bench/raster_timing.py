@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from splatfield.render import Cameras, Gaussians, Statistic, rasterize, reference
+from splatfield.render.device import synchronize
 
 from ..machine import machine_info, peak_rss_mb
 
@@ -191,12 +192,14 @@ class RasterBenchResult:
     scene: str
     cpu: dict
     torch: str
+    device: str = "cpu"
+    peak_device_mb: float | None = None  # peak memory allocated on a GPU (None on the CPU)
     forward_ms_all: list[float] = field(default_factory=list)
     backward_ms_all: list[float] = field(default_factory=list)
 
     JSON_KEYS = (
         "forward_ms", "backward_ms", "pairs_per_s", "peak_rss_mb", "threads", "backend", "gaussians", "width",
-        "height", "total_ms", "stats", "scene", "repeats", "cpu", "torch",
+        "height", "total_ms", "stats", "scene", "repeats", "cpu", "torch", "device", "peak_device_mb",
     )  # fmt: skip
 
     def to_json(self) -> dict:
@@ -225,6 +228,9 @@ def time_raster(
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     params = Gaussians(*(t.detach().clone() for t in gaussians.tensors())).requires_grad_(True)
+    device = params.means.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     fwd: list[float] = []
     bwd: list[float] = []
     tot: list[float] = []
@@ -264,6 +270,8 @@ def time_raster(
         scene=scene,
         cpu=machine_info(),
         torch=torch.__version__,
+        device=str(device),
+        peak_device_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         forward_ms_all=fwd,
         backward_ms_all=bwd,
     )
@@ -275,11 +283,15 @@ def _time_once(
     """One forward and backward: (forward ms, backward ms, the render's meta)."""
     for t in params.tensors():
         t.grad = None
+    device = params.means.device  # a GPU queues its work: wait for it before each clock reading
+    synchronize(device)
     t0 = time.perf_counter()
     out = rasterize(params, cameras, sh_degree=sh_degree, stats=stats, backend=backend, antialiased=False)
+    synchronize(device)
     t1 = time.perf_counter()
     loss = ((out.image - 0.5) ** 2).mean()
     loss.backward()
+    synchronize(device)
     t2 = time.perf_counter()
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3, out.meta
 

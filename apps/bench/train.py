@@ -10,7 +10,7 @@ from typing import Optional
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import at_least, finite_at_least
+from splatfield.scenes.config import at_least, check_device, finite_at_least
 from splatfield.scenes.strategies.options import StrategyName
 
 from ..console import PROG, progress, write_json
@@ -42,8 +42,11 @@ class BenchTrain:
     """Also write the results as JSON (atomically) to FILE."""
     seed: int = 0
     """Seed of the initial points and view order."""
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         at_least(self.steps, "steps", 1)
         at_least(self.init_points, "init_points", 1)
         at_least(self.threads, "threads", 1)
@@ -56,6 +59,8 @@ def run(cfg: BenchTrain) -> int:
         check_output_file(cfg.json)
     import torch
 
+    from splatfield.render.device import resolve_device
+
     from . import train_timing as bench_train
 
     if cfg.threads is not None:
@@ -63,9 +68,10 @@ def run(cfg: BenchTrain) -> int:
     with progress(cfg.steps, "training steps", "step") as bar:
         r = bench_train.time_training(str(cfg.data), downscale=cfg.downscale, steps=cfg.steps,
                                       init_points=cfg.init_points, init_half_size=cfg.init_half_size,
-                                      strategy=cfg.strategy, seed=cfg.seed, progress=bar.update)  # fmt: skip
+                                      strategy=cfg.strategy, seed=cfg.seed, device=resolve_device(cfg.device),
+                                      progress=bar.update)  # fmt: skip
     print(f"{PROG} bench train: {r.dataset} at {r.width}x{r.height}, {r.initial_gaussians:,} initial Gaussians, "
-          f"strategy {r.strategy}, backend {r.backend}, {r.threads} threads ({r.cpu['model']})")  # fmt: skip
+          f"strategy {r.strategy}, backend {r.backend} on {r.device}, {r.threads} threads ({r.cpu['model']})")  # fmt: skip
     print(f"step time over the first {r.steps} steps: median {r.step_ms_median:.1f} ms "
           f"(p10 {r.step_ms_p10:.1f}, p90 {r.step_ms_p90:.1f}); {r.total_seconds:.1f} s in all; "
           f"{r.final_gaussians:,} Gaussians at the end; peak RSS {r.peak_rss_mb:.0f} MiB")  # fmt: skip

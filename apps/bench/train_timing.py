@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from splatfield import data as sfdata
-from splatfield.render._ext import native_available
+from splatfield.render._ext import native_available, native_has_cuda
 from splatfield.scenes.options import DataConfig, GaussianConfig, RunConfig, TrainerConfig
 from splatfield.scenes.strategies import StrategyName
 from splatfield.scenes.trainer import Trainer
@@ -44,6 +44,8 @@ class TrainBenchResult:
     backend: str
     cpu: dict
     torch: str
+    device: str = "cpu"
+    peak_device_mb: float | None = None  # peak memory allocated on a GPU (None on the CPU)
     step_ms_all: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -57,7 +59,7 @@ def _quantile(xs: list[float], q: float) -> float:
 
 def start_training(
     data: str, *, downscale: float, steps: int, init_points: int, init_half_size: float | None,
-    strategy: StrategyName = "adc", seed: int = 0,
+    strategy: StrategyName = "adc", seed: int = 0, device: torch.device = torch.device("cpu"),
 ) -> tuple[Trainer, sfdata.Dataset]:
     """A trainer at step 0, initialised as ``splatfield train`` does, with the schedules
     (learning-rate decay, densification window) of a default-length run: timed steps are its
@@ -66,7 +68,7 @@ def start_training(
                        scene=GaussianConfig(init_points=init_points, init_half_size=init_half_size),
                        trainer=TrainerConfig(seed=seed))  # fmt: skip
     dataset = load_dataset(config)
-    return new_trainer(config, dataset, load_views(dataset.train)), dataset
+    return new_trainer(config, dataset, load_views(dataset.train), device=device), dataset
 
 
 def time_training(
@@ -78,12 +80,17 @@ def time_training(
     init_half_size: float | None,
     strategy: StrategyName = "adc",
     seed: int = 0,
+    device: torch.device = torch.device("cpu"),
     progress: Callable[[], None] | None = None,
 ) -> TrainBenchResult:
+    """(A step's time includes its GPU work: the loss read back at its end waits for it.)"""
     trainer, dataset = start_training(data, downscale=downscale, steps=steps, init_points=init_points,
-                                      init_half_size=init_half_size, strategy=strategy, seed=seed)  # fmt: skip
+                                      init_half_size=init_half_size, strategy=strategy, seed=seed, device=device)  # fmt: skip
     views, n0 = trainer.views, len(trainer.scene)
-    backend = "native" if native_available() else "reference"  # builds/loads the extension, untimed
+    native = native_has_cuda() if device.type == "cuda" else native_available()  # builds/loads the extension, untimed
+    backend = "native" if native else "reference"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times: list[float] = []
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -96,5 +103,7 @@ def time_training(
         initial_gaussians=n0, final_gaussians=len(trainer.scene), step_ms_median=statistics.median(times),
         step_ms_p10=_quantile(times, 0.1), step_ms_p90=_quantile(times, 0.9), total_seconds=total,
         peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads(), backend=backend, cpu=machine_info(),
-        torch=torch.__version__, step_ms_all=times,
+        torch=torch.__version__, device=str(device),
+        peak_device_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        step_ms_all=times,
     )  # fmt: skip

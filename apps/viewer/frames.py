@@ -129,7 +129,7 @@ def render_frame(scene: Renderable, camera: Cameras, settings: FrameSettings) ->
     out = scene.render(camera.to(dtype=torch.float32), sh_degree=degree, background=settings.background)
     if settings.mode == "rgb":
         return to_uint8(out.image[0])
-    alpha = out.alpha[0, ..., 0].numpy()
+    alpha = out.alpha[0, ..., 0].cpu().numpy()
     if settings.mode == "alpha":
         return np.repeat((np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=-1)
-    return colorize_depth(out.depth[0, ..., 0].numpy(), alpha)
+    return colorize_depth(out.depth[0, ..., 0].cpu().numpy(), alpha)

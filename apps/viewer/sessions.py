@@ -31,9 +31,10 @@ def thumbnails(split: sfdata.Split) -> Callable[[int], np.ndarray]:
     return thumb
 
 
-def open_view(path: Path, *, host: str, port: int, log: Callable[[str], None] = print) -> Viewer:
-    """Serves a finished run or a splat file; renders in a background thread."""
-    src = open_source(path)
+def open_view(path: Path, *, host: str, port: int, log: Callable[[str], None] = print, device=None) -> Viewer:
+    """Serves a finished run or a splat file (on ``device``, default the CPU); renders in a
+    background thread."""
+    src = open_source(path) if device is None else open_source(path, device)
     scene = src.scene
     train = src.dataset.train if src.dataset is not None and len(src.dataset.train) else None
     viewer = Viewer(lambda: scene, host=host, port=port, background=src.background, max_sh_degree=scene.max_sh_degree,

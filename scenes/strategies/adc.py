@@ -55,7 +55,10 @@ class ADC:
         if self.grad_sum is None or self.grad_sum.shape[0] != n:
             self._reset_statistics(n, scene.device)
         H, W = out.image.shape[1:3]
-        grad = out.stats.grad2d.detach() * (0.5 * max(W, H))  # [B, N]
+        B = out.meta.radii.shape[0]  # the step's views (with several processes, all of theirs)
+        # the loss of a batch is the mean over its B views, so each view's gradient comes in
+        # divided by B: times B, a view counts the same at any batch size (as gsplat counts)
+        grad = out.stats.grad2d.detach() * (0.5 * max(W, H) * B)  # [B, N]
         visible = out.meta.visible  # [B, N]
         self.grad_sum += torch.where(visible, grad, torch.zeros_like(grad)).sum(dim=0)
         self.count += visible.sum(dim=0).to(self.count.dtype)

@@ -72,13 +72,14 @@ class Steepest(ADC):
         means = scene.params["means"].detach()
         split2d = out.stats.split2d.detach()
         grad = out.stats.mean2d_grad.detach() if self.split.projection_curvature else None
+        per_view = out.meta.radii.shape[0]  # a batch's loss is its views' mean: S of one view is B times its share
         for b, visible in enumerate(out.meta.visible):
             ids = visible.nonzero()[:, 0]
             if ids.numel() == 0:
                 continue
             S = lift_splitting_matrix(means[ids], cameras[b : b + 1], split2d[b, ids],
                                       None if grad is None else grad[b, ids])  # fmt: skip
-            self.split_sum.index_add_(0, ids, S.to(self.split_sum.dtype))
+            self.split_sum.index_add_(0, ids, (S if per_view == 1 else S * per_view).to(self.split_sum.dtype))
 
     # ------------------------------------------------------------------ state
 
