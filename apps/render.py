@@ -54,7 +54,24 @@ class Render:
                     f"width and height must be in 1..8192 (got {self.size[0]} {self.size[1]})")
 
 
+def _processes(cfg: Render):
+    """Under torchrun, ``--split`` shares the views among the processes (the first writes the
+    metrics); a camera path is one process's work."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or cfg.split is None:
+        return None
+    from splatfield.render.device import resolve_device
+    from splatfield.scenes.parallel import DataParallel
+
+    return DataParallel.start(resolve_device(cfg.device), timeout_s=60.0)
+
+
 def run(cfg: Render) -> int:
+    import os
+
+    if cfg.split is None and int(os.environ.get("RANK", "0")) > 0:
+        return 0  # a camera path is rendered by the first process alone
     require_exists(cfg.source)
     from . import rendering as rd
     from splatfield.render.device import resolve_device
@@ -62,13 +79,20 @@ def run(cfg: Render) -> int:
     from .sources import open_source
 
     src = open_source(cfg.source, resolve_device(cfg.device))
+    parallel = _processes(cfg)
     try:
         if cfg.split is not None:
-            out = cfg.out or rd.default_output(src, f"split-{cfg.split}", video=False)
-            rd.fresh_output(out)
+            main = parallel is None or parallel.is_main
+            out = cfg.out or (rd.default_output(src, f"split-{cfg.split}", video=False) if main else None)
+            if main:
+                rd.fresh_output(out)
+            if parallel is not None:
+                out = parallel.from_main(out)
             views = len(src.dataset.test if cfg.split == "test" else src.dataset.train) if src.dataset else 0
-            with progress(views, f"rendering {cfg.split} views", "view") as bar:
-                m = rd.render_split(src, cfg.split, out, progress=bar.update)
+            with progress(views if main else 0, f"rendering {cfg.split} views", "view") as bar:
+                m = rd.render_split(src, cfg.split, out, progress=bar.update, parallel=parallel)
+            if not main:
+                return 0
             print(f"{'view':<28} {'PSNR':>8} {'SSIM':>7}")
             for row in m["per_view"]:
                 print(f"{row['image']:<28} {row['psnr']:>8.3f} {row['ssim']:>7.4f}")
@@ -93,5 +117,8 @@ def run(cfg: Render) -> int:
         if is_input_error(exc):
             raise
         raise CLIError(str(exc)) from None
+    finally:
+        if parallel is not None:
+            parallel.stop()
     print(f"{PROG} render: {n} frames at {cams.width}x{cams.height}, {fps:g} fps -> {out}; camera path {path_json}")
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from splatfield.scenes.run import RunError, numbered_output
 
 from .media import save_png, to_uint8, write_video
 from .sources import SceneSource
+
+if TYPE_CHECKING:
+    from splatfield.scenes.parallel import DataParallel
 
 PathKind = Literal["orbit", "spiral", "interp"]
 
@@ -96,29 +99,43 @@ def render_path(src: SceneSource, cameras: Cameras, out: Path, fps: float,
 
 
 def render_split(src: SceneSource, split_name: Literal["test", "train"], out: Path,
-                 progress: Callable[[int], None] | None = None) -> dict:  # fmt: skip
+                 progress: Callable[[int], None] | None = None, parallel: DataParallel | None = None) -> dict:  # fmt: skip
     """Renders a split's views into ``out`` (PNGs and ``metrics.json``) and measures them as
-    ``splatfield eval`` does; returns the metrics (means and per view)."""
+    ``splatfield eval`` does; returns the metrics (means and per view). With ``parallel``
+    each process renders every K-th view and the first gathers the rows and writes."""
     if src.dataset is None:
         raise ValueError("--split needs a run directory (a bare file has no views with ground truth)")
     split = src.dataset.test if split_name == "test" else src.dataset.train
     if len(split) == 0:
         raise ValueError(f"the run's dataset has no {split_name} views")
-    out.mkdir()
+    if parallel is None or parallel.is_main:
+        out.mkdir()
+    if parallel is not None:
+        parallel.barrier()
     tick = progress or (lambda n: None)
+    mine = list(range(len(split))) if parallel is None else list(range(parallel.rank, len(split), parallel.world))
 
-    def on_view(i: int, image: torch.Tensor) -> None:
+    def on_view(k: int, image: torch.Tensor) -> None:
+        i = mine[k]
         save_png(out / f"{i:04d}_{Path(split.image_paths[i]).stem}.png", to_uint8(image))
         tick(1)
 
-    res = evaluate(src.scene, split.cameras.to(dtype=torch.float32), split.image, background=src.background,
-                   mask_at=split.mask, on_view=on_view)  # fmt: skip
+    cams = split.cameras.to(dtype=torch.float32)[torch.tensor(mine)]
+    res = evaluate(src.scene, cams, lambda k: split.image(mine[k]), background=src.background,
+                   mask_at=lambda k: split.mask(mine[k]), on_view=on_view)  # fmt: skip
+    rows = list(zip(mine, res.per_view))
+    psnr, ssim, lpips = res.psnr, res.ssim, res.lpips
+    if parallel is not None:  # the rows of every process, in view order; the means as one process takes them
+        rows = sorted((r for part in parallel.gathered(rows) for r in part), key=lambda r: r[0])
+        mean = lambda k: sum(float(r[k]) for _, r in rows) / max(1, len(rows))  # noqa: E731
+        psnr, ssim, lpips = mean("psnr"), mean("ssim"), mean("lpips") if res.lpips is not None else None
     metrics = {
-        "split": split_name, "views": len(split), "psnr": res.psnr, "ssim": res.ssim, "lpips": res.lpips,
+        "split": split_name, "views": len(split), "psnr": psnr, "ssim": ssim, "lpips": lpips,
         "lpips_note": res.lpips_note, "num_gaussians": len(src.scene),
-        "per_view": [{"image": Path(split.image_paths[i]).name, **row} for i, row in enumerate(res.per_view)],
+        "per_view": [{"image": Path(split.image_paths[i]).name, **row} for i, row in rows],
     }  # fmt: skip
-    write_json_atomic(out / "metrics.json", metrics)
+    if parallel is None or parallel.is_main:
+        write_json_atomic(out / "metrics.json", metrics)
     return metrics
 
 

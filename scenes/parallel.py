@@ -52,6 +52,18 @@ class DataParallel:
     def barrier(self) -> None:
         dist.barrier()
 
+    def gathered(self, obj: object) -> list:
+        """Every process's ``obj`` (picklable), in rank order."""
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def from_main(self, obj: object) -> object:
+        """The first process's ``obj`` on every process (e.g. an output name it chose)."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def stop(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -154,3 +154,15 @@ def test_device_option(capsys):
         assert "sees no CUDA device" in capsys.readouterr().err
     assert cli.run(["eval", "r", "--device", "gpu"]) == 2
     assert capsys.readouterr().err.strip() == "splatfield: error: --device: 'gpu' is not auto, cpu, cuda or cuda:N"
+
+
+def test_render_split_shares_the_views_among_processes(small_run, tmp_path, native):
+    one = _cli("render", str(small_run), "--split", "test", "--out", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                          "splatfield.apps.cli", "render", str(small_run), "--split", "test", "--out", str(tmp_path / "two")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert a == b  # the same rows in view order and the same means
+    assert sorted(p.name for p in (tmp_path / "one").glob("*.png")) == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
