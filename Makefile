@@ -44,3 +44,16 @@ bench: setup
 
 clean-cache:
 	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/splatfield
+
+# The prepared run for a lent GPU machine (.ci/gpu-check, docs/bench/gpu/README.md). On the
+# device, with .gpu/ carried: `make gpu-check` (= python3 .ci/gpu-check; no venv there, no
+# setup: the device has no network). Here: `make gpu-check ARGS=--prepare` fills .gpu/ first;
+# `make gpu-check-dry` runs every stage on the CPU with tiny sizes and prints the device call.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+.PHONY: gpu-check gpu-check-dry
+
+gpu-check:
+	$(GPU_PY) .ci/gpu-check $(ARGS)
+
+gpu-check-dry: setup
+	$(GPU_PY) .ci/gpu-check --dry-run $(ARGS)

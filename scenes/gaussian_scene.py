@@ -231,8 +231,9 @@ class GaussianScene:
         """Learning rates and Adam's betas for ``batch_size`` views per step (:func:`batch_rule`)."""
         self.lr_factor, betas = batch_rule(batch_size)
         for group in self.optimizer.param_groups:
-            base = getattr(self.lrs, group["name"]) * (self.extent if group["name"] == "means" else 1.0)
-            group["lr"], group["betas"] = base * self.lr_factor, betas
+            group["betas"] = betas
+            if group["name"] != "means":  # the position's follows its schedule (set_step)
+                group["lr"] = getattr(self.lrs, group["name"]) * self.lr_factor
 
     def set_run_length(self, steps: int) -> None:
         """The position learning rate decays over the run's own length (as gsplat does), so a

@@ -325,8 +325,8 @@ def test_export_refuses_a_scene_that_is_not_gaussians(small_run, monkeypatch, ca
 
     real = sources.open_source
 
-    def a_field(path):
-        src = real(path)
+    def a_field(path, *device):
+        src = real(path, *device)
         src.scene.kind = "field"  # what a radiance-field run will hold
         return src
 
