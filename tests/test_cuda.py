@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -45,13 +43,9 @@ GPU_SOURCES = cuda_sources()
 
 
 def _find_nvcc() -> str | None:
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root and (Path(root) / "bin" / "nvcc").is_file():
-            return str(Path(root) / "bin" / "nvcc")
-    return None
+    from splatfield.render import _ext
+
+    return _ext.find_nvcc()  # where the real build looks
 
 
 def _nvcc_flags() -> list[str]:
