@@ -54,33 +54,25 @@ class Render:
                     f"width and height must be in 1..8192 (got {self.size[0]} {self.size[1]})")
 
 
-def _processes(cfg: Render):
-    """Under torchrun, ``--split`` shares the views among the processes (the first writes the
-    metrics); a camera path is one process's work."""
-    import os
+def run(cfg: Render) -> int:
+    from splatfield.scenes.parallel import launched_processes, launched_rank
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or cfg.split is None:
-        return None
+    if cfg.split is None and launched_rank() > 0:
+        return 0  # under torchrun a camera path is rendered by the first process alone
+    require_exists(cfg.source)
     from splatfield.render.device import resolve_device
     from splatfield.scenes.parallel import DataParallel
 
-    return DataParallel.start(resolve_device(cfg.device), timeout_s=60.0)
-
-
-def run(cfg: Render) -> int:
-    import os
-
-    if cfg.split is None and int(os.environ.get("RANK", "0")) > 0:
-        return 0  # a camera path is rendered by the first process alone
-    require_exists(cfg.source)
     from . import rendering as rd
-    from splatfield.render.device import resolve_device
-
     from .sources import open_source
 
-    src = open_source(cfg.source, resolve_device(cfg.device))
-    parallel = _processes(cfg)
+    device = resolve_device(cfg.device)
+    parallel = None
+    if cfg.split is not None and launched_processes() > 1:  # the split's views shared among the processes
+        parallel = DataParallel.start(device, timeout_s=60.0)
+        device = parallel.device
     try:
+        src = open_source(cfg.source, device)
         if cfg.split is not None:
             main = parallel is None or parallel.is_main
             out = cfg.out or (rd.default_output(src, f"split-{cfg.split}", video=False) if main else None)

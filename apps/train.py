@@ -19,7 +19,7 @@ from typing import Any, Optional
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import at_least, check_device, finite_at_least, flag, require
+from splatfield.scenes.config import at_least, check_device, check_port, finite_at_least, flag, require
 from splatfield.scenes.options import (
     RESUMABLE, DataConfig, GaussianConfig, OutputConfig, RunConfig, TrainerConfig, check_strategies, option_names,
     option_paths, with_options,
@@ -92,7 +92,7 @@ class Train:
                 f"over {self.nproc} processes")  # fmt: skip
         at_least(self.checkpoint, "checkpoint", 0)
         if self.viewer:
-            require(0 <= self.viewer_port <= 65535, "viewer_port", f"must be a port number in 0..65535 (got {self.viewer_port})")
+            check_port(self.viewer_port, "viewer_port")
 
 
 def flag_options() -> dict[str, str]:
@@ -170,14 +170,10 @@ def launch(cfg: Train) -> int:
     return 0
 
 
-def in_torchrun() -> bool:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def run(cfg: Train) -> int:
-    if cfg.nproc > 1 and not in_torchrun():
+    from splatfield.scenes.parallel import launched_processes
+
+    if cfg.nproc > 1 and launched_processes() == 1:
         return launch(cfg)
     import os
 
@@ -188,10 +184,9 @@ def run(cfg: Train) -> int:
 
     device = resolve_device(cfg.device)
     parallel = None
-    if in_torchrun():
-        if device.type == "cuda":  # one GPU per process
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    if launched_processes() > 1:
         parallel = DataParallel.start(device, cfg.dist_timeout)
+        device = parallel.device  # one GPU per process
         if cfg.threads is None:  # share the cores instead of each process taking them all
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // parallel.world))
     try:

@@ -45,7 +45,7 @@ class TrainResult:
     run: Path
     step: int
     finished: bool
-    checkpoint: Path
+    checkpoint: Path | None  # None in the processes after the first (they write nothing)
     metrics: dict | None
     stop_signal: str | None
     lost_peer: str | None = None  # with several processes: why another one was lost
@@ -186,7 +186,7 @@ def train(
     finally:
         if live is not None:
             live.stop()
-    last = run.save_checkpoint(trainer.step, trainer.state_dict()) if main else run.checkpoints_dir / "(process 0's)"
+    last = run.save_checkpoint(trainer.step, trainer.state_dict()) if main else None  # the first process writes
     if not finished:
         return TrainResult(run.path, trainer.step, False, last, None, received["signal"], lost)
     if not main:

@@ -8,7 +8,7 @@ from pathlib import Path
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import check_device, require
+from splatfield.scenes.config import check_device, check_port
 
 from .console import PROG, say
 from .errors import require_exists
@@ -31,11 +31,7 @@ class View:
 
     def __post_init__(self) -> None:
         check_device(self.device)
-        check_port("port", self.port)
-
-
-def check_port(field: str, port: int) -> None:
-    require(0 <= port <= 65535, field, f"must be a port number in 0..65535 (got {port})")
+        check_port(self.port)
 
 
 def run(cfg: View) -> int:

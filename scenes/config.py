@@ -61,6 +61,10 @@ def check_device(value: str, field: str = "device") -> None:
     require(ok, field, f"{value!r} is not {DEVICE_CHOICES}")
 
 
+def check_port(port: int, field: str = "port") -> None:
+    require(0 <= port <= 65535, field, f"must be a port number in 0..65535 (got {port})")
+
+
 # ----------------------------------------------------------------------------- yaml round trip
 
 

@@ -134,12 +134,11 @@ class RunConfig:
         """From a parsed ``config.yaml``: this layout, or the first one (flat ``splatfield_train``)."""
         if isinstance(doc, dict) and "splatfield_train" in doc:
             return _from_first_layout(doc["splatfield_train"])
-        if not isinstance(doc, dict) or "splatfield_run" not in doc:
+        if not isinstance(doc, dict) or not isinstance(doc.get("splatfield_run"), dict):
             raise ConfigError("splatfield_run", "missing (not a splatfield run config)")
-        body = dict(doc["splatfield_run"]) if isinstance(doc["splatfield_run"], dict) else doc["splatfield_run"]
-        if isinstance(body, dict):
-            version = body.pop("version", None)
-            require(version == CONFIG_VERSION, "version", f"{version!r} is not a layout this splatfield reads ({CONFIG_VERSION})")
+        body = dict(doc["splatfield_run"])
+        version = body.pop("version", None)
+        require(version == CONFIG_VERSION, "version", f"{version!r} is not a layout this splatfield reads ({CONFIG_VERSION})")
         return from_dict(cls, body, "")
 
 

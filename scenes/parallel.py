@@ -12,9 +12,12 @@ same random draws. A peer that dies or stalls raises :class:`PeerLost` within th
 
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -26,10 +29,24 @@ class PeerLost(RuntimeError):
     """Another process stopped answering (killed, crashed or stalled past the timeout)."""
 
 
-def _lost(e: Exception) -> PeerLost:
-    """The backend's error in a few words (gloo's carries a source path and advice)."""
-    text = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).splitlines() or [type(e).__name__])[0])
-    return PeerLost(text.split(". This is typically")[0])
+@contextmanager
+def _collective() -> Iterator[None]:
+    """A backend error inside becomes :class:`PeerLost`, in a few words (gloo's carries a source
+    path and advice)."""
+    try:
+        yield
+    except (RuntimeError, dist.DistBackendError) as e:
+        text = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).splitlines() or [type(e).__name__])[0])
+        raise PeerLost(text.split(". This is typically")[0]) from None
+
+
+def launched_processes() -> int:
+    """How many processes torchrun started for this command (1 when it did not)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launched_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 class DataParallel:
@@ -44,7 +61,10 @@ class DataParallel:
 
     @classmethod
     def start(cls, device: torch.device, timeout_s: float) -> DataParallel:
-        """Joins the group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR...)."""
+        """Joins the group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR...);
+        on CUDA each process of a machine takes its own GPU (``self.device``)."""
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
         return cls(dist.get_rank(), dist.get_world_size(), device)
@@ -70,18 +90,16 @@ class DataParallel:
 
     # ------------------------------------------------------------------ a step
 
-    def share(self, views: list[int]) -> slice:
-        """This process's contiguous part of a batch (the batch size is a multiple of the world)."""
-        per = len(views) // self.world
+    def share(self, size: int) -> slice:
+        """This process's contiguous part of a batch of ``size`` (a multiple of the world)."""
+        per = size // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
     def reduce_gradients(self, params) -> None:
-        try:
+        with _collective():
             for p in params:
                 if p.grad is not None:
                     dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        except (RuntimeError, dist.DistBackendError) as e:
-            raise _lost(e) from None
 
     def gather_output(self, out: RenderOutput, cameras: Cameras) -> RenderOutput:
         """``out`` with its per-view rows (radii, means, depths, statistics) gathered from every
@@ -89,10 +107,8 @@ class DataParallel:
 
         def cat(t: torch.Tensor) -> torch.Tensor:
             parts = [torch.empty_like(t) for _ in range(self.world)]
-            try:
+            with _collective():
                 dist.all_gather(parts, t.contiguous())
-            except (RuntimeError, dist.DistBackendError) as e:
-                raise _lost(e) from None
             return torch.cat(parts)
 
         m = out.meta
@@ -105,8 +121,6 @@ class DataParallel:
         """Numbers summed over the processes in one collective (the losses for the log, and
         the stop requests: a sum above 0 means some process was asked to stop)."""
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        try:
+        with _collective():
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        except (RuntimeError, dist.DistBackendError) as e:
-            raise _lost(e) from None
         return t.tolist()

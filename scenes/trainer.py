@@ -9,14 +9,15 @@ statistics, steps the optimizer, and lets the strategies edit the scene. Callbac
 Everything a resumed run needs is in :meth:`Trainer.state_dict`: the scene with its
 optimizer state, each strategy's state, the RNG and the position in the view permutation,
 so a run stopped at step k and resumed continues with exactly the same views and random
-draws. The run's length drives the schedules that span it (:meth:`Trainer.set_run_length`),
-so a resumed run given a new length follows a fresh run of that length from there on.
+draws. The run's length and batch size drive the scene's schedules (:meth:`Scene.set_run_length`,
+set on start and again after a checkpoint loads), so a resumed run given a new length
+follows a fresh run of that length from there on.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -72,14 +73,13 @@ class Trainer:
             raise ValueError(f"--batch-size {config.batch_size} is not a multiple of the {parallel.world} processes")
         self._agreed_stop = False  # with several processes: a stop all of them agreed on, this step
         self._step_start: tuple | None = None  # the draws' state before the step in progress
-        scene.set_run_length(config.steps)
-        scene.set_batch_size(config.batch_size)
+        self._fit_scene()
 
-    def set_run_length(self, steps: int) -> None:
-        """A new length for the run (a resume with another --steps): the scene's schedules follow
-        it; strategies are built for a length (their schedules are options, rebuilt on resume)."""
-        self.config = replace(self.config, steps=int(steps))
-        self.scene.set_run_length(steps)
+    def _fit_scene(self) -> None:
+        """The scene's schedules for this run's length and batch size (strategies are built for
+        them; a checkpoint's scene comes with the lengths it was saved with)."""
+        self.scene.set_run_length(self.config.steps)
+        self.scene.set_batch_size(self.config.batch_size)
 
     def schedule_at(self, step: int) -> dict[str, float]:
         """Every schedule value at ``step``: the scene's (learning rates, SH degree) and the strategies'."""
@@ -97,7 +97,7 @@ class Trainer:
         scene.set_step(step)
         par = self.parallel
         self._step_start = (self.generator.get_state(), list(self.sampler.order))
-        share = None if par is None else par.share(list(range(self.config.batch_size)))
+        share = None if par is None else par.share(self.config.batch_size)
         batch = scene.draw_batch(self.views, self.sampler, self.config.batch_size, share)
         out = scene.render_batch(batch, step=step, background=self.background, stats=strategies.statistics)
         loss, mse = scene.batch_loss(batch, out, ssim_weight=self.config.ssim_weight)
@@ -168,8 +168,7 @@ class Trainer:
         device = self.scene.device
         self.strategies.load_state_dict(_to_device(strategy_states(state), device))
         self.scene = type(self.scene).from_state_dict(state["scene"], device=device)
-        self.scene.set_run_length(self.config.steps)
-        self.scene.set_batch_size(self.config.batch_size)
+        self._fit_scene()
         self.generator.set_state(state["generator"])
         self.sampler.order = list(state["view_order"])
         self.step = int(state["step"])
