@@ -102,7 +102,7 @@ def test_a_killed_process_stops_the_other_with_a_checkpoint_that_resumes(data, t
         if line.startswith("step ") or line.startswith("run:"):
             break
     time.sleep(3)
-    victim = _process_of_rank(1)
+    victim = _process_of_rank(1, proc.pid)
     os.kill(victim, signal.SIGKILL)
     t_kill = time.perf_counter()
     out, err = proc.communicate(timeout=120)
@@ -120,20 +120,31 @@ def test_a_killed_process_stops_the_other_with_a_checkpoint_that_resumes(data, t
     assert f"resumed run at step {step}" in done.stdout
 
 
-def _process_of_rank(rank: int) -> int:
+def _process_of_rank(rank: int, launcher: int) -> int:
+    """The worker of ``rank`` started (through the elastic agent) by the process ``launcher``;
+    only its descendants count, so no other test's or user's process is taken for it."""
     for _ in range(100):
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
+        parent = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                parent[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        for pid in parent:
+            p = pid
+            while p in parent and p != launcher:
+                p = parent[p]
+            if p != launcher or pid == launcher:
                 continue
             try:
                 env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if f"RANK={rank}".encode() in env and b"splatfield.apps.cli" in cmd and b"--nproc" not in cmd:
-                return int(pid)
+            if f"RANK={rank}".encode() in env and b"splatfield.apps.cli" in cmd:
+                return pid
         time.sleep(0.1)
-    raise AssertionError(f"no process of rank {rank}")
+    raise AssertionError(f"no process of rank {rank} under {launcher}")
 
 
 def test_batch_and_process_counts_are_checked(capsys):
