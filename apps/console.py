@@ -72,9 +72,9 @@ def train_progress(steps: int, opened: list) -> Callable[[Any], None]:
             rate = "" if state["t"] is None else f", {(now - state['t'][0]) / (info.step - state['t'][1]):.3f} s/step"
             state["t"] = (now, info.step)
             print(f"step {info.step}/{steps}: loss {info.loss:.4f}, train-view PSNR {info.psnr:.2f} dB, "
-                  f"{info.num_gaussians:,} Gaussians{rate}", flush=True)  # fmt: skip
+                  f"{info.num_gaussians:,} {info.count_label}{rate}", flush=True)  # fmt: skip
         if info.changes:
-            bar.write(f"step {info.step}: {describe_changes(info.changes)} -> {info.num_gaussians:,} Gaussians",
+            bar.write(f"step {info.step}: {describe_changes(info.changes)} -> {info.num_gaussians:,} {info.count_label}",
                       file=sys.stdout)  # fmt: skip
         if info.step % 10 == 0 or info.step == steps:
             bar.set_postfix(loss=f"{info.loss:.4f}", psnr=f"{info.psnr:.2f}", n=f"{info.num_gaussians:,}", refresh=False)
@@ -102,7 +102,7 @@ def describe_changes(changes: dict) -> str:
 def print_metrics(m: dict) -> None:
     lp = "unavailable" if m["lpips"] is None else f"{m['lpips']:.4f}"
     print(f"{m['split']} views: {m['views']} at {m['width']}x{m['height']} — PSNR {m['psnr']:.3f} dB, "
-          f"SSIM {m['ssim']:.4f}, LPIPS {lp}; {m['num_gaussians']:,} Gaussians")  # fmt: skip
+          f"SSIM {m['ssim']:.4f}, LPIPS {lp}; {m['num_gaussians']:,} {m.get('count_label', 'Gaussians')}")  # fmt: skip
 
 
 def report_stop(signal_name: str | None, step: int, saved: str, resume_command: str) -> int:

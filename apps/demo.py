@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 from splatfield.scenes.config import at_least, check_device
+from splatfield.scenes.options import SceneKind
 
 from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, train_progress
 from .errors import CLIError
@@ -16,7 +17,7 @@ from .errors import CLIError
 class Demo:
     """The whole job on a scene splatfield makes itself: ray casts a procedural tabletop
     into a Blender-format dataset, trains Gaussians on it (3DGS density control, a few
-    minutes on a CPU), reports the held-out PSNR and renders an orbit of the result.
+    minutes on a CPU; --model field: a radiance field), reports the held-out PSNR and renders an orbit of the result.
     Run it again to reuse the dataset; a demo stopped with Ctrl-C continues."""
 
     out: Path = Path("runs/demo")
@@ -29,6 +30,8 @@ class Demo:
     """Views of the orbit rendered from the trained scene."""
     seed: int = 0
     """Seed of the cameras, initial points and training."""
+    model: SceneKind = "gaussians"
+    """gaussians, or field (a radiance field; its run, frames and contact sheet get a -field suffix)."""
     device: str = "auto"
     """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
@@ -48,7 +51,7 @@ def run(cfg: Demo) -> int:
     from . import demo_run as demo
 
     with bars() as opened:
-        res = demo.run_demo(cfg.out, size=cfg.size, steps=cfg.steps, frames=cfg.frames, seed=cfg.seed,
+        res = demo.run_demo(cfg.out, size=cfg.size, steps=cfg.steps, frames=cfg.frames, seed=cfg.seed, model=cfg.model,
                             on_phase=phase_bar(opened), on_step=train_progress(cfg.steps, opened),
                             log=say, device=resolve_device(cfg.device))  # fmt: skip
     if not res.finished:

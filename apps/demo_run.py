@@ -20,7 +20,9 @@ import torch
 
 from splatfield.data import procedural
 from splatfield.render import Cameras
-from splatfield.scenes.options import DataConfig, GaussianConfig, OutputConfig, RunConfig, TrainerConfig
+from splatfield.scenes.options import (
+    DataConfig, FieldConfig, GaussianConfig, OutputConfig, RunConfig, SceneKind, TrainerConfig,
+)  # fmt: skip
 from splatfield.scenes.run import Run
 from splatfield.scenes.trainer import StepInfo
 
@@ -63,6 +65,13 @@ def contact_sheet(images: list[np.ndarray], tile: int = 256, gap: int = 4) -> "P
 # ----------------------------------------------------------------------------- run
 
 
+def demo_field(size: int, steps: int) -> FieldConfig:
+    """The demo's field: its box is the procedural scene's (objects within 1 of the centre),
+    a cell about a pixel of the images, growing at a sixth and a half of the run."""
+    return FieldConfig(resolution=max(16, min(256, size)), grow_at=(max(1, steps // 6), max(2, steps // 2)),
+                       box_half_size=1.25)  # fmt: skip
+
+
 @dataclass
 class DemoResult:
     dataset: Path
@@ -83,6 +92,7 @@ def run_demo(
     frames: int = 24,
     init_points: int = 20_000,
     seed: int = 0,
+    model: SceneKind = "gaussians",
     device: torch.device = torch.device("cpu"),
     on_phase: Callable[[str, int], Callable[[int], None]] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
@@ -92,11 +102,14 @@ def run_demo(
     data = out / "data"
     tick = phase("ray casting the scene", 56)
     procedural.write_demo_dataset(data, size=size, seed=seed, on_view=lambda k: tick(1))
-    run = out / "run"
+    suffix = "" if model == "gaussians" else f"-{model}"  # a field's demo beside the Gaussians'
+    run = out / f"run{suffix}"
     resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*.pt"))
-    config = RunConfig(data=str(data.resolve()), out=str(run), dataset=DataConfig(),
+    config = RunConfig(data=str(data.resolve()), out=str(run), scene_kind=model,
+                       strategy=("adc",) if model == "gaussians" else ("none",), dataset=DataConfig(),
                        scene=GaussianConfig(init_points=init_points, init_half_size=1.0),
-                       trainer=TrainerConfig(steps=steps, seed=seed), outputs=OutputConfig(checkpoint_every=500))  # fmt: skip
+                       trainer=TrainerConfig(steps=steps, seed=seed), outputs=OutputConfig(checkpoint_every=500),
+                       field=demo_field(size, steps))  # fmt: skip
     if resume:  # a demo stopped earlier continues where it was
         config = Run.open(run).config
     res = training.train(config, run_path=run, resume=resume, on_step=on_step, on_phase=phase, log=log, device=device)
@@ -104,7 +117,7 @@ def run_demo(
         return DemoResult(data, run, res.step, False, res.stop_signal, None, None, None)
 
     scene = Run.open(run).scene(device=device)
-    frames_dir = out / "frames"
+    frames_dir = out / f"frames{suffix}"
     frames_dir.mkdir(parents=True, exist_ok=True)
     cams = orbit_cameras(frames, max(size, 256))
     tick = phase("rendering the orbit", frames)
@@ -117,6 +130,6 @@ def run_demo(
             Image.fromarray(arr).save(frames_dir / f"frame_{i:03d}.png")
             images.append(arr)
             tick(1)
-    sheet = out / "contact_sheet.png"
+    sheet = out / f"contact_sheet{suffix}.png"
     contact_sheet(images).save(sheet)
     return DemoResult(data, run, res.step, True, None, res.metrics, frames_dir, sheet)

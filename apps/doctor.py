@@ -94,6 +94,7 @@ def gather(device: str) -> dict:
         "nvcc": {"path": nvcc, "version": _first_line([nvcc, "--version"], "release") if nvcc else None},
         "cache": str(_ext.cache_root()),
         "extensions": builds,
+        "kernels": _ext.kernel_groups() if builds["cpu"]["state"] == "built" else {},
         "devices": {"cpu": machine_info(), "cuda": gpus},
         "threads": {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
                     "logical_cores": os.cpu_count()},
@@ -148,6 +149,8 @@ def render(r: dict) -> str:
     ]
     for kind, b in r["extensions"].items():
         lines.append(f"  {kind:12}{_build_line(b)}")
+    for group, ops in r.get("kernels", {}).items():
+        lines.append(f"  {group:12}{' '.join(ops)}")
     arch = r["extensions"]["cuda"]["arch_list"]
     lines.append(f"  {'cuda arch':12}{' '.join(arch) if arch else 'none (no TORCH_CUDA_ARCH_LIST, no device)'}")
     lines.append(f"{'devices':14}cpu: {cpu['model']}, {cpu['logical_cores']} logical cores"

@@ -90,7 +90,7 @@ def run(cfg: Render) -> int:
                 print(f"{row['image']:<28} {row['psnr']:>8.3f} {row['ssim']:>7.4f}")
             lp = "unavailable" if m["lpips"] is None else f"{m['lpips']:.4f}"
             print(f"{cfg.split} views: {m['views']} — PSNR {m['psnr']:.3f} dB, SSIM {m['ssim']:.4f}, LPIPS {lp}; "
-                  f"{m['num_gaussians']:,} Gaussians; images and metrics.json in {out}")  # fmt: skip
+                  f"{m['num_gaussians']:,} {m['count_label']}; images and metrics.json in {out}")  # fmt: skip
             return 0
         if isinstance(cfg.path, Path):
             from splatfield.render.camera_paths import read_camera_path

@@ -131,7 +131,7 @@ def render_split(src: SceneSource, split_name: Literal["test", "train"], out: Pa
         psnr, ssim, lpips = mean("psnr"), mean("ssim"), mean("lpips") if res.lpips is not None else None
     metrics = {
         "split": split_name, "views": len(split), "psnr": psnr, "ssim": ssim, "lpips": lpips,
-        "lpips_note": res.lpips_note, "num_gaussians": len(src.scene),
+        "lpips_note": res.lpips_note, "num_gaussians": len(src.scene), "count_label": src.scene.count_label,
         "per_view": [{"image": Path(split.image_paths[i]).name, **row} for i, row in rows],
     }  # fmt: skip
     if parallel is None or parallel.is_main:

@@ -21,8 +21,8 @@ from typing_extensions import Annotated
 
 from splatfield.scenes.config import at_least, check_device, check_port, finite_at_least, flag, require
 from splatfield.scenes.options import (
-    RESUMABLE, DataConfig, GaussianConfig, OutputConfig, RunConfig, TrainerConfig, check_strategies, option_names,
-    option_paths, with_options,
+    RESUMABLE, DataConfig, FieldConfig, GaussianConfig, OutputConfig, RunConfig, SceneKind, TrainerConfig,
+    check_strategies, option_names, option_paths, with_options,
 )  # fmt: skip
 from splatfield.scenes.strategies.options import AdcConfig, SteepestConfig, StrategyName
 
@@ -34,18 +34,21 @@ Flat = tyro.conf.OmitArgPrefixes  # the sections of scenes.options.PLAIN_SECTION
 
 @dataclass(frozen=True)
 class Train:
-    """Trains a Gaussian-splatting scene on a dataset (Blender, transforms.json, COLMAP, LLFF, a
-    folder of photos or a video) into a run directory: config.yaml, checkpoints/, scene.ply,
-    cameras.json, metrics.json, renders/test/. Ctrl-C (or SIGTERM) saves a checkpoint;
-    --resume RUN continues it."""
+    """Trains a scene — Gaussian splatting, or a radiance field with --model field — on a dataset
+    (Blender, transforms.json, COLMAP, LLFF, a folder of photos or a video) into a run directory:
+    config.yaml, checkpoints/, scene.ply (Gaussians), cameras.json, metrics.json, renders/test/.
+    Ctrl-C (or SIGTERM) saves a checkpoint; --resume RUN continues it."""
 
     data: Annotated[Optional[Path], tyro.conf.Positional, tyro.conf.arg(metavar="DATA")] = None
     """Dataset folder (or its transforms/poses file), or a folder of photos or a video (SfM first,
     with `splatfield sfm`'s defaults, cached); not needed with --resume or --config."""
+    model: SceneKind = "gaussians"
+    """What is trained: gaussians (3D Gaussian splatting) or field (a radiance field on a sparse
+    grid, options under --field.; docs/FIELD.md)."""
     strategy: tuple[StrategyName, ...] = ("adc",)
     """Training strategies, run in order around each step: adc (3DGS adaptive density control),
     steepest (SteepGS: split only at saddle points), none (fixed Gaussians). adc and steepest
-    exclude each other (both densify)."""
+    exclude each other (both densify). A field has none (the default with --model field)."""
     out: Annotated[Optional[Path], tyro.conf.arg(metavar="RUN", help_behavior_hint="(default: runs/<data>-<time>)")] = None
     """Run directory to create."""
     resume: Annotated[Optional[Path], tyro.conf.arg(metavar="RUN", help_behavior_hint="(default: a new run)")] = None
@@ -61,6 +64,7 @@ class Train:
     outputs: Annotated[OutputConfig, Flat] = OutputConfig()
     steepest: Annotated[SteepestConfig, Flat] = SteepestConfig()
     adc: AdcConfig = AdcConfig()
+    field: FieldConfig = FieldConfig()
     threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
     """torch.set_num_threads(T)."""
     viewer: bool = True
@@ -91,6 +95,7 @@ class Train:
                 f"must be a multiple of --nproc (each process renders its share): {self.trainer.batch_size} views "
                 f"over {self.nproc} processes")  # fmt: skip
         at_least(self.checkpoint, "checkpoint", 0)
+        require(self.model == "gaussians" or self.nproc == 1, "nproc", "a radiance field trains in one process")
         if self.viewer:
             check_port(self.viewer_port, "viewer_port")
 
@@ -98,7 +103,7 @@ class Train:
 def flag_options() -> dict[str, str]:
     """Command-line flag -> run option (``--split-threshold`` -> ``steepest.split_threshold``;
     ``--no-eval`` -> ``outputs.eval``; ``--adc.no-x`` is tyro's negation of a prefixed flag)."""
-    out = {"--strategy": "strategy"}
+    out = {"--strategy": "strategy", "--model": "scene_kind"}
     for name, path in option_names().items():
         section, _, field_name = name.rpartition(".")
         out[flag(name)] = path
@@ -118,8 +123,11 @@ def given_options(cfg: Train) -> dict[str, Any]:
 
 
 def _as_run_config(cfg: Train, data: str, out: str) -> RunConfig:
-    return RunConfig(data=data, out=out, strategy=cfg.strategy, dataset=cfg.dataset, scene=cfg.scene,
-                     trainer=cfg.trainer, outputs=cfg.outputs, adc=cfg.adc, steepest=cfg.steepest)  # fmt: skip
+    # the density control is the Gaussians' default; a field has no strategy unless one is named
+    strategy = cfg.strategy if cfg.model == "gaussians" or "--strategy" in cfg.given else ("none",)
+    return RunConfig(data=data, out=out, scene_kind=cfg.model, strategy=strategy, dataset=cfg.dataset,
+                     scene=cfg.scene, trainer=cfg.trainer, outputs=cfg.outputs, adc=cfg.adc, steepest=cfg.steepest,
+                     field=cfg.field)  # fmt: skip
 
 
 def resumed_config(saved: RunConfig, given: dict[str, Any]) -> RunConfig:

@@ -21,10 +21,12 @@ from splatfield import data as sfdata
 from splatfield.scenes.checkpoint import write_json_atomic
 from splatfield.scenes.evaluate import EvalResult, evaluate
 from splatfield.scenes.formats.ply import write_ply
+from splatfield.scenes.field_scene import FieldScene
 from splatfield.scenes.gaussian_scene import GaussianScene, LearningRates
 from splatfield.scenes.options import RunConfig
 from splatfield.scenes.parallel import DataParallel, PeerLost
 from splatfield.scenes.run import Run, RunError, scene_from_state_dict
+from splatfield.scenes.scene import Scene
 from splatfield.scenes.strategies.registry import make_strategies
 from splatfield.scenes.trainer import StepInfo, Trainer
 from splatfield.scenes.views import Views
@@ -55,7 +57,32 @@ class TrainResult:
 
 
 def initial_scene(config: RunConfig, dataset: sfdata.Dataset, generator: torch.Generator,
-                  device: torch.device = torch.device("cpu")) -> GaussianScene:  # fmt: skip
+                  device: torch.device = torch.device("cpu")) -> Scene:  # fmt: skip
+    """The run's kind of scene at step 0 (:func:`initial_gaussians`, :func:`initial_field`)."""
+    if config.scene_kind == "field":
+        return initial_field(config, dataset, device)
+    return initial_gaussians(config, dataset, generator, device)
+
+
+def field_box(config: RunConfig, dataset: sfdata.Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The field's grid box: --field.box-half-size around the cameras' look-at centre, else
+    the dataset's own box (transforms.json's aabb_scale), else extent / 3 around that centre
+    (the cube the Gaussians start in)."""
+    half = config.field.box_half_size
+    if half is None and dataset.bounds is not None:
+        return dataset.bounds
+    centre = sfdata.look_at_centre(dataset.train.cameras)
+    half = dataset.scene_extent() / 3 if half is None else half
+    return tuple(float(c - half) for c in centre), tuple(float(c + half) for c in centre)
+
+
+def initial_field(config: RunConfig, dataset: sfdata.Dataset, device: torch.device = torch.device("cpu")) -> FieldScene:
+    lo, hi = field_box(config, dataset)
+    return FieldScene.create(lo, hi, config.field, device=device)
+
+
+def initial_gaussians(config: RunConfig, dataset: sfdata.Dataset, generator: torch.Generator,
+                      device: torch.device = torch.device("cpu")) -> GaussianScene:  # fmt: skip
     """SfM points when the dataset has them, else random points in a cube (GaussianConfig)."""
     extent = dataset.scene_extent()
     if dataset.points is not None and dataset.points.shape[0] > 0:
@@ -224,7 +251,9 @@ def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_
         "ssim": res.ssim,
         "lpips": res.lpips,
         "lpips_note": res.lpips_note,
-        "num_gaussians": len(scene),
+        "num_gaussians": len(scene),  # the scene's count (of count_label), under its first name
+        "count_label": scene.count_label,
+        "scene_kind": scene.kind,
         "steps": steps,
         "train_seconds": train_seconds,
         "eval_seconds": time.perf_counter() - t0,

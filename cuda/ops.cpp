@@ -55,6 +55,26 @@ TORCH_LIBRARY(splatfield, m) {
       "composite_bwd(Tensor offsets, Tensor alphas, Tensor colors, Tensor ts, "
       "Tensor background, Tensor final_T, Tensor last, Tensor v_rgb, Tensor v_depth, "
       "Tensor v_alpha) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "grid_sample_fwd(Tensor index, Tensor table, Tensor points, float[] lo, float[] scale) "
+      "-> Tensor");
+  m.def(
+      "grid_sample_bwd(Tensor index, int num_rows, Tensor points, Tensor v_out, float[] lo, "
+      "float[] scale) -> (Tensor, Tensor)");
+  m.def(
+      "march_rays(Tensor occupancy, Tensor blocks, int block_shift, Tensor index, "
+      "Tensor density, Tensor origins, Tensor dirs, "
+      "Tensor jitter, float[] lo, float[] scale, float near, float far, float step, "
+      "float interval, float shift, float stop_T) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "field_render(Tensor occupancy, Tensor blocks, int block_shift, Tensor index, "
+      "Tensor density, Tensor color, Tensor origins, Tensor dirs, Tensor jitter, "
+      "Tensor background, float[] lo, float[] scale, float near, float far, float step, "
+      "float interval, float shift, int sh_degree) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "sparse_adam_(Tensor(a!) param, Tensor(b!) exp_avg, Tensor(c!) exp_avg_sq, Tensor rows, "
+      "Tensor grads, Tensor lr, float beta1, float beta2, float eps, float bias1, "
+      "float bias2) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(splatfield, CPU, m) { SF_REGISTER_DRIVERS(m, cpu); }

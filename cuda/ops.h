@@ -165,6 +165,142 @@ inline void set_composite_grads(CompositeArgs& a, const at::Tensor& final_T,
   a.v_ts = std::get<2>(g).data_ptr<float>();
 }
 
+// ---------------------------------------------------------------------------- field
+
+inline GridGeom make_grid_geom(const at::Tensor& index, at::ArrayRef<double> lo,
+                               at::ArrayRef<double> scale) {
+  SF_CHECK_INPUT(index, at::kInt);
+  TORCH_CHECK(index.dim() == 3 && index.size(0) >= 2 && index.size(1) >= 2 && index.size(2) >= 2,
+              "index must be [X, Y, Z] with at least 2 vertices per axis");
+  TORCH_CHECK(lo.size() == 3 && scale.size() == 3, "lo and scale must have 3 values");
+  GridGeom g{};
+  for (int a = 0; a < 3; ++a) {
+    TORCH_CHECK(scale[a] > 0, "scale must be positive");
+    g.lo[a] = (float)lo[a];
+    g.scale[a] = (float)scale[a];
+    g.res[a] = (int)index.size(a);
+  }
+  return g;
+}
+
+inline GridSampleArgs make_grid_sample_args(const at::Tensor& index, int64_t num_rows,
+                                            int64_t channels, const at::Tensor& points,
+                                            at::ArrayRef<double> lo, at::ArrayRef<double> scale) {
+  SF_CHECK_INPUT(points, at::kFloat);
+  TORCH_CHECK(points.dim() == 2 && points.size(1) == 3, "points must be [M, 3]");
+  GridSampleArgs a{};
+  a.g = make_grid_geom(index, lo, scale);
+  a.index = index.data_ptr<int32_t>();
+  a.points = points.data_ptr<float>();
+  a.N = num_rows;
+  a.C = channels;
+  a.M = points.size(0);
+  return a;
+}
+
+inline MarchArgs make_march_args(const at::Tensor& occupancy, const at::Tensor& blocks,
+                                 int64_t block_shift, const at::Tensor& index,
+                                 const at::Tensor& density, const at::Tensor& origins,
+                                 const at::Tensor& dirs, const at::Tensor& jitter,
+                                 at::ArrayRef<double> lo, at::ArrayRef<double> scale, double near,
+                                 double far, double step, double interval, double shift,
+                                 double stop_T) {
+  SF_CHECK_INPUT(occupancy, at::kByte);
+  for (const at::Tensor* t : {&density, &origins, &dirs, &jitter}) SF_CHECK_INPUT(*t, at::kFloat);
+  MarchArgs a{};
+  a.g = make_grid_geom(index, lo, scale);
+  const int64_t cells = (int64_t)(a.g.res[0] - 1) * (a.g.res[1] - 1) * (a.g.res[2] - 1);
+  TORCH_CHECK(occupancy.numel() == (cells + 7) / 8, "occupancy must hold one bit per cell");
+  SF_CHECK_INPUT(blocks, at::kByte);
+  TORCH_CHECK(block_shift >= 0 && block_shift < 16, "block_shift must be in [0, 16)");
+  const int64_t nblocks = (int64_t)blocks_along(a.g, 0, (int)block_shift) *
+                          blocks_along(a.g, 1, (int)block_shift) *
+                          blocks_along(a.g, 2, (int)block_shift);
+  TORCH_CHECK(blocks.numel() == (nblocks + 7) / 8, "blocks must hold one bit per block");
+  TORCH_CHECK(density.dim() == 1, "density must be [N]");
+  const int64_t R = origins.size(0);
+  TORCH_CHECK(origins.dim() == 2 && origins.size(1) == 3 && dirs.sizes() == origins.sizes() &&
+                  jitter.sizes() == at::IntArrayRef({R}),
+              "rays must be origins [R, 3], dirs [R, 3], jitter [R]");
+  TORCH_CHECK(step > 0, "step must be positive");
+  a.occupancy = occupancy.data_ptr<uint8_t>();
+  a.blocks = blocks.data_ptr<uint8_t>();
+  a.block_shift = (int)block_shift;
+  a.index = index.data_ptr<int32_t>();
+  a.density = density.data_ptr<float>();
+  a.origins = origins.data_ptr<float>();
+  a.dirs = dirs.data_ptr<float>();
+  a.jitter = jitter.data_ptr<float>();
+  a.R = R;
+  a.near = (float)near;
+  a.far = (float)far;
+  a.step = (float)step;
+  a.interval = (float)interval;
+  a.shift = (float)shift;
+  a.stop_T = (float)stop_T;
+  return a;
+}
+
+inline SparseAdamArgs make_sparse_adam_args(at::Tensor& param, at::Tensor& exp_avg,
+                                            at::Tensor& exp_avg_sq, const at::Tensor& rows,
+                                            const at::Tensor& grads, const at::Tensor& lr,
+                                            double beta1, double beta2, double eps, double bias1,
+                                            double bias2) {
+  for (const at::Tensor* t : {(const at::Tensor*)&param, (const at::Tensor*)&exp_avg,
+                              (const at::Tensor*)&exp_avg_sq, &grads, &lr})
+    SF_CHECK_INPUT(*t, at::kFloat);
+  SF_CHECK_INPUT(rows, at::kLong);
+  TORCH_CHECK(param.dim() == 2 && exp_avg.sizes() == param.sizes() &&
+                  exp_avg_sq.sizes() == param.sizes(),
+              "param and its moments must be [N, C]");
+  const int64_t C = param.size(1), K = rows.numel();
+  TORCH_CHECK(grads.sizes() == at::IntArrayRef({K, C}) && lr.numel() == C,
+              "grads must be [K, C] and lr [C]");
+  SparseAdamArgs a{};
+  a.param = param.data_ptr<float>();
+  a.exp_avg = exp_avg.data_ptr<float>();
+  a.exp_avg_sq = exp_avg_sq.data_ptr<float>();
+  a.rows = rows.data_ptr<int64_t>();
+  a.grads = grads.data_ptr<float>();
+  a.lr = lr.data_ptr<float>();
+  a.K = K;
+  a.C = C;
+  a.beta1 = (float)beta1;
+  a.beta2 = (float)beta2;
+  a.eps = (float)eps;
+  a.bias1 = (float)bias1;
+  a.bias2 = (float)bias2;
+  return a;
+}
+
+using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
+
+inline FieldRenderArgs make_field_render_args(MarchArgs m, const at::Tensor& color,
+                                              const at::Tensor& background, int64_t sh_degree) {
+  SF_CHECK_INPUT(color, at::kFloat);
+  SF_CHECK_INPUT(background, at::kFloat);
+  TORCH_CHECK(sh_degree >= 0 && sh_degree <= 3, "sh_degree must be in 0..3");
+  TORCH_CHECK(color.dim() == 2 && color.size(1) >= 3 * (sh_degree + 1) * (sh_degree + 1),
+              "color must be [N, 3 K] with K >= (sh_degree + 1)^2");
+  TORCH_CHECK(background.sizes() == at::IntArrayRef({m.R, 3}), "background must be [R, 3]");
+  FieldRenderArgs a{};
+  a.m = m;
+  a.color = color.data_ptr<float>();
+  a.C = color.size(1);
+  a.sh_degree = (int)sh_degree;
+  a.background = background.data_ptr<float>();
+  return a;
+}
+
+inline Tensor3 alloc_field_render_outputs(FieldRenderArgs& a, const at::Tensor& like) {
+  Tensor3 o = {at::empty({a.m.R, 3}, like.options()), at::empty({a.m.R}, like.options()),
+               at::empty({a.m.R}, like.options())};
+  a.out_rgb = std::get<0>(o).data_ptr<float>();
+  a.out_depth = std::get<1>(o).data_ptr<float>();
+  a.out_alpha = std::get<2>(o).data_ptr<float>();
+  return o;
+}
+
 // Outputs of the rasterizer forward that its backward needs again.
 // image [B,H,W,3], depth [B,H,W,1], alpha [B,H,W,1], final_T [B,H,W],
 // last [B,H,W] (int64, one past the last flat entry composited),
@@ -209,7 +345,31 @@ using RasterFwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at:
                               const at::Tensor& colors, const at::Tensor& ts,                   \
                               const at::Tensor& background, const at::Tensor& final_T,          \
                               const at::Tensor& last, const at::Tensor& v_rgb,                  \
-                              const at::Tensor& v_depth, const at::Tensor& v_alpha);
+                              const at::Tensor& v_depth, const at::Tensor& v_alpha);          \
+  at::Tensor grid_sample_fwd_##dev(const at::Tensor& index, const at::Tensor& table,            \
+                                   const at::Tensor& points, at::ArrayRef<double> lo,           \
+                                   at::ArrayRef<double> scale);                                 \
+  Tensor2 grid_sample_bwd_##dev(const at::Tensor& index, int64_t num_rows,                       \
+                                const at::Tensor& points, const at::Tensor& v_out,               \
+                                at::ArrayRef<double> lo, at::ArrayRef<double> scale);           \
+  Tensor3 march_rays_##dev(const at::Tensor& occupancy, const at::Tensor& blocks,                \
+                           int64_t block_shift, const at::Tensor& index,                        \
+                           const at::Tensor& density, const at::Tensor& origins,                \
+                           const at::Tensor& dirs, const at::Tensor& jitter,                    \
+                           at::ArrayRef<double> lo, at::ArrayRef<double> scale, double near,    \
+                           double far, double step, double interval, double shift,              \
+                           double stop_T);                                                      \
+  Tensor3 field_render_##dev(const at::Tensor& occupancy, const at::Tensor& blocks,               \
+                            int64_t block_shift, const at::Tensor& index,                       \
+                            const at::Tensor& density, const at::Tensor& color,                 \
+                            const at::Tensor& origins, const at::Tensor& dirs,                  \
+                            const at::Tensor& jitter, const at::Tensor& background,             \
+                            at::ArrayRef<double> lo, at::ArrayRef<double> scale, double near,   \
+                            double far, double step, double interval, double shift,             \
+                            int64_t sh_degree);                                                 \
+  void sparse_adam_##dev(at::Tensor& param, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,        \
+                         const at::Tensor& rows, const at::Tensor& grads, const at::Tensor& lr, \
+                         double beta1, double beta2, double eps, double bias1, double bias2);
 
 #define SF_REGISTER_DRIVERS(m, dev)                                   \
   m.impl("project_fwd", &splatfield::project_fwd_##dev);              \
@@ -217,7 +377,12 @@ using RasterFwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at:
   m.impl("rasterize_fwd", &splatfield::rasterize_fwd_##dev);          \
   m.impl("rasterize_bwd", &splatfield::rasterize_bwd_##dev);          \
   m.impl("composite_fwd", &splatfield::composite_fwd_##dev);          \
-  m.impl("composite_bwd", &splatfield::composite_bwd_##dev)
+  m.impl("composite_bwd", &splatfield::composite_bwd_##dev);         \
+  m.impl("grid_sample_fwd", &splatfield::grid_sample_fwd_##dev);     \
+  m.impl("grid_sample_bwd", &splatfield::grid_sample_bwd_##dev);     \
+  m.impl("march_rays", &splatfield::march_rays_##dev);               \
+  m.impl("field_render", &splatfield::field_render_##dev);           \
+  m.impl("sparse_adam_", &splatfield::sparse_adam_##dev)
 
 SF_DECLARE_DRIVERS(cpu)
 

@@ -205,6 +205,7 @@ class Dataset:
     background: tuple[float, float, float] | None = None
     points: Tensor | None = None  # [P, 3] float
     point_colors: Tensor | None = None  # [P, 3] uint8
+    bounds: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # the capture's own box (lo, hi)
 
     def scene_extent(self) -> float:
         """1.1 x the largest distance of a train camera centre from their mean (as 3DGS)."""

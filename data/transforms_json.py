@@ -127,7 +127,26 @@ def load_transforms_json(
         format="transforms_json",
         train=make_split(*args, train, **common),
         test=make_split(*args, test, **common),
+        bounds=_aabb(meta, path),
     )
+
+
+def _aabb(meta: dict, where: Path) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """instant-ngp's box, in the file's coordinates: its scene maps p to p * scale + offset
+    (0.33 and 0.5 by default) and bounds it by the cube of side aabb_scale around 0.5."""
+    if "aabb_scale" not in meta:
+        return None
+    try:
+        side = float(meta["aabb_scale"])
+        scale = float(meta.get("scale", 0.33))
+        offset = [float(v) for v in meta.get("offset", [0.5, 0.5, 0.5])]
+    except (TypeError, ValueError):
+        raise DatasetError(where, "aabb_scale, scale and offset must be numbers") from None
+    if not (side > 0 and scale > 0 and len(offset) == 3):
+        raise DatasetError(where, f"aabb_scale {side} and scale {scale} must be positive, offset three numbers")
+    lo = tuple((0.5 - side / 2 - o) / scale for o in offset)
+    hi = tuple((0.5 + side / 2 - o) / scale for o in offset)
+    return lo, hi  # type: ignore[return-value]
 
 
 def _split(meta: dict, names: list[str], test_every: int, where: Path) -> tuple[list[int], list[int]]:

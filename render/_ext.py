@@ -313,6 +313,19 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None if cuda.state == "built" else _cuda_unavailable(cuda)
 
 
+KERNEL_GROUPS = {
+    "gaussians": ("project_fwd", "project_bwd", "rasterize_fwd", "rasterize_bwd"),
+    "field": ("composite_fwd", "composite_bwd", "grid_sample_fwd", "grid_sample_bwd", "march_rays", "field_render",
+              "sparse_adam_"),
+}
+
+
+def kernel_groups() -> dict[str, list[str]]:
+    """The native ops the loaded CPU extension registers, by what uses them (``doctor``)."""
+    ops = torch.ops.splatfield
+    return {group: [name for name in names if hasattr(ops, name)] for group, names in KERNEL_GROUPS.items()}
+
+
 def build_status() -> dict[str, dict]:
     """Both builds (attempted first if they were not): per extension its state (built,
     compiled, failed, not attempted), reason, cache_dir and log; for cuda also its mode and

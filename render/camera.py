@@ -153,19 +153,23 @@ class Cameras:
     def generate_rays(self) -> tuple[Tensor, Tensor]:
         """Rays through pixel centres: origins and unit directions in world, [B, H, W, 3]."""
         dt, dev = self.world_to_camera.dtype, self.device
-        ys, xs = torch.meshgrid(
-            torch.arange(self.height, dtype=dt, device=dev) + 0.5,
-            torch.arange(self.width, dtype=dt, device=dev) + 0.5,
-            indexing="ij",
-        )
-        x = (xs[None] - self.cx[:, None, None]) / self.fx[:, None, None]
-        y = (ys[None] - self.cy[:, None, None]) / self.fy[:, None, None]
-        d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # [B, H, W, 3]
-        R = self.world_to_camera[:, :3, :3]
-        d_world = torch.einsum("bji,bhwj->bhwi", R, d_cam)
-        d_world = torch.nn.functional.normalize(d_world, dim=-1)
-        origins = self.centers[:, None, None, :].expand_as(d_world)
-        return origins, d_world
+        B, H, W = len(self), self.height, self.width
+        ys, xs = torch.meshgrid(torch.arange(H, dtype=dt, device=dev) + 0.5, torch.arange(W, dtype=dt, device=dev) + 0.5,
+                                indexing="ij")  # fmt: skip
+        cams = torch.arange(B, device=dev)[:, None].expand(B, H * W).reshape(-1)
+        origins, dirs = self.pixel_rays(cams, xs.reshape(-1).repeat(B), ys.reshape(-1).repeat(B))
+        return origins.view(B, H, W, 3), dirs.view(B, H, W, 3)
+
+    def pixel_rays(self, cams: Tensor, xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
+        """Rays of camera ``cams[i]`` through pixel position (``xs[i]``, ``ys[i]``) (pixel
+        centres at integer + 0.5): origins and unit directions in world, [R, 3]."""
+        dt = self.world_to_camera.dtype
+        x = (xs.to(dt) - self.cx[cams]) / self.fx[cams]
+        y = (ys.to(dt) - self.cy[cams]) / self.fy[cams]
+        d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # [R, 3]
+        R = self.world_to_camera[cams, :3, :3]
+        d_world = torch.nn.functional.normalize(torch.einsum("rji,rj->ri", R, d_cam), dim=-1)
+        return self.centers[cams], d_world
 
 
 def opengl_to_opencv_c2w(c2w: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 from .config import ConfigError, at_least, finite_at_least, from_dict, require, to_dict
 from .strategies.options import DENSIFYING, AdcConfig, SteepestConfig, StrategyName
 
-SceneKind = Literal["gaussians"]
+SceneKind = Literal["gaussians", "field"]
 CONFIG_VERSION = 2
 
 
@@ -49,6 +49,54 @@ class GaussianConfig:
         at_least(self.init_points, "init_points", 1)
         if self.init_half_size is not None:
             finite_at_least(self.init_half_size, "init_half_size", 0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """A radiance field's grid, sampling and learning rates (docs/FIELD.md)."""
+
+    resolution: int = 256
+    """Cells along the grid box's longest side at the end (the grid starts coarser)."""
+    grow_at: tuple[int, ...] = (500, 1500)
+    """Steps at which the grid doubles its resolution (each growth keeps the cells near occupied ones)."""
+    box_half_size: Optional[float] = None
+    """Half size of the grid's cube around the cameras' look-at centre (None: extent / 3, or the
+    dataset's own box: transforms.json's aabb_scale)."""
+    sh_degree: Literal[0, 1, 2, 3] = 2
+    """Spherical-harmonics degree of the colour."""
+    rays: int = 4096
+    """Rays per step (times --batch-size), drawn across all training views."""
+    step_ratio: float = 0.5
+    """Distance between samples along a ray, in cells."""
+    init_alpha: float = 0.02
+    """Alpha of one sample of the coarse grid at the start (must reach 1/255 to train)."""
+    density_lr: float = 0.1
+    """Adam learning rate of the raw densities (decays to lr_final_ratio times it)."""
+    sh_lr: float = 0.02
+    """Adam learning rate of the colour coefficients."""
+    lr_final_ratio: float = 0.1
+    """The learning rates' exponential decay reaches this fraction at the last step."""
+    occupancy_every: int = 16
+    """Steps between updates of the occupancy bitfield."""
+    tv_weight: float = 0.0
+    """Weight of the total-variation penalty on densities at random vertices."""
+
+    def __post_init__(self) -> None:
+        at_least(self.resolution, "resolution", 4)
+        require(all(s >= 1 for s in self.grow_at), "grow_at", "steps must be >= 1")
+        require(list(self.grow_at) == sorted(set(self.grow_at)), "grow_at", "steps must increase")
+        require(self.resolution >> len(self.grow_at) >= 2, "grow_at",
+                f"too many growths for --field.resolution {self.resolution}")  # fmt: skip
+        if self.box_half_size is not None:
+            finite_at_least(self.box_half_size, "box_half_size", 0.0, strict=True)
+        at_least(self.rays, "rays", 1)
+        finite_at_least(self.step_ratio, "step_ratio", 0.0, strict=True)
+        require(1.0 / 255.0 < self.init_alpha < 1.0, "init_alpha", f"must be in (1/255, 1) (got {self.init_alpha})")
+        finite_at_least(self.density_lr, "density_lr", 0.0)
+        finite_at_least(self.sh_lr, "sh_lr", 0.0)
+        require(0.0 < self.lr_final_ratio <= 1.0, "lr_final_ratio", f"must be in (0, 1] (got {self.lr_final_ratio})")
+        at_least(self.occupancy_every, "occupancy_every", 1)
+        finite_at_least(self.tv_weight, "tv_weight", 0.0)
 
 
 @dataclass(frozen=True)
@@ -117,6 +165,7 @@ class RunConfig:
     outputs: OutputConfig = field(default_factory=OutputConfig)
     adc: AdcConfig = field(default_factory=AdcConfig)
     steepest: SteepestConfig = field(default_factory=SteepestConfig)
+    field: FieldConfig = field(default_factory=FieldConfig)
 
     def __post_init__(self) -> None:
         check_strategies(tuple(self.strategy))
@@ -205,9 +254,10 @@ def _from_first_layout(flat: Any) -> RunConfig:
 
 
 # Sections whose options are named plainly (``--steps``); the density control's carry its name
-# (``--adc.refine-every``), since steepest shares them and a plain ``--refine-every`` would hide that.
+# (``--adc.refine-every``), since steepest shares them and a plain ``--refine-every`` would hide that;
+# the radiance field's too (``--field.resolution``), its options mean nothing to Gaussians.
 PLAIN_SECTIONS = ("dataset", "scene", "trainer", "outputs", "steepest")
-PREFIXED_SECTIONS = ("adc",)
+PREFIXED_SECTIONS = ("adc", "field")
 
 
 def option_names() -> dict[str, str]:

@@ -67,6 +67,10 @@ def scene_from_state_dict(state: dict, device: Any = "cpu") -> Any:
         from .gaussian_scene import GaussianScene
 
         return GaussianScene.from_state_dict(state, device=device)
+    if kind == "field":
+        from .field_scene import FieldScene
+
+        return FieldScene.from_state_dict(state, device=device)
     raise ValueError(f"scene kind {kind!r} is not one this splatfield knows")
 
 

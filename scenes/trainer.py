@@ -41,6 +41,7 @@ class StepInfo:
     sh_degree: int
     step_seconds: float
     changes: dict[str, float] = field(default_factory=dict)  # what the strategies did (counts, figures)
+    count_label: str = "Gaussians"  # what num_gaussians counts (the scene kind's count_label)
 
 
 Callback = Callable[["Trainer", StepInfo], None]
@@ -120,7 +121,7 @@ class Trainer:
         self.train_seconds += dt
         psnr = float("inf") if mse <= 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
         sh_degree = int(scene.schedule_at(step).get("sh_degree", 0))
-        return StepInfo(step, batch.views[0], loss_value, psnr, len(scene), sh_degree, dt, changes)
+        return StepInfo(step, batch.views[0], loss_value, psnr, len(scene), sh_degree, dt, changes, scene.count_label)
 
     def rewind_step(self) -> None:
         """Back to the end of the last completed step (after a step broke off before changing

@@ -63,6 +63,7 @@ class Batch:
     mask: Tensor | None = None  # [B, H, W] bool, or None
     step_views: list[int] | None = None  # the whole step's views when this is one process's share
     step_cameras: Cameras | None = None  # and their cameras
+    rays: tuple[Tensor, Tensor, Tensor] | None = None  # a field's: origins [R, 3], unit directions [R, 3], jitter [R]
 
     @property
     def step_size(self) -> int:

@@ -11,6 +11,7 @@ import tyro
 from typing_extensions import Annotated
 
 from splatfield.scenes.config import at_least, check_device, finite_at_least
+from splatfield.scenes.options import SceneKind
 from splatfield.scenes.strategies.options import StrategyName
 
 from ..console import PROG, progress, write_json
@@ -44,10 +45,15 @@ class BenchTrain:
     """Seed of the initial points and view order."""
     device: str = "auto"
     """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
+    model: SceneKind = "gaussians"
+    """gaussians, or field (a radiance field at the default --field. options)."""
+    warmup: int = 0
+    """Untimed training steps before the timed ones (a field: past its grid growths, e.g. 1600)."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
         at_least(self.steps, "steps", 1)
+        at_least(self.warmup, "warmup", 0)
         at_least(self.init_points, "init_points", 1)
         at_least(self.threads, "threads", 1)
         finite_at_least(self.downscale, "downscale", 1.0)
@@ -65,15 +71,17 @@ def run(cfg: BenchTrain) -> int:
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    with progress(cfg.steps, "training steps", "step") as bar:
+    with progress(cfg.warmup + cfg.steps, "training steps", "step") as bar:
         r = bench_train.time_training(str(cfg.data), downscale=cfg.downscale, steps=cfg.steps,
                                       init_points=cfg.init_points, init_half_size=cfg.init_half_size,
                                       strategy=cfg.strategy, seed=cfg.seed, device=resolve_device(cfg.device),
-                                      progress=bar.update)  # fmt: skip
-    print(f"{PROG} bench train: {r.dataset} at {r.width}x{r.height}, {r.initial_gaussians:,} initial Gaussians, "
-          f"strategy {r.strategy}, backend {r.backend} on {r.device}, {r.threads} threads ({r.cpu['model']})")  # fmt: skip
-    print(f"step time over the first {r.steps} steps: median {r.step_ms_median:.1f} ms "
+                                      model=cfg.model, warmup=cfg.warmup, progress=bar.update)  # fmt: skip
+    what = f"strategy {r.strategy}" if r.scene_kind == "gaussians" else f"a field, {r.rays_per_step} rays per step"
+    print(f"{PROG} bench train: {r.dataset} at {r.width}x{r.height}, {r.initial_gaussians:,} {r.count_label} at the "
+          f"first timed step, {what}, backend {r.backend} on {r.device}, {r.threads} threads ({r.cpu['model']})")  # fmt: skip
+    spr = "" if r.samples_per_ray is None else f"; {r.samples_per_ray:.1f} samples per ray"
+    print(f"step time over {r.steps} steps after {r.warmup_steps}: median {r.step_ms_median:.1f} ms "
           f"(p10 {r.step_ms_p10:.1f}, p90 {r.step_ms_p90:.1f}); {r.total_seconds:.1f} s in all; "
-          f"{r.final_gaussians:,} Gaussians at the end; peak RSS {r.peak_rss_mb:.0f} MiB")  # fmt: skip
+          f"{r.final_gaussians:,} {r.count_label} at the end{spr}; peak RSS {r.peak_rss_mb:.0f} MiB")  # fmt: skip
     write_json(cfg.json, r.to_json())
     return 0

@@ -1,9 +1,11 @@
 """``splatfield bench train``: the time of a training step, the way the peers were measured.
 
-Loads a dataset, initialises the scene as ``splatfield train`` does (SfM points, else random
-points in a cube), and times ``Trainer.train_step`` (render, loss, backward, density
-control, Adam) for the first ``steps`` steps; reports the median, the 10th/90th percentiles
-and the Gaussian count at the end. Image loading and initialisation are not timed.
+Loads a dataset, initialises the scene as ``splatfield train`` does (Gaussians: SfM points,
+else random points in a cube; a field: its coarse grid), trains ``warmup`` untimed steps,
+then times ``Trainer.train_step`` (render, loss, backward, density control or grid growth,
+Adam) for ``steps`` steps; reports the median, the 10th/90th percentiles, the scene's count
+at the end and, for a field, the samples per ray after occupancy skipping. Image loading
+and initialisation are not timed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from splatfield import data as sfdata
 from splatfield.render._ext import native_available, native_has_cuda
-from splatfield.scenes.options import DataConfig, GaussianConfig, RunConfig, TrainerConfig
+from splatfield.scenes.options import DataConfig, GaussianConfig, RunConfig, SceneKind, TrainerConfig
 from splatfield.scenes.strategies import StrategyName
 from splatfield.scenes.trainer import Trainer
 
@@ -47,6 +49,11 @@ class TrainBenchResult:
     device: str = "cpu"
     peak_device_mb: float | None = None  # peak memory allocated on a GPU (None on the CPU)
     step_ms_all: list[float] = field(default_factory=list)
+    scene_kind: str = "gaussians"
+    count_label: str = "Gaussians"  # what initial_gaussians and final_gaussians count
+    warmup_steps: int = 0
+    samples_per_ray: float | None = None  # a field's, mean over the timed steps
+    rays_per_step: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -60,11 +67,12 @@ def _quantile(xs: list[float], q: float) -> float:
 def start_training(
     data: str, *, downscale: float, steps: int, init_points: int, init_half_size: float | None,
     strategy: StrategyName = "adc", seed: int = 0, device: torch.device = torch.device("cpu"),
+    model: SceneKind = "gaussians",
 ) -> tuple[Trainer, sfdata.Dataset]:
     """A trainer at step 0, initialised as ``splatfield train`` does, with the schedules
-    (learning-rate decay, densification window) of a default-length run: timed steps are its
-    first ones."""
-    config = RunConfig(data=data, strategy=(strategy,), dataset=DataConfig(downscale=downscale),
+    (learning-rate decay, densification window, grid growth) of a default-length run."""
+    config = RunConfig(data=data, scene_kind=model, strategy=(strategy,) if model == "gaussians" else ("none",),
+                       dataset=DataConfig(downscale=downscale),
                        scene=GaussianConfig(init_points=init_points, init_half_size=init_half_size),
                        trainer=TrainerConfig(seed=seed))  # fmt: skip
     dataset = load_dataset(config)
@@ -81,20 +89,30 @@ def time_training(
     strategy: StrategyName = "adc",
     seed: int = 0,
     device: torch.device = torch.device("cpu"),
+    model: SceneKind = "gaussians",
+    warmup: int = 0,
     progress: Callable[[], None] | None = None,
 ) -> TrainBenchResult:
     """(A step's time includes its GPU work: the loss read back at its end waits for it.)"""
     trainer, dataset = start_training(data, downscale=downscale, steps=steps, init_points=init_points,
-                                      init_half_size=init_half_size, strategy=strategy, seed=seed, device=device)  # fmt: skip
-    views, n0 = trainer.views, len(trainer.scene)
+                                      init_half_size=init_half_size, strategy=strategy, seed=seed, device=device,
+                                      model=model)  # fmt: skip
+    views = trainer.views
+    for _ in range(warmup):
+        trainer.train_step()
+        if progress:
+            progress()
+    n0 = len(trainer.scene)
     native = native_has_cuda() if device.type == "cuda" else native_available()  # builds/loads the extension, untimed
     backend = "native" if native else "reference"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times: list[float] = []
+    samples: list[float] = []
     t0 = time.perf_counter()
     for _ in range(steps):
         times.append(trainer.train_step().step_seconds * 1e3)
+        samples.append(getattr(trainer.scene, "samples_per_ray", 0.0))
         if progress:
             progress()
     total = time.perf_counter() - t0
@@ -105,5 +123,7 @@ def time_training(
         peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads(), backend=backend, cpu=machine_info(),
         torch=torch.__version__, device=str(device),
         peak_device_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        step_ms_all=times,
+        step_ms_all=times, scene_kind=trainer.scene.kind, count_label=trainer.scene.count_label, warmup_steps=warmup,
+        samples_per_ray=statistics.mean(samples) if model == "field" else None,
+        rays_per_step=getattr(trainer.scene, "rays_per_step", None),
     )  # fmt: skip

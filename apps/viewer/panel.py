@@ -97,6 +97,6 @@ class TrainingPanel:
         self.text.content = (
             f"step **{info.step:,}** / {self.total_steps:,} — {state}  \n"
             f"loss {info.loss:.4f} · train-view PSNR {info.psnr:.2f} dB  \n"
-            f"Gaussians **{info.num_gaussians:,}** · SH degree {info.sh_degree}  \n"
+            f"{info.count_label} **{info.num_gaussians:,}** · SH degree {info.sh_degree}  \n"
             f"viewer time {share:.1f}% of training"
         )

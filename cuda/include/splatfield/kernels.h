@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "composite.h"
+#include "field.h"
 #include "projection.h"
 #include "sh.h"
 

@@ -1,0 +1,170 @@
+"""A radiance field to look at: a sparse vertex grid of raw densities and spherical-
+harmonics colour coefficients (Plenoxels-style, no network: docs/FIELD.md says why),
+rendered by marching rays through its occupancy bitfield and compositing the samples with
+:func:`splatfield.render.composite`.
+
+A sample at p, direction d: sigma = softplus(density(p) + shift), alpha = 1 - exp(-sigma *
+interval) (the sample's length in cells of the final grid), colour = sigmoid(sum_k Y_k(d) c_k(p)), density and c trilinear in the grid. The
+occupancy has a bit per cell, set where some sample of the cell can reach alpha >= 1/255
+(the largest of its 8 vertex densities does): skipping the other cells changes nothing
+the compositing would have used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from splatfield.render import Cameras, RenderMeta, RenderOutput, RenderStats, composite, resolve_backend
+from splatfield.render.field import (
+    ALPHA_MIN, GridBox, RaySamples, block_bits, grid_sample, march_rays, pack_bits, render_rays, softplus_alphas,
+)  # fmt: skip
+from splatfield.render.reference import sh_basis
+
+CHUNK_RAYS = 1 << 15  # rays marched at once when rendering whole images
+NEAR = 0.05  # no sample nearer the camera than this (world units)
+
+
+@dataclass
+class FieldModel:
+    """The field's tensors; ``density`` [N, 1] and ``sh`` [N, 3 K] (coefficient k of
+    channel c at 3 k + c) are the rows of the vertices ``index`` maps."""
+
+    box: GridBox
+    index: Tensor  # [X, Y, Z] int32, -1 = no row
+    density: Tensor  # [N, 1] raw
+    sh: Tensor  # [N, 3 K]
+    occupancy: Tensor  # packed bits over the cells
+    shift: float  # sigma = softplus(raw + shift), per `unit` of length
+    unit: float  # the density's unit of length: the final grid's cell (world units)
+    step_ratio: float  # sample spacing in cells
+    max_sh_degree: int
+    blocks: Tensor | None = None  # packed bits over blocks of cells (render.field.block_bits), None: none known empty
+
+    kind = "field"
+    count_label = "grid vertices"
+
+    def __len__(self) -> int:
+        return int(self.density.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.density.device
+
+    @property
+    def step(self) -> float:
+        """Distance between samples along a ray (world units)."""
+        return self.step_ratio * min(1.0 / s for s in self.box.scale)
+
+    @property
+    def interval(self) -> float:
+        """A sample's length in the density's unit (the same alpha for the same raw density
+        on every grid level, as the sample spacing shrinks with the cells)."""
+        return self.step / self.unit
+
+    def snapshot(self) -> FieldModel:
+        return replace(self, density=self.density.detach().clone(), sh=self.sh.detach().clone(),
+                       index=self.index.clone(), occupancy=self.occupancy.clone(),
+                       blocks=None if self.blocks is None else self.blocks.clone())  # fmt: skip
+
+    def points(self, limit: int = 100_000) -> Tensor:  # [n, 3]
+        """Vertices with rows (at most ``limit``, evenly strided)."""
+        pos = self.box.vertex_positions(self.device)[self.index >= 0]
+        return pos[:: max(1, pos.shape[0] // limit)]
+
+    # ------------------------------------------------------------------ occupancy
+
+    def vertex_raw_density(self) -> Tensor:  # [X, Y, Z], -inf where no row
+        raw = self.density.detach()[:, 0][self.index.clamp(min=0).long()]
+        return raw.masked_fill_(self.index < 0, float("-inf"))
+
+    def occupied_cells(self) -> Tensor:  # [X-1, Y-1, Z-1] bool
+        """Cells with all 8 vertices and a vertex density whose alpha reaches 1/255."""
+        raw = self.vertex_raw_density()
+        top = cell_corners_reduce(raw, torch.maximum)  # -inf where a vertex has no row... or all
+        present = cell_corners_reduce(self.index >= 0, torch.logical_and)
+        return present & (softplus_alphas(top, self.shift, self.interval) >= ALPHA_MIN)
+
+    def update_occupancy(self) -> float:
+        """Recomputes the bitfield; returns the occupied fraction of the cells."""
+        occ = self.occupied_cells()
+        self.occupancy = pack_bits(occ)
+        self.blocks = block_bits(occ)
+        return float(occ.float().mean())
+
+    # ------------------------------------------------------------------ rendering
+
+    def march(self, origins: Tensor, dirs: Tensor, jitter: Tensor) -> RaySamples:
+        return march_rays(self.occupancy, self.index, self.density.detach()[:, 0], origins, dirs, jitter, self.box,
+                          near=NEAR, far=1e10, step=self.step, interval=self.interval,
+                          shift=self.shift, blocks=self.blocks)  # fmt: skip
+
+    def shade(self, samples: RaySamples, dirs: Tensor, background: Tensor, sh_degree: int | None = None
+              ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """Colour [R, 3], alpha [R, 1] and depth [R, 1] of the rays' samples (differentiable
+        in the tables)."""
+        R = dirs.shape[0]
+        degree = self.max_sh_degree if sh_degree is None else min(sh_degree, self.max_sh_degree)
+        K = (degree + 1) ** 2
+        rays = samples.ray_indices
+        raw = grid_sample(self.index, self.density, samples.positions, self.box)[:, 0]
+        alphas = softplus_alphas(raw, self.shift, self.interval)
+        sh = self.sh if K * 3 == self.sh.shape[1] else self.sh[:, : 3 * K]
+        coef = grid_sample(self.index, sh, samples.positions, self.box).view(-1, K, 3)
+        basis = sh_basis(degree, dirs)[rays]  # [M, K]
+        rgb = torch.sigmoid(torch.einsum("mk,mkc->mc", basis, coef))
+        return composite(rays, alphas, rgb, samples.ts, R, background=background)
+
+    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, jitter: Tensor | None = None,
+                    sh_degree: int | None = None) -> tuple[Tensor, Tensor, Tensor, int]:  # fmt: skip
+        """Marches and shades rays [R, 3]; returns colour, alpha, depth and the sample count."""
+        if jitter is None:
+            jitter = torch.full_like(origins[:, 0], 0.5)
+        samples = self.march(origins, dirs, jitter)
+        rgb, alpha, depth = self.shade(samples, dirs, background, sh_degree)
+        return rgb, alpha, depth, int(samples.ts.shape[0])
+
+    def render(self, cameras: Cameras, *, background: Tensor | Sequence[float] | None = None,
+               sh_degree: int | None = None) -> RenderOutput:  # fmt: skip
+        cams = cameras.to(device=self.device, dtype=torch.float32)
+        B, H, W = len(cams), cams.height, cams.width
+        bg = torch.zeros(3, device=self.device) if background is None else torch.as_tensor(
+            background, dtype=torch.float32, device=self.device).reshape(-1)[:3]  # fmt: skip
+        origins, dirs = cams.generate_rays()
+        origins, dirs = origins.reshape(-1, 3).contiguous(), dirs.reshape(-1, 3).contiguous()
+        degree = self.max_sh_degree if sh_degree is None else min(sh_degree, self.max_sh_degree)
+        fused = resolve_backend("auto", self.device) == "native"
+        parts = []
+        with torch.no_grad():
+            for s in range(0, origins.shape[0], CHUNK_RAYS):
+                o, d = origins[s : s + CHUNK_RAYS], dirs[s : s + CHUNK_RAYS]
+                b = bg.expand(o.shape[0], 3).contiguous()
+                if fused:  # march, shade and composite in one native pass per ray
+                    parts.append(render_rays(self.occupancy, self.index, self.density.detach()[:, 0], self.sh.detach(),
+                                             o, d, torch.full_like(o[:, 0], 0.5), b, self.box, near=NEAR, far=1e10,
+                                             step=self.step, interval=self.interval, shift=self.shift,
+                                             sh_degree=degree, blocks=self.blocks))  # fmt: skip
+                else:
+                    parts.append(self.render_rays(o, d, b, sh_degree=degree)[:3])
+        rgb, alpha, depth = (torch.cat(p).view(B, H, W, -1) for p in zip(*parts))
+        return RenderOutput(rgb, alpha, depth, empty_meta(cams))
+
+
+def cell_corners_reduce(v: Tensor, op) -> Tensor:  # [X, Y, Z] -> [X-1, Y-1, Z-1]
+    """``op`` folded over each cell's 8 vertex values."""
+    out = v[:-1, :-1, :-1]
+    for c in range(1, 8):
+        dx, dy, dz = (c >> 2) & 1, (c >> 1) & 1, c & 1
+        out = op(out, v[dx : v.shape[0] - 1 + dx, dy : v.shape[1] - 1 + dy, dz : v.shape[2] - 1 + dz])
+    return out
+
+
+def empty_meta(cameras: Cameras | None) -> RenderMeta:
+    """A field render has no Gaussians: empty per-Gaussian fields."""
+    B = 1 if cameras is None else len(cameras)
+    dev = None if cameras is None else cameras.device
+    return RenderMeta(torch.zeros(B, 0, 2, device=dev), torch.zeros(B, 0, device=dev),
+                      torch.zeros(B, 0, 2, dtype=torch.int32, device=dev), RenderStats(), cameras)  # fmt: skip

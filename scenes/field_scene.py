@@ -1,0 +1,248 @@
+"""A radiance field being trained (:class:`FieldScene`, the scene protocol): a batch is
+rays drawn at random across all training views; the grid grows coarse to fine at the
+steps of ``FieldConfig.grow_at``; the occupancy bitfield is recomputed every
+``occupancy_every`` steps; the tables learn with :class:`GridAdam` (only the rows a step
+touched move). The field itself, and how it renders, is :class:`.field.FieldModel`."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from splatfield.render import Cameras, RenderOutput, Statistic
+from splatfield.render.field import GridBox, block_bits, grid_sample, unpack_bits
+
+from .config import from_dict
+from .field import FieldModel, empty_meta
+from .grid_adam import GridAdam
+from .options import FieldConfig
+from .views import Batch, Views, ViewSampler
+
+
+def coarse_box(lo: Sequence[float], hi: Sequence[float], config: FieldConfig) -> GridBox:
+    """The first grid: the final resolution halved once per growth, cells about cubic."""
+    longest = max(h - l for l, h in zip(lo, hi))
+    cells = config.resolution >> len(config.grow_at)
+    res = tuple(max(2, round(cells * (h - l) / longest)) + 1 for l, h in zip(lo, hi))
+    return GridBox(tuple(lo), tuple(hi), res)  # type: ignore[arg-type]
+
+
+class FieldScene:
+    kind = "field"
+    count_label = "grid vertices"
+
+    def __init__(self, model: FieldModel, config: FieldConfig, level: int = 0) -> None:
+        self.config = config
+        self.level = level  # growths done
+        self.run_length = 1
+        self.rays_per_step = config.rays
+        self.samples_per_ray = 0.0  # of the last training batch, for logs and benchmarks
+        self._use(model)
+
+    def _use(self, model: FieldModel, optimizer_state: dict | None = None) -> None:
+        """Trains ``model``'s tables from now on (a fresh optimizer unless a state is given)."""
+        model.density = torch.nn.Parameter(model.density.detach())
+        model.sh = torch.nn.Parameter(model.sh.detach())
+        self.model = model
+        self.optimizer = GridAdam([
+            {"params": [model.density], "lr": self.config.density_lr, "name": "density"},
+            {"params": [model.sh], "lr": self.config.sh_lr, "name": "sh"},
+        ])  # fmt: skip
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+
+    @classmethod
+    def create(cls, lo: Sequence[float], hi: Sequence[float], config: FieldConfig,
+               device: torch.device | str = "cpu") -> FieldScene:  # fmt: skip
+        """Every vertex of the coarse grid, grey, with alpha ``init_alpha`` per sample."""
+        box = coarse_box(lo, hi, config)
+        n = box.res[0] * box.res[1] * box.res[2]
+        index = torch.arange(n, dtype=torch.int32, device=device).view(box.res)
+        # densities are per cell of the final grid: a coarse sample is 2^growths of them long
+        coarse_cell = min(1.0 / s for s in box.scale)
+        unit = coarse_cell / 2 ** len(config.grow_at)
+        # softplus(shift) * interval = -log(1 - init_alpha) on the coarse grid
+        sigma0 = -math.log1p(-config.init_alpha) / (config.step_ratio * coarse_cell / unit)
+        shift = math.log(math.expm1(sigma0))
+        K = (config.sh_degree + 1) ** 2
+        model = FieldModel(box, index, torch.zeros(n, 1, device=device), torch.zeros(n, 3 * K, device=device),
+                           torch.zeros(0, dtype=torch.uint8, device=device), shift, unit, config.step_ratio,
+                           config.sh_degree)  # fmt: skip
+        model.update_occupancy()
+        return cls(model, config)
+
+    # ------------------------------------------------------------------ Renderable
+
+    def __len__(self) -> int:
+        return len(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def max_sh_degree(self) -> int:
+        return self.model.max_sh_degree
+
+    def render(self, cameras: Cameras, *, background: Tensor | Sequence[float] | None = None,
+               sh_degree: int | None = None) -> RenderOutput:  # fmt: skip
+        return self.model.render(cameras, background=background, sh_degree=sh_degree)
+
+    def snapshot(self) -> FieldModel:
+        return self.model.snapshot()
+
+    def points(self) -> Tensor:
+        return self.model.points()
+
+    # ------------------------------------------------------------------ batches
+
+    def draw_batch(self, views: Views, sampler: ViewSampler, size: int = 1, share: slice | None = None) -> Batch:
+        """``rays × size`` rays through random pixels of random training views (the trainer's
+        generator draws them: a resumed run draws the same)."""
+        if share is not None:
+            raise ValueError("a radiance field trains in one process (--nproc 1)")
+        g = sampler.generator
+        B, H, W = len(views), views.cameras.height, views.cameras.width
+        R = self.rays_per_step * size
+        flat = torch.randint(0, B * H * W, (R,), generator=g)
+        jitter = torch.rand(R, generator=g)
+        cams, pix = flat // (H * W), flat % (H * W)
+        xs, ys = (pix % W).double() + 0.5, (pix // W).double() + 0.5
+        origins, dirs = views.cameras.pixel_rays(cams, xs, ys)
+        dev = self.device
+        target = views.images.view(-1, 3)[flat].to(dev).float() / 255.0
+        mask = None if views.masks is None else views.masks.view(-1)[flat].to(dev)
+        rays = (origins.float().to(dev), dirs.float().to(dev), jitter.to(dev))
+        return Batch([int(cams[0])], views.cameras[int(cams[0]) : int(cams[0]) + 1], target, mask, rays=rays)
+
+    def render_batch(self, batch: Batch, *, step: int, background: Tensor, stats: Sequence[Statistic] = ()) -> RenderOutput:
+        assert batch.rays is not None, "a field renders ray batches"
+        origins, dirs, jitter = batch.rays
+        R = origins.shape[0]
+        rgb, alpha, depth, n = self.model.render_rays(origins, dirs, background.expand(R, 3), jitter)
+        self.samples_per_ray = n / max(1, R)
+        return RenderOutput(rgb[None, None], alpha[None, None], depth[None, None], empty_meta(None))
+
+    def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float) -> tuple[Tensor, float]:
+        """Mean squared error over the rays (masked ones left out; SSIM needs whole images),
+        plus the total variation of the densities when ``tv_weight`` > 0."""
+        err = ((out.image[0, 0] - batch.target) ** 2).mean(dim=-1)
+        if batch.mask is not None:
+            err = err[batch.mask]
+        mse = err.mean() if err.numel() else err.sum()
+        loss = mse
+        if self.config.tv_weight > 0:
+            loss = loss + self.config.tv_weight * self.density_tv()
+        return loss, float(mse.detach())
+
+    def density_tv(self, count: int = 65536) -> Tensor:
+        """Mean squared difference of raw densities between random vertices and their +x, +y,
+        +z neighbours (pairs where both have rows)."""
+        m = self.model
+        dev = self.device
+        res = torch.tensor(m.box.res, device=dev)
+        v = (torch.rand(count, 3, device=dev) * (res - 1).float()).long()
+        base = m.index[v[:, 0], v[:, 1], v[:, 2]].long()
+        total = m.density.new_zeros(())
+        for a in range(3):
+            n = v.clone()
+            n[:, a] += 1
+            other = m.index[n[:, 0], n[:, 1], n[:, 2]].long()
+            ok = (base >= 0) & (other >= 0)
+            rows = torch.stack([base[ok], other[ok]])
+            vals = F.embedding(rows, m.density, sparse=True)[..., 0]
+            total = total + ((vals[0] - vals[1]) ** 2).mean() if ok.any() else total
+        return total / 3
+
+    # ------------------------------------------------------------------ schedules
+
+    def lr_factor_at(self, step: int) -> float:
+        t = min(max(step / max(1, self.run_length), 0.0), 1.0)
+        return self.config.lr_final_ratio**t
+
+    def set_run_length(self, steps: int) -> None:
+        self.run_length = int(steps)
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """``batch_size`` ray batches per step (the learning rates stay)."""
+        self.rays_per_step = self.config.rays
+
+    def level_at(self, step: int) -> int:
+        """Growths done before training step ``step`` (counted from 1)."""
+        return sum(1 for s in self.config.grow_at if step > s)
+
+    def set_step(self, step: int) -> None:
+        while self.level < self.level_at(step):
+            self.grow()
+        if (step - 1) % self.config.occupancy_every == 0:
+            self.model.update_occupancy()
+        f = self.lr_factor_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = getattr(self.config, f"{group['name']}_lr") * f
+
+    def schedule_at(self, step: int) -> dict[str, float]:
+        f = self.lr_factor_at(step)
+        return {"lr.density": self.config.density_lr * f, "lr.sh": self.config.sh_lr * f,
+                "sh_degree": self.max_sh_degree, "grid_level": self.level_at(step)}  # fmt: skip
+
+    # ------------------------------------------------------------------ coarse to fine
+
+    @torch.no_grad()
+    def grow(self) -> None:
+        """Doubles the cells per axis, keeping the vertices of the new cells inside the
+        occupied cells and their neighbours; values are the old grid's, interpolated (exact
+        on the old vertices). The optimizer starts afresh on the new tables."""
+        old = self.model
+        occ = old.occupied_cells().float()[None, None]
+        near = F.max_pool3d(occ, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+        fine = near.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)
+        keep = F.max_pool3d(fine.float()[None, None], kernel_size=2, stride=1, padding=1)[0, 0] > 0
+        box = GridBox(old.box.lo, old.box.hi, tuple(keep.shape))  # type: ignore[arg-type]
+        pos = box.vertex_positions(self.device)[keep]
+        index = torch.full(box.res, -1, dtype=torch.int32, device=self.device)
+        index[keep] = torch.arange(pos.shape[0], dtype=torch.int32, device=self.device)
+        density = grid_sample(old.index, old.density.detach(), pos, old.box)
+        sh = grid_sample(old.index, old.sh.detach(), pos, old.box)
+        model = FieldModel(box, index, density, sh, old.occupancy, old.shift, old.unit, old.step_ratio,
+                           old.max_sh_degree)  # fmt: skip
+        model.update_occupancy()
+        self.level += 1
+        self._use(model)
+
+    # ------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict:
+        m = self.model
+        return {
+            "kind": self.kind,
+            "config": asdict(self.config),
+            "level": self.level,
+            "box": {"lo": list(m.box.lo), "hi": list(m.box.hi), "res": list(m.box.res)},
+            "index": m.index.clone(),
+            "density": m.density.detach().clone(),
+            "sh": m.sh.detach().clone(),
+            "occupancy": m.occupancy.clone(),
+            "shift": m.shift,
+            "unit": m.unit,
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> FieldScene:
+        config = from_dict(FieldConfig, state["config"], "field")
+        b = state["box"]
+        box = GridBox(tuple(b["lo"]), tuple(b["hi"]), tuple(b["res"]))  # type: ignore[arg-type]
+        model = FieldModel(box, state["index"].to(device), state["density"].to(device), state["sh"].to(device),
+                           state["occupancy"].to(device), float(state["shift"]), float(state["unit"]),
+                           config.step_ratio, config.sh_degree)  # fmt: skip
+        model.blocks = block_bits(unpack_bits(model.occupancy, box.cells))  # derived from the occupancy
+        scene = cls.__new__(cls)
+        FieldScene.__init__(scene, model, config, int(state["level"]))
+        scene.optimizer.load_state_dict(state["optimizer"])
+        return scene
