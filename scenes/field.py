@@ -25,6 +25,7 @@ from splatfield.render.field import (
 from splatfield.render.reference import sh_basis
 
 CHUNK_RAYS = 1 << 15  # rays marched at once when rendering whole images
+EMPTY_RAW = -20.0  # raw density of vertices a growth adds where the old grid had none: alpha ~ 0
 NEAR = 0.05  # no sample nearer the camera than this (world units)
 
 
@@ -46,6 +47,14 @@ class FieldModel:
 
     kind = "field"
     count_label = "grid vertices"
+
+    def __post_init__(self) -> None:
+        # the kernels trust the index (checked once here, for a checkpoint read from disk too)
+        N = self.density.shape[0]
+        if tuple(self.index.shape) != self.box.res or self.sh.shape[0] != N:
+            raise ValueError(f"a field needs index {list(self.box.res)} and tables of one length")
+        if self.index.numel() and not (int(self.index.min()) >= -1 and int(self.index.max()) < N):
+            raise ValueError(f"the field's index holds rows outside its table of {N}")
 
     def __len__(self) -> int:
         return int(self.density.shape[0])
@@ -81,12 +90,16 @@ class FieldModel:
         raw = self.density.detach()[:, 0][self.index.clamp(min=0).long()]
         return raw.masked_fill_(self.index < 0, float("-inf"))
 
+    def cell_alphas(self) -> Tensor:  # [X-1, Y-1, Z-1]
+        """The largest alpha a sample of each cell can have (its densest vertex's; 0 where a
+        vertex has no row)."""
+        top = cell_corners_reduce(self.vertex_raw_density(), torch.maximum)
+        present = cell_corners_reduce(self.index >= 0, torch.logical_and)
+        return softplus_alphas(top, self.shift, self.interval) * present
+
     def occupied_cells(self) -> Tensor:  # [X-1, Y-1, Z-1] bool
         """Cells with all 8 vertices and a vertex density whose alpha reaches 1/255."""
-        raw = self.vertex_raw_density()
-        top = cell_corners_reduce(raw, torch.maximum)  # -inf where a vertex has no row... or all
-        present = cell_corners_reduce(self.index >= 0, torch.logical_and)
-        return present & (softplus_alphas(top, self.shift, self.interval) >= ALPHA_MIN)
+        return self.cell_alphas() >= ALPHA_MIN
 
     def update_occupancy(self) -> float:
         """Recomputes the bitfield; returns the occupied fraction of the cells."""
@@ -112,8 +125,8 @@ class FieldModel:
         rays = samples.ray_indices
         raw = grid_sample(self.index, self.density, samples.positions, self.box)[:, 0]
         alphas = softplus_alphas(raw, self.shift, self.interval)
-        sh = self.sh if K * 3 == self.sh.shape[1] else self.sh[:, : 3 * K]
-        coef = grid_sample(self.index, sh, samples.positions, self.box).view(-1, K, 3)
+        # the whole table is interpolated (a column slice would not carry the sparse gradient)
+        coef = grid_sample(self.index, self.sh, samples.positions, self.box).view(-1, self.sh.shape[1] // 3, 3)[:, :K]
         basis = sh_basis(degree, dirs)[rays]  # [M, K]
         rgb = torch.sigmoid(torch.einsum("mk,mkc->mc", basis, coef))
         return composite(rays, alphas, rgb, samples.ts, R, background=background)

@@ -19,10 +19,14 @@ from splatfield.render import Cameras, RenderOutput, Statistic
 from splatfield.render.field import GridBox, block_bits, grid_sample, unpack_bits
 
 from .config import from_dict
-from .field import FieldModel, empty_meta
+from .field import EMPTY_RAW, FieldModel, cell_corners_reduce, empty_meta
 from .grid_adam import GridAdam
 from .options import FieldConfig
 from .views import Batch, Views, ViewSampler
+
+
+BOX_ALPHA = 0.1  # cells whose densest vertex reaches this alpha per sample bound the next grid
+TV_VERTICES = 65536  # random vertices of the TV term per step
 
 
 def coarse_box(lo: Sequence[float], hi: Sequence[float], config: FieldConfig) -> GridBox:
@@ -43,6 +47,7 @@ class FieldScene:
         self.run_length = 1
         self.rays_per_step = config.rays
         self.samples_per_ray = 0.0  # of the last training batch, for logs and benchmarks
+        self._tv_points: Tensor | None = None
         self._use(model)
 
     def _use(self, model: FieldModel, optimizer_state: dict | None = None) -> None:
@@ -112,6 +117,8 @@ class FieldScene:
         R = self.rays_per_step * size
         flat = torch.randint(0, B * H * W, (R,), generator=g)
         jitter = torch.rand(R, generator=g)
+        # the vertices the TV term reads, drawn here from the trainer's generator (resumable)
+        self._tv_points = torch.rand(TV_VERTICES, 3, generator=g) if self.config.tv_weight > 0 else None
         cams, pix = flat // (H * W), flat % (H * W)
         xs, ys = (pix % W).double() + 0.5, (pix // W).double() + 0.5
         origins, dirs = views.cameras.pixel_rays(cams, xs, ys)
@@ -141,13 +148,14 @@ class FieldScene:
             loss = loss + self.config.tv_weight * self.density_tv()
         return loss, float(mse.detach())
 
-    def density_tv(self, count: int = 65536) -> Tensor:
+    def density_tv(self) -> Tensor:
         """Mean squared difference of raw densities between random vertices and their +x, +y,
         +z neighbours (pairs where both have rows)."""
         m = self.model
         dev = self.device
         res = torch.tensor(m.box.res, device=dev)
-        v = (torch.rand(count, 3, device=dev) * (res - 1).float()).long()
+        assert self._tv_points is not None, "draw_batch draws the TV vertices"
+        v = (self._tv_points.to(dev) * (res - 1).float()).long()
         base = m.index[v[:, 0], v[:, 1], v[:, 2]].long()
         total = m.density.new_zeros(())
         for a in range(3):
@@ -182,6 +190,7 @@ class FieldScene:
             self.grow()
         if (step - 1) % self.config.occupancy_every == 0:
             self.model.update_occupancy()
+            self._roll_touched()
         f = self.lr_factor_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = getattr(self.config, f"{group['name']}_lr") * f
@@ -193,21 +202,82 @@ class FieldScene:
 
     # ------------------------------------------------------------------ coarse to fine
 
+    def recently_touched(self) -> Tensor | None:
+        """Rows some sample reached in the last one or two occupancy periods: early steps reach
+        everything (the field is faint), later ones only what is not hidden behind surfaces."""
+        state = self.optimizer.state.get(self.model.density, {})
+        if "touched" not in state:
+            return None
+        now = state["touched"].bool()  # (a loaded optimizer state holds it as float)
+        before = state.get("touched_before")
+        return now if before is None else now | before.bool()
+
+    def _roll_touched(self) -> None:
+        state = self.optimizer.state.get(self.model.density, {})
+        if "touched" in state:
+            state["touched_before"] = state["touched"].clone()
+            state["touched"].zero_()
+
+    def reached_cells(self) -> Tensor:  # [cx, cy, cz] bool
+        """Occupied cells with a vertex some sample reached lately (space no ray sees keeps its
+        starting density: it is dropped, not kept as occupied)."""
+        m = self.model
+        touched = self.recently_touched()
+        occ = m.occupied_cells()
+        if touched is None:
+            return occ
+        seen = torch.zeros(m.box.res, dtype=torch.bool, device=self.device)
+        has = m.index >= 0
+        seen[has] = touched[m.index[has].long()]
+        return occ & cell_corners_reduce(seen, torch.logical_or)
+
+    def grown_box(self, keep: Tensor) -> GridBox:
+        """The next level's box: the kept cells' bounds, two old cells wider, inside the old box;
+        cells along its longest side as the level's resolution (the final one at the last level)."""
+        old = self.model.box
+        cell = torch.tensor([1.0 / s for s in old.scale], dtype=torch.float64)
+        lo0, hi0 = torch.tensor(old.lo, dtype=torch.float64), torch.tensor(old.hi, dtype=torch.float64)
+        idx = keep.nonzero()
+        if idx.numel() == 0:  # nothing reached: keep the box
+            lo, hi = lo0, hi0
+        else:
+            first, last = idx.min(dim=0).values.cpu().double(), idx.max(dim=0).values.cpu().double()
+            lo = torch.maximum(lo0 + (first - 2) * cell, lo0)
+            hi = torch.minimum(lo0 + (last + 3) * cell, hi0)
+        cells = self.config.resolution >> (len(self.config.grow_at) - self.level - 1)
+        side = hi - lo
+        res = tuple(max(2, round(cells * float(s) / float(side.max()))) + 1 for s in side)
+        return GridBox(tuple(lo.tolist()), tuple(hi.tolist()), res)  # type: ignore[arg-type]
+
     @torch.no_grad()
     def grow(self) -> None:
-        """Doubles the cells per axis, keeping the vertices of the new cells inside the
-        occupied cells and their neighbours; values are the old grid's, interpolated (exact
-        on the old vertices). The optimizer starts afresh on the new tables."""
+        """The next, finer grid over the bounds of the cells rays reached (about twice the
+        cells per axis, more where the bounds shrank), with vertices only in and next to
+        those cells; values are the old grid's, interpolated. The optimizer starts afresh."""
         old = self.model
-        occ = old.occupied_cells().float()[None, None]
-        near = F.max_pool3d(occ, kernel_size=3, stride=1, padding=1)[0, 0] > 0
-        fine = near.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)
-        keep = F.max_pool3d(fine.float()[None, None], kernel_size=2, stride=1, padding=1)[0, 0] > 0
-        box = GridBox(old.box.lo, old.box.hi, tuple(keep.shape))  # type: ignore[arg-type]
-        pos = box.vertex_positions(self.device)[keep]
+        reached = self.reached_cells()
+        keep_old = F.max_pool3d(reached.float()[None, None], kernel_size=3, stride=1, padding=1)[0, 0] > 0
+        # the box bounds the solid part (faint cells at the edges stay only if inside it)
+        solid = reached & (old.cell_alphas() >= BOX_ALPHA)
+        box = self.grown_box(solid if bool(solid.any()) else reached)
+        pos_all = box.vertex_positions(self.device)
+        # a new vertex is kept when it lies in (the closure of) a kept old cell
+        u = (pos_all - torch.tensor(old.box.lo, device=self.device)) * torch.tensor(old.box.scale, device=self.device)
+        cells = torch.tensor(old.box.cells, device=self.device)
+        keep = torch.zeros(box.res, dtype=torch.bool, device=self.device)
+        for c in range(8):  # the old cells whose closure holds the vertex
+            d = torch.tensor([(c >> 2) & 1, (c >> 1) & 1, c & 1], device=self.device)
+            i = (torch.floor(u + 1e-4).long() - d).clamp(min=0)
+            i = torch.minimum(i, cells - 1)
+            keep |= keep_old[i[..., 0], i[..., 1], i[..., 2]]
+        pos = pos_all[keep]
         index = torch.full(box.res, -1, dtype=torch.int32, device=self.device)
         index[keep] = torch.arange(pos.shape[0], dtype=torch.int32, device=self.device)
         density = grid_sample(old.index, old.density.detach(), pos, old.box)
+        # a vertex without a row reads as raw 0 (the starting density): where the old grid had
+        # no rows around a new vertex, it starts empty instead
+        present = grid_sample(old.index, torch.ones_like(old.density.detach()), pos, old.box)[:, 0]
+        density[present < 1 - 1e-5] = EMPTY_RAW
         sh = grid_sample(old.index, old.sh.detach(), pos, old.box)
         model = FieldModel(box, index, density, sh, old.occupancy, old.shift, old.unit, old.step_ratio,
                            old.max_sh_degree)  # fmt: skip

@@ -1,6 +1,8 @@
 """Adam for a radiance field's grid tables: a sparse gradient (the rows a step touched)
 updates only those rows and their moments (lazy Adam, as torch's ``SparseAdam``, fused in
-one native pass); a dense gradient is plain Adam. One learning rate per parameter group."""
+one native pass); a dense gradient is plain Adam. One learning rate per parameter group.
+A sparse parameter's state also says which rows ever had a gradient (``touched``): the
+field keeps the cells rays reached when its grid grows."""
 
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ class GridAdam(torch.optim.Optimizer):
                 if g.is_sparse:
                     if not g.is_coalesced() and not _strictly_increasing(g._indices()[0]):
                         g = g.coalesce()  # several uses in one step add up (autograd drops the flag)
+                    if "touched" not in state:
+                        state["touched"] = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+                    state["touched"][g._indices()[0]] = True
                     lr = torch.full((p.shape[1],), group["lr"], device=p.device)
                     sparse_adam_(p.data, state["exp_avg"], state["exp_avg_sq"], g._indices()[0], g._values(), lr,
                                  betas=(b1, b2), eps=group["eps"], step=state["step"])  # fmt: skip

@@ -199,7 +199,18 @@ SF_HD void march_ray(const MarchArgs& a, int64_t r, Visit& visit) {
         // so rounding never skips a sample of the next block)
         const float k_exit = (block_exit(a.g, c, s, o, d) - t0) / a.step - a.jitter[r] - 1e-3f;
         const float k_next = ceilf(k_exit);
-        if (k_next > (float)(k + 1)) k = (int64_t)k_next - 1;
+        if (k_next > (float)(k + 1)) {
+          // jump only if the last skipped sample is still in this block by the loop's own
+          // arithmetic (a ray grazing a block face gets its exit wrong by more than the
+          // margin; positions are monotone in k, so the samples in between are inside too)
+          const int64_t kn = (int64_t)k_next;
+          const float tl = t0 + ((float)(kn - 1) + a.jitter[r]) * a.step;
+          const float pl[3] = {o[0] + tl * d[0], o[1] + tl * d[1], o[2] + tl * d[2]};
+          int cl[3];
+          cell_of(a.g, pl, cl);
+          if ((cl[0] >> s) == (c[0] >> s) && (cl[1] >> s) == (c[1] >> s) && (cl[2] >> s) == (c[2] >> s))
+            k = kn - 1;
+        }
       }
       continue;
     }
