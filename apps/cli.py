@@ -26,6 +26,7 @@ import tyro
 from tyro.conf import subcommand
 from typing_extensions import Annotated
 
+from .bench.curve import BenchCurve
 from .bench.raster import BenchRaster
 from .bench.sfm import BenchSfm
 from .bench.train import BenchTrain
@@ -46,6 +47,7 @@ BenchCommand = Union[
     Annotated[BenchTrain, subcommand("train")],
     Annotated[BenchSfm, subcommand("sfm")],
     Annotated[BenchViewer, subcommand("viewer")],
+    Annotated[BenchCurve, subcommand("curve")],
 ]
 
 Command = Union[
@@ -65,6 +67,7 @@ HANDLERS: dict[type, str] = {
     Train: ".train", Eval: ".eval", Export: ".export", Render: ".render", Sfm: ".sfm", View: ".view", Demo: ".demo",
     Doctor: ".doctor",
     BenchRaster: ".bench.raster", BenchTrain: ".bench.train", BenchSfm: ".bench.sfm", BenchViewer: ".bench.viewer",
+    BenchCurve: ".bench.curve",
 }  # fmt: skip
 
 

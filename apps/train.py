@@ -269,7 +269,8 @@ def _train(cfg: Train, device, parallel) -> int:
         return 1
     if not res.finished:
         return report_stop(res.stop_signal, res.step, f"checkpoint {res.checkpoint}", f"{PROG} train --resume {res.run}")
-    print(f"trained {res.step} steps; checkpoint {res.checkpoint}; scene {res.run / 'scene.ply'}")
+    scene = f"; scene {res.run / 'scene.ply'}" if (res.run / "scene.ply").exists() else ""
+    print(f"trained {res.step} steps; checkpoint {res.checkpoint}{scene}")
     if res.metrics is not None:
         print_metrics(res.metrics)
         print(f"train time {res.metrics['train_seconds']:.0f} s, peak RSS {res.metrics['peak_rss_mb']:.0f} MiB; "

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from .field import ALPHA_MAX, ALPHA_MIN, GridBox, RaySamples, softplus_alphas, unpack_bits
+from .grid import ALPHA_MAX, ALPHA_MIN, GridBox, RaySamples, softplus_alphas, unpack_bits
 
 
 def corners(index: Tensor, points: Tensor, box: GridBox) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,7 @@ the compositing would have used.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -31,19 +32,20 @@ NEAR = 0.05  # no sample nearer the camera than this (world units)
 
 @dataclass
 class FieldModel:
-    """The field's tensors; ``density`` [N, 1] and ``sh`` [N, 3 K] (coefficient k of
+    """The field's tensors; ``density`` [N, 1] and ``color`` [N, 3 K] (SH coefficient k of
     channel c at 3 k + c) are the rows of the vertices ``index`` maps."""
 
     box: GridBox
     index: Tensor  # [X, Y, Z] int32, -1 = no row
     density: Tensor  # [N, 1] raw
-    sh: Tensor  # [N, 3 K]
+    color: Tensor  # [N, 3 K] SH coefficients, or [N, F] the features of the MLP head
     occupancy: Tensor  # packed bits over the cells
     shift: float  # sigma = softplus(raw + shift), per `unit` of length
     unit: float  # the density's unit of length: the final grid's cell (world units)
     step_ratio: float  # sample spacing in cells
     max_sh_degree: int
     blocks: Tensor | None = None  # packed bits over blocks of cells (render.field.block_bits), None: none known empty
+    mlp: torch.nn.Module | None = None  # the mlp head (features + direction encoding -> rgb logits), or SH colour
 
     kind = "field"
     count_label = "grid vertices"
@@ -51,7 +53,7 @@ class FieldModel:
     def __post_init__(self) -> None:
         # the kernels trust the index (checked once here, for a checkpoint read from disk too)
         N = self.density.shape[0]
-        if tuple(self.index.shape) != self.box.res or self.sh.shape[0] != N:
+        if tuple(self.index.shape) != self.box.res or self.color.shape[0] != N:
             raise ValueError(f"a field needs index {list(self.box.res)} and tables of one length")
         if self.index.numel() and not (int(self.index.min()) >= -1 and int(self.index.max()) < N):
             raise ValueError(f"the field's index holds rows outside its table of {N}")
@@ -75,9 +77,15 @@ class FieldModel:
         return self.step / self.unit
 
     def snapshot(self) -> FieldModel:
-        return replace(self, density=self.density.detach().clone(), sh=self.sh.detach().clone(),
+        return replace(self, density=self.density.detach().clone(), color=self.color.detach().clone(),
                        index=self.index.clone(), occupancy=self.occupancy.clone(),
-                       blocks=None if self.blocks is None else self.blocks.clone())  # fmt: skip
+                       blocks=None if self.blocks is None else self.blocks.clone(),
+                       mlp=None if self.mlp is None else copy.deepcopy(self.mlp))  # fmt: skip
+
+    @property
+    def parameters(self) -> list[Tensor]:
+        """What training changes: the tables, and the mlp head's weights."""
+        return [self.density, self.color] + ([] if self.mlp is None else list(self.mlp.parameters()))
 
     def points(self, limit: int = 100_000) -> Tensor:  # [n, 3]
         """Vertices with rows (at most ``limit``, evenly strided)."""
@@ -125,10 +133,14 @@ class FieldModel:
         rays = samples.ray_indices
         raw = grid_sample(self.index, self.density, samples.positions, self.box)[:, 0]
         alphas = softplus_alphas(raw, self.shift, self.interval)
-        # the whole table is interpolated (a column slice would not carry the sparse gradient)
-        coef = grid_sample(self.index, self.sh, samples.positions, self.box).view(-1, self.sh.shape[1] // 3, 3)[:, :K]
-        basis = sh_basis(degree, dirs)[rays]  # [M, K]
-        rgb = torch.sigmoid(torch.einsum("mk,mkc->mc", basis, coef))
+        if self.mlp is not None:
+            feats = grid_sample(self.index, self.color, samples.positions, self.box)
+            rgb = torch.sigmoid(self.mlp(torch.cat([feats, sh_basis(self.max_sh_degree, dirs)[rays]], dim=1)))
+        else:
+            # the whole table is interpolated (a column slice would not carry the sparse gradient)
+            coef = grid_sample(self.index, self.color, samples.positions, self.box).view(-1, self.color.shape[1] // 3, 3)
+            basis = sh_basis(degree, dirs)[rays]  # [M, K]
+            rgb = torch.sigmoid(torch.einsum("mk,mkc->mc", basis, coef[:, :K]))
         return composite(rays, alphas, rgb, samples.ts, R, background=background)
 
     def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, jitter: Tensor | None = None,
@@ -149,14 +161,14 @@ class FieldModel:
         origins, dirs = cams.generate_rays()
         origins, dirs = origins.reshape(-1, 3).contiguous(), dirs.reshape(-1, 3).contiguous()
         degree = self.max_sh_degree if sh_degree is None else min(sh_degree, self.max_sh_degree)
-        fused = resolve_backend("auto", self.device) == "native"
+        fused = self.mlp is None and resolve_backend("auto", self.device) == "native"
         parts = []
         with torch.no_grad():
             for s in range(0, origins.shape[0], CHUNK_RAYS):
                 o, d = origins[s : s + CHUNK_RAYS], dirs[s : s + CHUNK_RAYS]
                 b = bg.expand(o.shape[0], 3).contiguous()
                 if fused:  # march, shade and composite in one native pass per ray
-                    parts.append(render_rays(self.occupancy, self.index, self.density.detach()[:, 0], self.sh.detach(),
+                    parts.append(render_rays(self.occupancy, self.index, self.density.detach()[:, 0], self.color.detach(),
                                              o, d, torch.full_like(o[:, 0], 0.5), b, self.box, near=NEAR, far=1e10,
                                              step=self.step, interval=self.interval, shift=self.shift,
                                              sh_degree=degree, blocks=self.blocks))  # fmt: skip

@@ -29,6 +29,19 @@ BOX_ALPHA = 0.1  # cells whose densest vertex reaches this alpha per sample boun
 TV_VERTICES = 65536  # random vertices of the TV term per step
 
 
+def mlp_head(config: FieldConfig, device: torch.device | str = "cpu") -> torch.nn.Module | None:
+    """The mlp head (None for SH colour): features and the direction's SH encoding -> two
+    hidden ReLU layers -> rgb logits; its start drawn from a fixed seed (runs repeat)."""
+    if config.head != "mlp":
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        K = (config.sh_degree + 1) ** 2
+        w = config.mlp_width
+        return torch.nn.Sequential(torch.nn.Linear(config.features + K, w), torch.nn.ReLU(), torch.nn.Linear(w, w),
+                                   torch.nn.ReLU(), torch.nn.Linear(w, 3)).to(device)  # fmt: skip
+
+
 def coarse_box(lo: Sequence[float], hi: Sequence[float], config: FieldConfig) -> GridBox:
     """The first grid: the final resolution halved once per growth, cells about cubic."""
     longest = max(h - l for l, h in zip(lo, hi))
@@ -53,12 +66,15 @@ class FieldScene:
     def _use(self, model: FieldModel, optimizer_state: dict | None = None) -> None:
         """Trains ``model``'s tables from now on (a fresh optimizer unless a state is given)."""
         model.density = torch.nn.Parameter(model.density.detach())
-        model.sh = torch.nn.Parameter(model.sh.detach())
+        model.color = torch.nn.Parameter(model.color.detach())
         self.model = model
-        self.optimizer = GridAdam([
+        groups = [
             {"params": [model.density], "lr": self.config.density_lr, "name": "density"},
-            {"params": [model.sh], "lr": self.config.sh_lr, "name": "sh"},
-        ])  # fmt: skip
+            {"params": [model.color], "lr": self.config.color_lr, "name": "color"},
+        ]  # fmt: skip
+        if model.mlp is not None:
+            groups.append({"params": list(model.mlp.parameters()), "lr": self.config.mlp_lr, "name": "mlp"})
+        self.optimizer = GridAdam(groups)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
 
@@ -76,9 +92,10 @@ class FieldScene:
         sigma0 = -math.log1p(-config.init_alpha) / (config.step_ratio * coarse_cell / unit)
         shift = math.log(math.expm1(sigma0))
         K = (config.sh_degree + 1) ** 2
-        model = FieldModel(box, index, torch.zeros(n, 1, device=device), torch.zeros(n, 3 * K, device=device),
+        width = 3 * K if config.head == "sh" else config.features
+        model = FieldModel(box, index, torch.zeros(n, 1, device=device), torch.zeros(n, width, device=device),
                            torch.zeros(0, dtype=torch.uint8, device=device), shift, unit, config.step_ratio,
-                           config.sh_degree)  # fmt: skip
+                           config.sh_degree, mlp=mlp_head(config, device))  # fmt: skip
         model.update_occupancy()
         return cls(model, config)
 
@@ -178,7 +195,7 @@ class FieldScene:
         self.run_length = int(steps)
 
     def set_batch_size(self, batch_size: int) -> None:
-        """``batch_size`` ray batches per step (the learning rates stay)."""
+        """``draw_batch`` draws ``batch_size`` × ``rays`` rays (the learning rates stay)."""
         self.rays_per_step = self.config.rays
 
     def level_at(self, step: int) -> int:
@@ -197,7 +214,7 @@ class FieldScene:
 
     def schedule_at(self, step: int) -> dict[str, float]:
         f = self.lr_factor_at(step)
-        return {"lr.density": self.config.density_lr * f, "lr.sh": self.config.sh_lr * f,
+        return {"lr.density": self.config.density_lr * f, "lr.color": self.config.color_lr * f,
                 "sh_degree": self.max_sh_degree, "grid_level": self.level_at(step)}  # fmt: skip
 
     # ------------------------------------------------------------------ coarse to fine
@@ -278,9 +295,9 @@ class FieldScene:
         # no rows around a new vertex, it starts empty instead
         present = grid_sample(old.index, torch.ones_like(old.density.detach()), pos, old.box)[:, 0]
         density[present < 1 - 1e-5] = EMPTY_RAW
-        sh = grid_sample(old.index, old.sh.detach(), pos, old.box)
-        model = FieldModel(box, index, density, sh, old.occupancy, old.shift, old.unit, old.step_ratio,
-                           old.max_sh_degree)  # fmt: skip
+        color = grid_sample(old.index, old.color.detach(), pos, old.box)
+        model = FieldModel(box, index, density, color, old.occupancy, old.shift, old.unit, old.step_ratio,
+                           old.max_sh_degree, mlp=old.mlp)  # fmt: skip
         model.update_occupancy()
         self.level += 1
         self._use(model)
@@ -296,11 +313,12 @@ class FieldScene:
             "box": {"lo": list(m.box.lo), "hi": list(m.box.hi), "res": list(m.box.res)},
             "index": m.index.clone(),
             "density": m.density.detach().clone(),
-            "sh": m.sh.detach().clone(),
+            "color": m.color.detach().clone(),
             "occupancy": m.occupancy.clone(),
             "shift": m.shift,
             "unit": m.unit,
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "mlp": None if m.mlp is None else copy.deepcopy(m.mlp.state_dict()),
         }
 
     @classmethod
@@ -308,9 +326,11 @@ class FieldScene:
         config = from_dict(FieldConfig, state["config"], "field")
         b = state["box"]
         box = GridBox(tuple(b["lo"]), tuple(b["hi"]), tuple(b["res"]))  # type: ignore[arg-type]
-        model = FieldModel(box, state["index"].to(device), state["density"].to(device), state["sh"].to(device),
+        model = FieldModel(box, state["index"].to(device), state["density"].to(device), state["color"].to(device),
                            state["occupancy"].to(device), float(state["shift"]), float(state["unit"]),
-                           config.step_ratio, config.sh_degree)  # fmt: skip
+                           config.step_ratio, config.sh_degree, mlp=mlp_head(config, device))  # fmt: skip
+        if model.mlp is not None:
+            model.mlp.load_state_dict(state["mlp"])
         model.blocks = block_bits(unpack_bits(model.occupancy, box.cells))  # derived from the occupancy
         scene = cls.__new__(cls)
         FieldScene.__init__(scene, model, config, int(state["level"]))

@@ -57,13 +57,23 @@ class FieldConfig:
 
     resolution: int = 256
     """Cells along the grid box's longest side at the end (the grid starts coarser)."""
-    grow_at: tuple[int, ...] = (500, 1500)
+    grow_at: tuple[int, ...] = (200, 600)
     """Steps at which the grid doubles its resolution (each growth keeps the cells near occupied ones)."""
     box_half_size: Optional[float] = None
     """Half size of the grid's cube around the cameras' look-at centre (None: extent / 3, or the
     dataset's own box: transforms.json's aabb_scale)."""
-    sh_degree: Literal[0, 1, 2, 3] = 2
-    """Spherical-harmonics degree of the colour."""
+    head: Literal["sh", "mlp"] = "sh"
+    """How a sample's colour is made: sh (spherical harmonics in the grid, no network; fused
+    native rendering) or mlp (grid features read by a small network, DVGO-style)."""
+    sh_degree: Literal[0, 1, 2, 3] = 1
+    """Spherical-harmonics degree of the colour (2 costs twice the memory traffic per sample);
+    with the mlp head, of the view direction's encoding."""
+    features: int = 12
+    """Grid features per vertex read by the mlp head."""
+    mlp_width: int = 64
+    """Hidden width of the mlp head (two hidden layers)."""
+    mlp_lr: float = 1e-3
+    """Adam learning rate of the mlp head's weights (decays like the grid's)."""
     rays: int = 4096
     """Rays per step (times --batch-size), drawn across all training views."""
     step_ratio: float = 0.5
@@ -72,8 +82,8 @@ class FieldConfig:
     """Alpha of one sample of the coarse grid at the start (must reach 1/255 to train)."""
     density_lr: float = 0.1
     """Adam learning rate of the raw densities (decays to lr_final_ratio times it)."""
-    sh_lr: float = 0.02
-    """Adam learning rate of the colour coefficients."""
+    color_lr: float = 0.1
+    """Adam learning rate of the colour table (SH coefficients or the MLP head's features)."""
     lr_final_ratio: float = 0.1
     """The learning rates' exponential decay reaches this fraction at the last step."""
     occupancy_every: int = 16
@@ -93,7 +103,10 @@ class FieldConfig:
         finite_at_least(self.step_ratio, "step_ratio", 0.0, strict=True)
         require(1.0 / 255.0 < self.init_alpha < 1.0, "init_alpha", f"must be in (1/255, 1) (got {self.init_alpha})")
         finite_at_least(self.density_lr, "density_lr", 0.0)
-        finite_at_least(self.sh_lr, "sh_lr", 0.0)
+        finite_at_least(self.color_lr, "color_lr", 0.0)
+        at_least(self.features, "features", 1)
+        at_least(self.mlp_width, "mlp_width", 1)
+        finite_at_least(self.mlp_lr, "mlp_lr", 0.0)
         require(0.0 < self.lr_final_ratio <= 1.0, "lr_final_ratio", f"must be in (0, 1] (got {self.lr_final_ratio})")
         at_least(self.occupancy_every, "occupancy_every", 1)
         finite_at_least(self.tv_weight, "tv_weight", 0.0)
@@ -273,11 +286,17 @@ def option_names() -> dict[str, str]:
     return out
 
 
-def run_config(data: str, out: str = "", strategy: tuple[str, ...] = ("adc",), **options: Any) -> RunConfig:
+def run_config(data: str, out: str = "", strategy: tuple[str, ...] | None = None, scene_kind: str = "gaussians",
+               **options: Any) -> RunConfig:  # fmt: skip
     """A :class:`RunConfig` from the options' names as on the command line (``steps=2000,
-    downscale=8, split_threshold=1e-8``; the density control's as ``adc_refine_every=50``)."""
+    downscale=8, split_threshold=1e-8``; the density control's as ``adc_refine_every=50``,
+    the field's as ``field_resolution=64``). The strategy defaults to the kind's: ``adc`` for
+    Gaussians, none for a field."""
+    if strategy is None:
+        strategy = ("adc",) if scene_kind == "gaussians" else ("none",)
     where = {name.replace(".", "_"): path for name, path in option_names().items()}
     unknown = sorted(set(options) - set(where))
     if unknown:
         raise ConfigError(unknown[0], "unknown option")
-    return with_options(RunConfig(data=data, out=out, strategy=tuple(strategy)), {where[k]: v for k, v in options.items()})  # type: ignore[arg-type]
+    base = RunConfig(data=data, out=out, scene_kind=scene_kind, strategy=tuple(strategy))  # type: ignore[arg-type]
+    return with_options(base, {where[k]: v for k, v in options.items()})

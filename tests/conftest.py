@@ -66,6 +66,30 @@ def _trained_small_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
+@pytest.fixture(scope="session")
+def _trained_small_field_run(tmp_path_factory) -> Path:
+    """A radiance field trained briefly on a 48x48 procedural dataset, made once."""
+    from splatfield.apps import training
+    from splatfield.data import procedural
+    from splatfield.scenes.options import run_config
+
+    root = tmp_path_factory.mktemp("small_field_run")
+    data = procedural.write_demo_dataset(root / "data", size=48, train_views=16, test_views=3)
+    config = run_config(str(data), str(root / "run"), scene_kind="field", steps=150, checkpoint_every=0,
+                        save_renders=False, field_resolution=48, field_grow_at=(40, 90), field_box_half_size=1.25,
+                        field_rays=2048)  # fmt: skip
+    training.train(config, log=lambda m: None)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def small_field_run(_trained_small_field_run, tmp_path_factory) -> Path:
+    """A copy of the small field run for one test module."""
+    copy = tmp_path_factory.mktemp("field_run_copy") / "run"
+    shutil.copytree(_trained_small_field_run, copy)
+    return copy
+
+
 @pytest.fixture(scope="module")
 def small_run(_trained_small_run, tmp_path_factory) -> Path:
     """A copy of the small run for one test module (tests add outputs to it)."""

@@ -476,7 +476,7 @@ def sh_field(seed: int, holes: float, max_degree: int = 2):
 def truncated(model: FieldModel, degree: int) -> FieldModel:
     """The same field with only the SH coefficients of ``degree`` (its maximum)."""
     K = (degree + 1) ** 2
-    return FieldModel(model.box, model.index, model.density, model.sh[:, : 3 * K].contiguous(), model.occupancy,
+    return FieldModel(model.box, model.index, model.density, model.color[:, : 3 * K].contiguous(), model.occupancy,
                       model.shift, model.unit, model.step_ratio, degree, model.blocks)  # fmt: skip
 
 
@@ -487,7 +487,7 @@ def test_fused_render_matches_march_shade_composite(native, seed, sh_degree, hol
     training differentiates, here on the table cut to ``sh_degree``)."""
     model, origins, dirs, jitter, background = sh_field(seed, holes)
     want = truncated(model, sh_degree).render_rays(origins, dirs, background, jitter)
-    got = F.render_rays(model.occupancy, model.index, model.density[:, 0], model.sh, origins, dirs, jitter, background,
+    got = F.render_rays(model.occupancy, model.index, model.density[:, 0], model.color, origins, dirs, jitter, background,
                         model.box, near=0.05, far=1e10, step=model.step, interval=model.interval, shift=model.shift,
                         sh_degree=sh_degree, blocks=model.blocks)  # fmt: skip
     assert want[3] > 400, "the rays should meet the field"
@@ -499,13 +499,13 @@ def test_fused_render_matches_march_shade_composite(native, seed, sh_degree, hol
 
 def test_shade_at_a_lower_sh_degree(native):
     model, origins, dirs, jitter, background = sh_field(4, 0.0)
-    model.sh = torch.nn.Parameter(model.sh)
+    model.color = torch.nn.Parameter(model.color)
     got = model.render_rays(origins, dirs, background, jitter, sh_degree=1)
     want = truncated(model, 1).render_rays(origins, dirs, background, jitter)
     for a, b in zip(got[:3], want[:3]):
         assert (a - b).abs().max().item() <= FUSED_ATOL
     got[0].sum().backward()
-    assert model.sh.grad is not None
+    assert model.color.grad is not None
 
 
 # ---------------------------------------------------------------------------- empty blocks

@@ -94,7 +94,7 @@ def complete_cells(model) -> torch.Tensor:
 
 def tables(scene: FieldScene) -> dict[str, torch.Tensor]:
     m = scene.model
-    return {"index": m.index, "density": m.density.detach(), "sh": m.sh.detach(), "occupancy": m.occupancy}
+    return {"index": m.index, "density": m.density.detach(), "color": m.color.detach(), "occupancy": m.occupancy}
 
 
 # ---------------------------------------------------------------------------- training
@@ -130,7 +130,7 @@ def blobby_scene(seed: int, lo=(-1.0, -0.6, -0.8), hi=(1.0, 0.6, 0.8)) -> FieldS
         raw = torch.maximum(raw, 6 - 80 * ((pos - centre) ** 2).sum(-1))
     with torch.no_grad():
         m.density[:, 0] = raw + 0.5 * torch.randn(raw.shape, generator=gen)
-        m.sh.copy_(torch.randn(m.sh.shape, generator=gen))
+        m.color.copy_(torch.randn(m.color.shape, generator=gen))
     m.update_occupancy()
     return scene
 
@@ -155,7 +155,7 @@ def check_growth(scene: FieldScene, gen: torch.Generator) -> None:
     present = F.grid_sample(old.index, torch.ones_like(old.density), pos, old.box)[:, 0]
     full = present > 1 - 1e-5
     assert bool(full.any())
-    for name in ("density", "sh"):
+    for name in ("density", "color"):
         a = F.grid_sample(old.index, getattr(old, name), pos[full], old.box)
         b = getattr(new, name).detach()[rows[full]]
         assert (a - b).abs().max().item() <= GROW_ATOL, name
@@ -450,7 +450,7 @@ def test_masked_rays_stay_out_of_the_loss(native):
     assert abs(mse - want) <= MSE_RTOL * want
     assert abs(err.mean().item() - want) > 1e-3, "the masked rays should matter without the mask"
     loss.backward()
-    grads = (scene.model.density.grad.to_dense().clone(), scene.model.sh.grad.to_dense().clone())
+    grads = (scene.model.density.grad.to_dense().clone(), scene.model.color.grad.to_dense().clone())
     scene.optimizer.zero_grad(set_to_none=True)
     # other colours where the mask is off: the same loss and gradients, bit for bit
     images = torch.where(views.masks[..., None], views.images, 255 - views.images)
@@ -462,7 +462,7 @@ def test_masked_rays_stay_out_of_the_loss(native):
     loss2.backward()
     assert float(loss2.detach()) == float(loss.detach()) and mse2 == mse
     assert torch.equal(scene.model.density.grad.to_dense(), grads[0])
-    assert torch.equal(scene.model.sh.grad.to_dense(), grads[1])
+    assert torch.equal(scene.model.color.grad.to_dense(), grads[1])
     scene.optimizer.zero_grad(set_to_none=True)
     # every ray masked off: nothing to learn from
     none = Views(views.cameras, views.images, torch.zeros_like(views.masks))

@@ -112,6 +112,44 @@ def test_page_shows_the_server_render_follows_the_mouse_and_switches_to_depth(vi
         assert np.abs(depth[CROP].astype(int) - moved[CROP].astype(int)).mean() > 10.0
 
 
+@pytest.fixture(scope="module")
+def field_viewer(small_field_run, native):
+    chromium_path()
+    from splatfield.apps.viewer.sessions import open_view
+
+    v = open_view(small_field_run, host="127.0.0.1", port=0, log=lambda m: None)
+    v.show_training_cameras(False)
+    yield v
+    v.stop()
+
+
+def test_page_shows_a_field_run(field_viewer):
+    """A radiance-field run: the page shows what the server rendered, in RGB and depth."""
+    viewer = field_viewer
+    ids0 = set(viewer.client_ids())
+    with browser_page(viewer.url, 800, 600) as page:
+        cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 60, "the page to connect")[0]
+        shot = _screenshot(page)
+        frame, camera = _settled_frame(viewer, cid, shot.shape)
+        shot = _screenshot(page)
+        from splatfield.apps.viewer.frames import render_frame
+
+        assert viewer.scene_snapshot().kind == "field"
+        again = render_frame(viewer.scene_snapshot(), camera, viewer.settings)
+        assert np.array_equal(again, viewer.last_frame(cid)[0])
+        psnr = _psnr(shot[CROP], frame[CROP])
+        print(f"field: page vs server render: {psnr:.2f} dB")
+        assert psnr >= MIN_PSNR_DB, f"page vs server render: {psnr:.2f} dB"
+        assert frame[CROP].std() > 5.0  # the crop holds the scene, not a blank
+        page.get_by_label("Render mode").click()
+        page.get_by_role("option", name="depth").click()
+        wait_for(lambda: viewer.settings.mode == "depth", 20, "the depth mode to reach the server")
+        depth, _ = _settled_frame(viewer, cid, shot.shape)
+        shot3 = _screenshot(page)
+        assert _psnr(shot3[CROP], depth[CROP]) >= MIN_PSNR_DB
+        assert np.abs(depth[CROP].astype(int) - frame[CROP].astype(int)).mean() > 10.0
+
+
 def _gaussians_on_page(page) -> tuple[int, int] | None:
     text = page.inner_text("body")
     step = re.search(r"step\s+([\d,]+)\s*/", text)

@@ -51,18 +51,6 @@ SF_HD bool grid_corners(const GridGeom& g, const int32_t* index, const float* p,
   return true;
 }
 
-// One channel of a table interpolated at p (the density during marching).
-SF_HD float grid_value1(const GridGeom& g, const int32_t* index, const float* table,
-                        const float* p) {
-  int32_t rows[8];
-  float w[8];
-  if (!grid_corners(g, index, p, rows, w)) return 0.f;
-  float v = 0.f;
-  for (int c = 0; c < 8; ++c)
-    if (rows[c] >= 0) v += w[c] * table[rows[c]];
-  return v;
-}
-
 // softplus(x) = log(1 + e^x), the density activation, stable for large |x|.
 SF_HD float softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
@@ -172,8 +160,8 @@ SF_HD float block_exit(const GridGeom& g, const int i[3], int shift, const float
   return t;
 }
 
-// Marches ray r at fixed steps from its entry (plus jitter) and calls visit(t, p, alpha)
-// for the samples in occupied cells whose alpha reaches kAlphaMin (the compositing skips
+// Marches ray r at fixed steps from its entry (plus jitter) and calls visit(t, p, alpha,
+// corner rows, corner weights) for the samples in occupied cells whose alpha reaches kAlphaMin (the compositing skips
 // the others), until visit returns false. Empty blocks of cells are crossed in one go.
 template <class Visit>
 SF_HD void march_ray(const MarchArgs& a, int64_t r, Visit& visit) {
@@ -214,9 +202,15 @@ SF_HD void march_ray(const MarchArgs& a, int64_t r, Visit& visit) {
       }
       continue;
     }
-    const float alpha = field_alpha(grid_value1(a.g, a.index, a.density, p), a.shift, a.interval);
+    int32_t rows[8];
+    float w[8];
+    grid_corners(a.g, a.index, p, rows, w);
+    float raw = 0.f;
+    for (int v = 0; v < 8; ++v)
+      if (rows[v] >= 0) raw += w[v] * a.density[rows[v]];
+    const float alpha = field_alpha(raw, a.shift, a.interval);
     if (!(alpha >= kAlphaMin)) continue;
-    if (!visit(t, p, alpha)) break;
+    if (!visit(t, p, alpha, rows, w)) break;
   }
 }
 
@@ -227,7 +221,7 @@ struct StoreSamples {
   int64_t base, n;
   bool write;
   float T;
-  SF_HD bool operator()(float t, const float* p, float alpha) {
+  SF_HD bool operator()(float t, const float* p, float alpha, const int32_t*, const float*) {
     if (write) {
       a->ts[base + n] = t;
       for (int k = 0; k < 3; ++k) a->positions[3 * (base + n) + k] = p[k];
@@ -246,26 +240,20 @@ SF_HD int64_t march_ray_item(const MarchArgs& a, int64_t r, bool write) {
 
 // ------------------------------------------------------------------ fused rendering
 
-// Colour of a sample: sigmoid(sum_k Y_k(d) c_k(p)), the coefficients (channel c of
-// coefficient k at 3 k + c of a row of C) trilinear in the grid.
-SF_HD Vec3 field_color(const GridGeom& g, const int32_t* index, const float* color, int64_t C,
-                       int degree, const float* p, const float* d) {
-  int32_t rows[8];
-  float w[8];
+// Colour of a sample: sigmoid(sum_k Y_k c_k), Y the SH basis of the ray's direction and
+// c the coefficients (channel c of coefficient k at 3 k + c of a row of C) trilinear from
+// the sample's corner rows and weights.
+SF_HD Vec3 field_color(const float* color, int64_t C, int nb, const float* Y, const int32_t* rows,
+                       const float* w) {
   float sum[3] = {0.f, 0.f, 0.f};
-  if (grid_corners(g, index, p, rows, w)) {
-    float Y[16];
-    sh_basis(degree, d[0], d[1], d[2], Y);
-    const int nb = sh_num_bases(degree);
-    for (int c = 0; c < 8; ++c) {
-      if (rows[c] < 0) continue;
-      const float* row = color + (int64_t)rows[c] * C;
-      for (int k = 0; k < nb; ++k) {
-        const float wy = w[c] * Y[k];
-        sum[0] += wy * row[3 * k];
-        sum[1] += wy * row[3 * k + 1];
-        sum[2] += wy * row[3 * k + 2];
-      }
+  for (int c = 0; c < 8; ++c) {
+    if (rows[c] < 0) continue;
+    const float* row = color + (int64_t)rows[c] * C;
+    for (int k = 0; k < nb; ++k) {
+      const float wy = w[c] * Y[k];
+      sum[0] += wy * row[3 * k];
+      sum[1] += wy * row[3 * k + 1];
+      sum[2] += wy * row[3 * k + 2];
     }
   }
   return {1.f / (1.f + expf(-sum[0])), 1.f / (1.f + expf(-sum[1])), 1.f / (1.f + expf(-sum[2]))};
@@ -284,18 +272,20 @@ struct FieldRenderArgs {
 
 struct ShadeAndComposite {
   const FieldRenderArgs* a;
-  const float* d;
+  float Y[16];  // the SH basis of the ray's direction (one per ray)
   float T;
   float acc[5];
-  SF_HD bool operator()(float t, const float* p, float alpha) {
-    const Vec3 rgb = field_color(a->m.g, a->m.index, a->color, a->C, a->sh_degree, p, d);
+  SF_HD bool operator()(float t, const float*, float alpha, const int32_t* rows, const float* w) {
+    const Vec3 rgb = field_color(a->color, a->C, sh_num_bases(a->sh_degree), Y, rows, w);
     const float v[5] = {rgb.x, rgb.y, rgb.z, t, 1.f};
     return composite_step<5>(fminf(kAlphaMax, alpha), v, T, acc);
   }
 };
 
 SF_HD void field_render_item(const FieldRenderArgs& a, int64_t r) {
-  ShadeAndComposite shade{&a, a.m.dirs + 3 * r, 1.f, {0.f, 0.f, 0.f, 0.f, 0.f}};
+  ShadeAndComposite shade{&a, {}, 1.f, {0.f, 0.f, 0.f, 0.f, 0.f}};
+  const float* d = a.m.dirs + 3 * r;
+  sh_basis(a.sh_degree, d[0], d[1], d[2], shade.Y);
   march_ray(a.m, r, shade);
   for (int ch = 0; ch < 3; ++ch)
     a.out_rgb[3 * r + ch] = shade.acc[ch] + shade.T * a.background[3 * r + ch];
