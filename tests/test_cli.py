@@ -103,8 +103,9 @@ def test_every_train_flag_maps_to_a_run_option():
     options = set(option_paths(RunConfig(data="d")))
     table = flag_options()
     assert set(table.values()) <= options
-    # every run option except the run's identity (data, out, scene kind) has a flag
-    assert options - set(table.values()) == {"data", "out", "scene_kind"}
+    # every run option except the run's identity (data, out) has a flag; the kind's is --model
+    assert options - set(table.values()) == {"data", "out"}
+    assert table["--model"] == "scene_kind" and table["--field.resolution"] == "field.resolution"
     assert table["--split-threshold"] == "steepest.split_threshold" and table["--no-eval"] == "outputs.eval"
     assert table["--adc.refine-every"] == "adc.refine_every" and table["--steps"] == "trainer.steps"
 

@@ -91,7 +91,7 @@ def test_sigint_saves_a_field_checkpoint_that_resumes(lego_small, tmp_path, nati
     assert "stopped by SIGINT" in text and "Traceback" not in text
     saved = ckpt.checkpoints(out / "checkpoints")
     assert saved, text
-    state = torch.load(saved[-1], weights_only=False)
+    state = torch.load(saved[-1][1], weights_only=False)
     assert state["scene"]["kind"] == "field" and state["step"] > 0
     res = subprocess.run([*CLI, "train", "--resume", str(out), "--steps", str(state["step"] + 5), "--no-viewer",
                           "--no-eval"], capture_output=True, text=True, timeout=300)  # fmt: skip
