@@ -275,6 +275,19 @@ inline SparseAdamArgs make_sparse_adam_args(at::Tensor& param, at::Tensor& exp_a
 
 using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
 
+// After the marcher's counting pass: offsets [R + 1] from the per-ray counts, and the
+// samples' buffers ts [M] and positions [M, 3] for its storing pass, set in `a`.
+inline Tensor3 alloc_march_samples(MarchArgs& a, const at::Tensor& counts, const at::Tensor& like) {
+  at::Tensor offsets = at::zeros({a.R + 1}, counts.options());
+  if (a.R > 0) offsets.slice(0, 1).copy_(at::cumsum(counts, 0));
+  const int64_t M = offsets[a.R].item<int64_t>();
+  Tensor3 o = {offsets, at::empty({M}, like.options()), at::empty({M, 3}, like.options())};
+  a.offsets = offsets.data_ptr<int64_t>();
+  a.ts = std::get<1>(o).data_ptr<float>();
+  a.positions = std::get<2>(o).data_ptr<float>();
+  return o;
+}
+
 inline FieldRenderArgs make_field_render_args(MarchArgs m, const at::Tensor& color,
                                               const at::Tensor& background, int64_t sh_degree) {
   SF_CHECK_INPUT(color, at::kFloat);

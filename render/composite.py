@@ -61,7 +61,10 @@ def composite(
         from . import reference
 
         rgb, depth_acc, alpha, _ = reference.composite(offsets, alphas, colors, ts, bg)
-    alpha = alpha[:, None]
-    depth_acc = depth_acc[:, None]
-    depth = torch.where(alpha > 1e-6, depth_acc / alpha.clamp_min(1e-6), torch.zeros_like(depth_acc))
-    return rgb, alpha, depth
+    return rgb, alpha[:, None], expected_depth(depth_acc[:, None], alpha[:, None])
+
+
+def expected_depth(depth_acc: Tensor, alpha: Tensor) -> Tensor:
+    """The alpha-weighted sum of sample distances divided by alpha (0 where nothing was
+    composited)."""
+    return torch.where(alpha > 1e-6, depth_acc / alpha.clamp_min(1e-6), torch.zeros_like(depth_acc))

@@ -22,11 +22,20 @@ from .grid import (  # noqa: F401  (re-exported: the field's API is this module)
     ALPHA_MAX, ALPHA_MIN, BLOCK_SHIFT, MARCH_STOP_T, TRANSMITTANCE_MIN, GridBox, RaySamples, block_bits, pack_bits,
     softplus_alphas, unpack_bits,
 )  # fmt: skip
+from .composite import expected_depth
 from .rasterize import Backend, resolve_backend
 
 def _check_finite(t: Tensor, what: str) -> None:
     if t.numel() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{what} contain NaN or Inf")
+
+
+def _blocks_or_none_empty(blocks: Tensor | None, box: GridBox, block_shift: int, device: torch.device) -> Tensor:
+    """``blocks`` (contiguous), or bits saying no block is known empty (nothing skipped)."""
+    if blocks is not None:
+        return blocks.contiguous()
+    n = math.prod(-(-c // (1 << block_shift)) for c in box.cells)
+    return torch.full(((n + 7) // 8,), 255, dtype=torch.uint8, device=device)
 
 
 class _GridSample(torch.autograd.Function):
@@ -93,11 +102,9 @@ def march_rays(
     if not (step > 0 and far >= near):
         raise ValueError(f"march_rays needs step > 0 and far >= near (got step {step}, near {near}, far {far})")
     if resolve_backend(backend, origins.device) == "native":
-        if blocks is None:  # no block is known empty
-            n = math.prod(-(-c // (1 << block_shift)) for c in box.cells)
-            blocks = torch.full(((n + 7) // 8,), 255, dtype=torch.uint8, device=occupancy.device)
+        blocks = _blocks_or_none_empty(blocks, box, block_shift, occupancy.device)
         offsets, ts, positions = torch.ops.splatfield.march_rays(
-            occupancy.contiguous(), blocks.contiguous(), block_shift, index.int().contiguous(), density.float().contiguous(),
+            occupancy.contiguous(), blocks, block_shift, index.int().contiguous(), density.float().contiguous(),
             origins.float().contiguous(), dirs.float().contiguous(), jitter.float().contiguous(),
             list(box.lo), list(box.scale), near, far, step, interval, shift, stop_T,
         )  # fmt: skip
@@ -121,18 +128,14 @@ def render_rays(
         raise ValueError("render_rays needs origins [R, 3], dirs [R, 3] and background [R, 3]")
     _check_finite(origins, "ray origins")
     _check_finite(dirs, "ray directions")
-    if blocks is None:
-        n = math.prod(-(-c // (1 << block_shift)) for c in box.cells)
-        blocks = torch.full(((n + 7) // 8,), 255, dtype=torch.uint8, device=occupancy.device)
+    blocks = _blocks_or_none_empty(blocks, box, block_shift, occupancy.device)
     rgb, depth_acc, alpha = torch.ops.splatfield.field_render(
-        occupancy.contiguous(), blocks.contiguous(), block_shift, index.int().contiguous(), density.float().contiguous(),
+        occupancy.contiguous(), blocks, block_shift, index.int().contiguous(), density.float().contiguous(),
         color.float().contiguous(), origins.float().contiguous(), dirs.float().contiguous(),
         jitter.float().contiguous(), background.float().contiguous(), list(box.lo), list(box.scale), near, far, step,
         interval, shift, sh_degree,
     )  # fmt: skip
-    alpha, depth_acc = alpha[:, None], depth_acc[:, None]
-    depth = torch.where(alpha > 1e-6, depth_acc / alpha.clamp_min(1e-6), torch.zeros_like(depth_acc))
-    return rgb, alpha, depth
+    return rgb, alpha[:, None], expected_depth(depth_acc[:, None], alpha[:, None])
 
 
 def sparse_adam_(param: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, rows: Tensor, grads: Tensor, lr: Tensor,

@@ -57,33 +57,46 @@ def _settled_frame(viewer, client_id: int, shape: tuple, timeout: float = 60.0):
     return image, camera
 
 
-@pytest.fixture(scope="module")
-def viewer(small_run, native):
+def _served(run):
+    """`splatfield view RUN` in this process, without the training cameras (the comparison is
+    of the scene alone)."""
     chromium_path()
     from splatfield.apps.viewer.sessions import open_view
 
-    v = open_view(small_run, host="127.0.0.1", port=0, log=lambda m: None)
-    v.show_training_cameras(False)  # the comparison is of the splats alone
+    v = open_view(run, host="127.0.0.1", port=0, log=lambda m: None)
+    v.show_training_cameras(False)
     yield v
     v.stop()
+
+
+@pytest.fixture(scope="module")
+def viewer(small_run, native):
+    yield from _served(small_run)
+
+
+def _first_frame_on_page(viewer, page, ids0: set):
+    """The page's first settled frame: the same as the server renders again for its camera,
+    and on the page within MIN_PSNR_DB. Returns (client id, screenshot, frame, camera)."""
+    cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 60, "the page to connect")[0]
+    shot = _screenshot(page)
+    frame, camera = _settled_frame(viewer, cid, shot.shape)
+    shot = _screenshot(page)
+    # the server-side render of that camera, made again here, is what was sent
+    from splatfield.apps.viewer.frames import render_frame
+
+    again = render_frame(viewer.scene_snapshot(), camera, viewer.settings)
+    assert np.array_equal(again, viewer.last_frame(cid)[0])
+    psnr = _psnr(shot[CROP], frame[CROP])
+    print(f"page vs server render: {psnr:.2f} dB")
+    assert psnr >= MIN_PSNR_DB, f"page vs server render: {psnr:.2f} dB"
+    assert frame[CROP].std() > 5.0  # the crop holds the scene, not a blank
+    return cid, shot, frame, camera
 
 
 def test_page_shows_the_server_render_follows_the_mouse_and_switches_to_depth(viewer):
     ids0 = set(viewer.client_ids())
     with browser_page(viewer.url, 800, 600) as page:
-        cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 60, "the page to connect")[0]
-        shot = _screenshot(page)
-        frame, camera = _settled_frame(viewer, cid, shot.shape)
-        shot = _screenshot(page)
-        # the server-side render of that camera, made again here, is what was sent
-        from splatfield.apps.viewer.frames import render_frame
-
-        again = render_frame(viewer.scene_snapshot(), camera, viewer.settings)
-        assert np.array_equal(again, viewer.last_frame(cid)[0])
-        psnr = _psnr(shot[CROP], frame[CROP])
-        print(f"page vs server render: {psnr:.2f} dB")
-        assert psnr >= MIN_PSNR_DB, f"page vs server render: {psnr:.2f} dB"
-        assert frame[CROP].std() > 5.0  # the crop holds the scene, not a blank
+        cid, shot, frame, camera = _first_frame_on_page(viewer, page, ids0)
 
         # drag the camera: the server renders a new view and the page shows it
         page.mouse.move(300, 350)
@@ -114,33 +127,16 @@ def test_page_shows_the_server_render_follows_the_mouse_and_switches_to_depth(vi
 
 @pytest.fixture(scope="module")
 def field_viewer(small_field_run, native):
-    chromium_path()
-    from splatfield.apps.viewer.sessions import open_view
-
-    v = open_view(small_field_run, host="127.0.0.1", port=0, log=lambda m: None)
-    v.show_training_cameras(False)
-    yield v
-    v.stop()
+    yield from _served(small_field_run)
 
 
 def test_page_shows_a_field_run(field_viewer):
     """A radiance-field run: the page shows what the server rendered, in RGB and depth."""
     viewer = field_viewer
     ids0 = set(viewer.client_ids())
+    assert viewer.scene_snapshot().kind == "field"
     with browser_page(viewer.url, 800, 600) as page:
-        cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 60, "the page to connect")[0]
-        shot = _screenshot(page)
-        frame, camera = _settled_frame(viewer, cid, shot.shape)
-        shot = _screenshot(page)
-        from splatfield.apps.viewer.frames import render_frame
-
-        assert viewer.scene_snapshot().kind == "field"
-        again = render_frame(viewer.scene_snapshot(), camera, viewer.settings)
-        assert np.array_equal(again, viewer.last_frame(cid)[0])
-        psnr = _psnr(shot[CROP], frame[CROP])
-        print(f"field: page vs server render: {psnr:.2f} dB")
-        assert psnr >= MIN_PSNR_DB, f"page vs server render: {psnr:.2f} dB"
-        assert frame[CROP].std() > 5.0  # the crop holds the scene, not a blank
+        cid, shot, frame, _ = _first_frame_on_page(viewer, page, ids0)
         page.get_by_label("Render mode").click()
         page.get_by_role("option", name="depth").click()
         wait_for(lambda: viewer.settings.mode == "depth", 20, "the depth mode to reach the server")

@@ -91,18 +91,11 @@ Tensor3 march_rays_cpu(const at::Tensor& occupancy, const at::Tensor& blocks,
   cpu_parallel_for(0, a.R, 64, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) a.counts[r] = march_ray_item(a, r, false);
   });
-  at::Tensor offsets = at::zeros({a.R + 1}, counts.options());
-  if (a.R > 0) offsets.slice(0, 1).copy_(at::cumsum(counts, 0));
-  const int64_t M = offsets[a.R].item<int64_t>();
-  at::Tensor ts = at::empty({M}, origins.options());
-  at::Tensor positions = at::empty({M, 3}, origins.options());
-  a.offsets = offsets.data_ptr<int64_t>();
-  a.ts = ts.data_ptr<float>();
-  a.positions = positions.data_ptr<float>();
+  Tensor3 samples = alloc_march_samples(a, counts, origins);
   cpu_parallel_for(0, a.R, 64, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) march_ray_item(a, r, true);
   });
-  return {offsets, ts, positions};
+  return samples;
 }
 
 Tensor3 field_render_cpu(const at::Tensor& occupancy, const at::Tensor& blocks,

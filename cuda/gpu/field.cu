@@ -109,19 +109,12 @@ Tensor3 march_rays_cuda(const at::Tensor& occupancy, const at::Tensor& blocks,
     march_kernel<<<num_blocks(a.R, kThreads), kThreads, 0, stream>>>(a, false);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  at::Tensor offsets = at::zeros({a.R + 1}, counts.options());
-  if (a.R > 0) offsets.slice(0, 1).copy_(at::cumsum(counts, 0));
-  const int64_t M = offsets[a.R].item<int64_t>();
-  at::Tensor ts = at::empty({M}, origins.options());
-  at::Tensor positions = at::empty({M, 3}, origins.options());
-  a.offsets = offsets.data_ptr<int64_t>();
-  a.ts = ts.data_ptr<float>();
-  a.positions = positions.data_ptr<float>();
-  if (a.R > 0 && M > 0) {
+  Tensor3 samples = alloc_march_samples(a, counts, origins);
+  if (a.R > 0 && std::get<1>(samples).numel() > 0) {
     march_kernel<<<num_blocks(a.R, kThreads), kThreads, 0, stream>>>(a, true);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  return {offsets, ts, positions};
+  return samples;
 }
 
 Tensor3 field_render_cuda(const at::Tensor& occupancy, const at::Tensor& blocks,
