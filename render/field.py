@@ -18,12 +18,22 @@ import math
 import torch
 from torch import Tensor
 
-from .grid import (  # noqa: F401  (re-exported: the field's API is this module)
-    ALPHA_MAX, ALPHA_MIN, BLOCK_SHIFT, MARCH_STOP_T, TRANSMITTANCE_MIN, GridBox, RaySamples, block_bits, pack_bits,
-    softplus_alphas, unpack_bits,
-)  # fmt: skip
 from .composite import expected_depth
+from .grid import (  # noqa: F401  (re-exported: the field's API is this module)
+    ALPHA_MAX,
+    ALPHA_MIN,
+    BLOCK_SHIFT,
+    MARCH_STOP_T,
+    TRANSMITTANCE_MIN,
+    GridBox,
+    RaySamples,
+    block_bits,
+    pack_bits,
+    softplus_alphas,
+    unpack_bits,
+)  # fmt: skip
 from .rasterize import Backend, resolve_backend
+
 
 def _check_finite(t: Tensor, what: str) -> None:
     if t.numel() and not bool(torch.isfinite(t).all()):

@@ -96,7 +96,7 @@ def _first_frame_on_page(viewer, page, ids0: set):
 def test_page_shows_the_server_render_follows_the_mouse_and_switches_to_depth(viewer):
     ids0 = set(viewer.client_ids())
     with browser_page(viewer.url, 800, 600) as page:
-        cid, shot, frame, camera = _first_frame_on_page(viewer, page, ids0)
+        cid, shot, _, camera = _first_frame_on_page(viewer, page, ids0)
 
         # drag the camera: the server renders a new view and the page shows it
         page.mouse.move(300, 350)
