@@ -174,6 +174,15 @@ def _quiet_colmap(log_prefix: Path) -> None:
         lg.set_log_destination(level, "")
 
 
+def _thread_budget() -> int:
+    """COLMAP's thread count: the process's compute budget (``--threads``), so that SfM shares
+    the cores like training does; with one thread COLMAP's RANSAC and bundle adjustment are
+    reproducible (with several, thread timing changes which pairs and poses survive)."""
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
 def _full_size_camera(cam: Any, width: int, height: int) -> None:
     """Scales a camera fitted on a downscaled copy to the full-size image, in place."""
     import pycolmap
@@ -265,6 +274,7 @@ def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: Sfm
 
     # -- features
     _quiet_colmap(work / "colmap.log.")
+    threads = _thread_budget()
     database = work / "database.db"
     t = time.perf_counter()
     reader = pycolmap.ImageReaderOptions()
@@ -277,6 +287,7 @@ def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: Sfm
         mode = pycolmap.CameraMode.SINGLE if prep.groups == 1 else pycolmap.CameraMode.PER_FOLDER
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = max(prep.sfm_size)
+    extraction.num_threads = threads
     sfm_names = [prep.sfm_names[name] for name in prep.names]
     pycolmap.extract_features(database, work / "images", image_names=sfm_names, camera_mode=mode,
                               reader_options=reader, extraction_options=extraction)  # fmt: skip
@@ -288,10 +299,12 @@ def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: Sfm
     # -- matching
     matcher = opts.matcher if opts.matcher != "auto" else ("sequential" if kind == "video" else "exhaustive")
     t = time.perf_counter()
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = threads
     if matcher == "exhaustive":
-        pycolmap.match_exhaustive(database)
+        pycolmap.match_exhaustive(database, matching_options=matching)
     else:  # image names sort in capture order (frame_#####.jpg for a video)
-        pycolmap.match_sequential(database)
+        pycolmap.match_sequential(database, matching_options=matching)
     with pycolmap.Database.open(str(database)) as db:
         # a pair that failed verification is still stored, with no inliers
         pairs = db.num_matched_image_pairs()
@@ -305,6 +318,7 @@ def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: Sfm
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.min_model_size = 3  # small captures are fine; the registered fraction is checked below
     mapping.random_seed = 0
+    mapping.num_threads = threads
     models = pycolmap.incremental_mapping(database, work / "images", work / "models", options=mapping)
     seconds["mapping"] = time.perf_counter() - t
     if not models:

@@ -57,9 +57,10 @@ def test_train_on_a_video(tmp_path, monkeypatch, capsys, native):
     data = Path(next(ln.split(": ", 1)[1] for ln in (run / "config.yaml").read_text().splitlines() if "data:" in ln))
     summary = json.loads((data / "sfm.json").read_text())
     assert summary["input_kind"] == "video" and summary["images_total"] == FRAMES
-    # COLMAP's multithreaded RANSAC is not bit-reproducible: nearly all, not always all, register
+    # --threads 1 runs COLMAP on one thread too, which makes it reproducible: all register (with
+    # two threads, thread timing split the orbit into 40 + 5 frames in one CI run)
     registered = summary["images_registered"]
-    assert registered >= 0.9 * FRAMES, summary["unregistered"]
+    assert registered == FRAMES, summary["unregistered"]
     assert f"sfm: mapping: {registered} of {FRAMES} images registered" in out
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["views"] == math.ceil(registered / 8)
