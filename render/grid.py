@@ -69,7 +69,7 @@ def block_bits(cells: Tensor, shift: int = BLOCK_SHIFT) -> Tensor:
     (bool [cx, cy, cz]) is: the marcher skips the blocks whose bit is clear."""
     b = 1 << shift
     pad = [(-n) % b for n in cells.shape]
-    x = torch.nn.functional.pad(cells.float(), (0, pad[2], 0, pad[1], 0, pad[0]))
+    x = torch.nn.functional.pad(cells.to(torch.uint8), (0, pad[2], 0, pad[1], 0, pad[0]))
     X, Y, Z = (n // b for n in x.shape)
     return pack_bits(x.view(X, b, Y, b, Z, b).amax(dim=(1, 3, 5)) > 0)
 

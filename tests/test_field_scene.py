@@ -479,3 +479,24 @@ def test_draw_batch_takes_float32_cameras(native):
     a, b = drawn(scene, views64, 1), drawn(scene, views32, 1)
     for x, y in zip(a.rays, b.rays):
         assert (x - y).abs().max().item() <= CAMERA_RAY_ATOL
+
+
+def test_occupied_cells_are_the_cells_whose_densest_vertex_reaches_the_threshold():
+    # occupied_cells folds a per-row test over bools; cell_alphas is the definition (the
+    # largest alpha of the cell's 8 vertices, 0 where one has no row)
+    g = torch.Generator().manual_seed(3)
+    scene = FieldScene.create(LO, HI, FieldConfig(resolution=24, grow_at=()))
+    m = scene.model
+    N = len(m)
+    drop = torch.rand(m.index.shape, generator=g) < 0.2
+    m.index[drop] = -1  # rows stay, some vertices lose theirs
+    with torch.no_grad():
+        # raw densities spread around the threshold, some exactly at it
+        sigma = -math.log1p(-F.ALPHA_MIN) / m.interval
+        at = math.log(math.expm1(sigma)) - m.shift
+        m.density.copy_(at + torch.randn(N, 1, generator=g) * 0.5)
+        m.density[:: 7] = at
+    expected = m.cell_alphas() >= F.ALPHA_MIN
+    got = m.occupied_cells()
+    assert 0 < int(expected.sum()) < expected.numel()  # both kinds of cell present
+    assert torch.equal(got, expected)
