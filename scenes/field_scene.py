@@ -119,6 +119,9 @@ class FieldScene:
     def snapshot(self) -> FieldModel:
         return self.model.snapshot()
 
+    def preview(self) -> FieldModel:
+        return self.model.preview()
+
     def points(self) -> Tensor:
         return self.model.points()
 

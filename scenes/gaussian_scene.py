@@ -69,6 +69,9 @@ class FixedGaussians:
     def snapshot(self) -> FixedGaussians:
         return self
 
+    def preview(self) -> FixedGaussians:
+        return self
+
     def points(self) -> Tensor:  # [N, 3]
         return self.gaussians.means.detach()
 
@@ -159,6 +162,9 @@ class GaussianScene:
 
     def snapshot(self) -> FixedGaussians:
         return FixedGaussians(Gaussians(*(t.detach().clone() for t in self.gaussians.tensors())))
+
+    def preview(self) -> GaussianScene:
+        return self
 
     def points(self) -> Tensor:  # [N, 3]
         return self.params["means"].detach()

@@ -41,6 +41,11 @@ class Renderable(Protocol):
         """A detached copy that later training steps do not change."""
         ...
 
+    def preview(self) -> Renderable:
+        """What to draw while a viewer's camera moves: a cheaper stand-in sharing the tensors
+        (a field marches with longer steps), or the scene itself where nothing is cheaper."""
+        ...
+
     def points(self) -> Tensor:  # [N, 3]
         """Representative world positions (to frame the scene when there are no cameras)."""
         ...

@@ -172,6 +172,45 @@ def test_two_clients_get_their_own_views(served):
         b.close()
 
 
+class _Counted:
+    """A scene whose renders are counted, with a preview counted apart."""
+
+    def __init__(self, scene, counts: dict, name: str = "full") -> None:
+        self.scene, self.counts, self.name = scene, counts, name
+        self.kind, self.count_label, self.max_sh_degree = scene.kind, scene.count_label, scene.max_sh_degree
+
+    def __len__(self) -> int:
+        return len(self.scene)
+
+    def render(self, cameras, **kw):
+        self.counts[self.name] = self.counts.get(self.name, 0) + 1
+        return self.scene.render(cameras, **kw)
+
+    def preview(self):
+        return _Counted(self.scene, self.counts, "preview")
+
+
+def test_moving_frames_are_drawn_from_the_preview_and_settled_ones_from_the_scene(served):
+    viewer, _ = served
+    counts: dict[str, int] = {}
+    scene = _Counted(viewer.scene_snapshot(), counts)
+    viewer._scene = lambda: scene
+    client = RawClient(viewer.server.get_port())
+    try:
+        ids0 = set(viewer.client_ids())
+        wxyz, pos = _good_pose(viewer)
+        client.camera(wxyz, pos, width=400, height=400)
+        wait_for(lambda: set(viewer.client_ids()) - ids0, 10, "the client")
+        cid = sorted(set(viewer.client_ids()) - ids0)[0]
+        # the first frame of a new camera is a moving one (reduced size), then the settled one
+        wait_for(lambda: (f := viewer.last_frame(cid)) is not None and f[2], 15, "a settled frame")
+        moving = viewer.settings.max_side * viewer.settings.moving_scale
+        assert counts.get("preview", 0) >= 1 and counts.get("full", 0) >= 1, counts
+        assert max(viewer.last_frame(cid)[0].shape[:2]) > moving
+    finally:
+        client.close()
+
+
 def test_training_with_a_viewer_and_a_hostile_client_finishes_unchanged(tmp_path, native, monkeypatch):
     """The viewer only reads the scene: a run watched (and attacked) ends bit-identical, and
     the attack was rejected, one log line per kind of problem."""

@@ -59,7 +59,7 @@ def run(cfg: BenchViewer) -> int:
     with progress(steps, "training with and without the viewer", "step") as bar:
         r = bench_viewer.bench_viewer(cfg.run, size=cfg.size, frames=cfg.frames, train_slowdown=cfg.train_slowdown,
                                       blocks=cfg.blocks, block_steps=cfg.block_steps, progress=bar.update)  # fmt: skip
-    print(f"{PROG} bench viewer: {r.run}, {r.gaussians:,} Gaussians, {r.threads} threads ({r.cpu['model']})")
+    print(f"{PROG} bench viewer: {r.run}, {r.gaussians:,} {r.count_label}, {r.threads} threads ({r.cpu['model']})")
     print(f"still frames at {r.size}x{r.size}: {r.still_fps:.1f} frames/s (median {r.still_ms_median:.0f} ms: render, "
           f"JPEG, send); moving camera: {r.moving_fps:.1f} frames/s at {r.moving_size[0]}x{r.moving_size[1]}")  # fmt: skip
     if r.first_frame_seconds is not None:

@@ -34,7 +34,7 @@ from ..viewer.protocol import CHROMIUM_ARGS, RawClient, find_chromium
 @dataclass
 class ViewerBenchResult:
     run: str
-    gaussians: int
+    gaussians: int  # the scene's size, in count_label units
     size: int
     still_fps: float
     still_ms_median: float
@@ -54,6 +54,7 @@ class ViewerBenchResult:
     threads: int
     cpu: dict
     peak_rss_mb: float = 0.0
+    count_label: str = "Gaussians"  # what `gaussians` counts (a field: grid vertices)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -80,8 +81,8 @@ def _orbit(viewer, frames: int):
     return camera_paths.orbit(centre, up, radius, height, frames, fov_y=50.0, width=8, height_px=8, turns=0.25)
 
 
-def frame_rates(run: Path, size: int, frames: int) -> tuple[int, float, float, float, tuple[int, int]]:
-    """(Gaussians, still fps, still median ms, moving fps, moving frame size) over a websocket
+def frame_rates(run: Path, size: int, frames: int) -> tuple[int, str, float, float, float, tuple[int, int]]:
+    """(scene size, what it counts, still fps, still median ms, moving fps, moving frame size) over a websocket
     client."""
     from ..viewer.sessions import open_view
 
@@ -116,7 +117,7 @@ def frame_rates(run: Path, size: int, frames: int) -> tuple[int, float, float, f
         finally:
             client.close()
         med = statistics.median(still)
-        return len(g), 1.0 / med, 1e3 * med, moving_fps, (shape[1], shape[0])
+        return len(g), g.count_label, 1.0 / med, 1e3 * med, moving_fps, (shape[1], shape[0])
     finally:
         viewer.stop()
 
@@ -232,7 +233,7 @@ def paired_slowdown(without: list[float], with_viewer: list[float]) -> float:
 
 def bench_viewer(run: Path, *, size: int, frames: int, train_slowdown: bool, blocks: int, block_steps: int,
                  progress: Callable[[], None] | None = None) -> ViewerBenchResult:  # fmt: skip
-    n, still_fps, still_ms, moving_fps, moving_size = frame_rates(run, size, frames)
+    n, label, still_fps, still_ms, moving_fps, moving_size = frame_rates(run, size, frames)
     t_url, t_first, note = time_to_first_frame(run)
     blocks_without = blocks_with = frames_served = train_size = share = None
     without = with_v = None
@@ -246,5 +247,5 @@ def bench_viewer(run: Path, *, size: int, frames: int, train_slowdown: bool, blo
         train_size=train_size, train_step_ms_without=without, train_step_ms_with=with_v,
         train_slowdown=None if without is None else paired_slowdown(blocks_without, blocks_with), train_viewer_frames=frames_served,
         train_viewer_share=share, train_block_ms_without=blocks_without, train_block_ms_with=blocks_with,
-        threads=torch.get_num_threads(), cpu=machine_info(), peak_rss_mb=peak_rss_mb(),
+        threads=torch.get_num_threads(), cpu=machine_info(), peak_rss_mb=peak_rss_mb(), count_label=label,
     )  # fmt: skip

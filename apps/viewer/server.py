@@ -265,7 +265,7 @@ class Viewer:
                 self._skip(cid, stamp, str(exc))
                 continue
             try:
-                image = render_frame(g, camera, settings)
+                image = render_frame(g if full else g.preview(), camera, settings)
             except (ValueError, RuntimeError) as exc:  # e.g. a scene with NaN mid-training: skip, never raise
                 self._skip(cid, stamp, f"frame not rendered ({type(exc).__name__}: {str(exc)[:200]})")
                 continue
