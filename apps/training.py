@@ -21,7 +21,7 @@ from splatfield import data as sfdata
 from splatfield.scenes.checkpoint import write_json_atomic
 from splatfield.scenes.evaluate import EvalResult, evaluate
 from splatfield.scenes.formats.ply import write_ply
-from splatfield.scenes.field_scene import FieldScene
+from splatfield.scenes.field_scene import FieldScene, learns_background
 from splatfield.scenes.gaussian_scene import GaussianScene, LearningRates
 from splatfield.scenes.options import RunConfig
 from splatfield.scenes.parallel import DataParallel, PeerLost
@@ -78,7 +78,8 @@ def field_box(config: RunConfig, dataset: sfdata.Dataset) -> tuple[tuple[float, 
 
 def initial_field(config: RunConfig, dataset: sfdata.Dataset, device: torch.device = torch.device("cpu")) -> FieldScene:
     lo, hi = field_box(config, dataset)
-    return FieldScene.create(lo, hi, config.field, device=device)
+    learned = learns_background(config.field, known_background=dataset.background is not None)
+    return FieldScene.create(lo, hi, config.field, device=device, learned_background=learned)
 
 
 def initial_gaussians(config: RunConfig, dataset: sfdata.Dataset, generator: torch.Generator,

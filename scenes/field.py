@@ -13,6 +13,7 @@ the compositing would have used.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -47,6 +48,7 @@ class FieldModel:
     max_sh_degree: int
     blocks: Tensor | None = None  # packed bits over blocks of cells (render.field.block_bits), None: none known empty
     mlp: torch.nn.Module | None = None  # the mlp head (features + direction encoding -> rgb logits), or SH colour
+    envmap: Tensor | None = None  # [3, H, 2H] logits of the learned background (equirectangular), or None: fixed
 
     kind = "field"
     count_label = "grid vertices"
@@ -58,6 +60,9 @@ class FieldModel:
             raise ValueError(f"a field needs index {list(self.box.res)} and tables of one length")
         if self.index.numel() and not (int(self.index.min()) >= -1 and int(self.index.max()) < N):
             raise ValueError(f"the field's index holds rows outside its table of {N}")
+        if self.envmap is not None and not (self.envmap.dim() == 3 and self.envmap.shape[0] == 3
+                                            and self.envmap.shape[2] == 2 * self.envmap.shape[1]):  # fmt: skip
+            raise ValueError(f"a learned background is [3, H, 2H], not {list(self.envmap.shape)}")
 
     def __len__(self) -> int:
         return int(self.density.shape[0])
@@ -81,7 +86,8 @@ class FieldModel:
         return replace(self, density=self.density.detach().clone(), color=self.color.detach().clone(),
                        index=self.index.clone(), occupancy=self.occupancy.clone(),
                        blocks=None if self.blocks is None else self.blocks.clone(),
-                       mlp=None if self.mlp is None else copy.deepcopy(self.mlp))  # fmt: skip
+                       mlp=None if self.mlp is None else copy.deepcopy(self.mlp),
+                       envmap=None if self.envmap is None else self.envmap.detach().clone())  # fmt: skip
 
     def preview(self) -> FieldModel:
         """The same field marched with PREVIEW_STEPS times longer steps (alphas follow the
@@ -90,8 +96,9 @@ class FieldModel:
 
     @property
     def parameters(self) -> list[Tensor]:
-        """What training changes: the tables, and the mlp head's weights."""
-        return [self.density, self.color] + ([] if self.mlp is None else list(self.mlp.parameters()))
+        """What training changes: the tables, the mlp head's weights, the learned background."""
+        return ([self.density, self.color] + ([] if self.mlp is None else list(self.mlp.parameters()))
+                + ([] if self.envmap is None else [self.envmap]))  # fmt: skip
 
     def points(self, limit: int = 100_000) -> Tensor:  # [n, 3]
         """Vertices with rows (at most ``limit``, evenly strided)."""
@@ -101,8 +108,8 @@ class FieldModel:
     # ------------------------------------------------------------------ occupancy
 
     def vertex_raw_density(self) -> Tensor:  # [X, Y, Z], -inf where no row
-        raw = self.density.detach()[:, 0][self.index.clamp(min=0).long()]
-        return raw.masked_fill_(self.index < 0, float("-inf"))
+        padded = torch.cat([self.density.detach().new_full((1,), float("-inf")), self.density.detach()[:, 0]])
+        return padded[(self.index + 1).long()]  # row -1 (none): -inf; a table without rows is fine
 
     def cell_alphas(self) -> Tensor:  # [X-1, Y-1, Z-1]
         """The largest alpha a sample of each cell can have (its densest vertex's; 0 where a
@@ -128,6 +135,19 @@ class FieldModel:
         return float(occ.float().mean())
 
     # ------------------------------------------------------------------ rendering
+
+    def ray_background(self, dirs: Tensor, given: Tensor) -> Tensor:  # [R, 3]
+        """What each ray sees past the field: the learned background in its direction, or
+        ``given`` ([R, 3], the run's colour) when the background is fixed."""
+        if self.envmap is None:
+            return given
+        d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        u = torch.atan2(d[:, 1], d[:, 0]) / math.pi  # around, [-1, 1]
+        v = torch.asin(d[:, 2].clamp(-1.0, 1.0)) / (math.pi / 2)  # pole to pole, [-1, 1]
+        grid = torch.stack([u, v], dim=-1).to(self.envmap.dtype)[None, None]
+        texels = torch.nn.functional.grid_sample(self.envmap[None], grid, mode="bilinear", padding_mode="border",
+                                                 align_corners=False)  # fmt: skip
+        return torch.sigmoid(texels[0, :, 0].t())
 
     def march(self, origins: Tensor, dirs: Tensor, jitter: Tensor) -> RaySamples:
         return march_rays(self.occupancy, self.index, self.density.detach()[:, 0], origins, dirs, jitter, self.box,
@@ -160,7 +180,7 @@ class FieldModel:
         if jitter is None:
             jitter = torch.full_like(origins[:, 0], 0.5)
         samples = self.march(origins, dirs, jitter)
-        rgb, alpha, depth = self.shade(samples, dirs, background, sh_degree)
+        rgb, alpha, depth = self.shade(samples, dirs, self.ray_background(dirs, background), sh_degree)
         return rgb, alpha, depth, int(samples.ts.shape[0])
 
     def render(self, cameras: Cameras, *, background: Tensor | Sequence[float] | None = None,
@@ -177,8 +197,9 @@ class FieldModel:
         with torch.no_grad():
             for s in range(0, origins.shape[0], CHUNK_RAYS):
                 o, d = origins[s : s + CHUNK_RAYS], dirs[s : s + CHUNK_RAYS]
-                b = bg.expand(o.shape[0], 3).contiguous()
+                b = bg.expand(o.shape[0], 3)
                 if fused:  # march, shade and composite in one native pass per ray
+                    b = self.ray_background(d, b).contiguous()
                     parts.append(render_rays(self.occupancy, self.index, self.density.detach()[:, 0], self.color.detach(),
                                              o, d, torch.full_like(o[:, 0], 0.5), b, self.box, near=NEAR, far=1e10,
                                              step=self.step, interval=self.interval, shift=self.shift,

@@ -42,6 +42,17 @@ def mlp_head(config: FieldConfig, device: torch.device | str = "cpu") -> torch.n
                                    torch.nn.ReLU(), torch.nn.Linear(w, 3)).to(device)  # fmt: skip
 
 
+def learns_background(config: FieldConfig, known_background: bool) -> bool:
+    """Whether the field learns what lies past its box (``background_model``; auto: when the
+    capture has no background of its own, as real photos)."""
+    return config.background_model == "envmap" or (config.background_model == "auto" and not known_background)
+
+
+def envmap(config: FieldConfig, device: torch.device | str = "cpu") -> Tensor:
+    """A grey learned background: [3, H, 2H] logits 0."""
+    return torch.zeros(3, config.envmap_height, 2 * config.envmap_height, device=device)
+
+
 def coarse_box(lo: Sequence[float], hi: Sequence[float], config: FieldConfig) -> GridBox:
     """The first grid: the final resolution halved once per growth, cells about cubic."""
     longest = max(h - l for l, h in zip(lo, hi))
@@ -74,14 +85,18 @@ class FieldScene:
         ]  # fmt: skip
         if model.mlp is not None:
             groups.append({"params": list(model.mlp.parameters()), "lr": self.config.mlp_lr, "name": "mlp"})
+        if model.envmap is not None:
+            model.envmap = torch.nn.Parameter(model.envmap.detach())
+            groups.append({"params": [model.envmap], "lr": self.config.envmap_lr, "name": "envmap"})
         self.optimizer = GridAdam(groups)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
 
     @classmethod
     def create(cls, lo: Sequence[float], hi: Sequence[float], config: FieldConfig,
-               device: torch.device | str = "cpu") -> FieldScene:  # fmt: skip
-        """Every vertex of the coarse grid, grey, with alpha ``init_alpha`` per sample."""
+               device: torch.device | str = "cpu", *, learned_background: bool = False) -> FieldScene:  # fmt: skip
+        """Every vertex of the coarse grid, grey, with alpha ``init_alpha`` per sample; a grey
+        learned background if ``learned_background``."""
         box = coarse_box(lo, hi, config)
         n = box.res[0] * box.res[1] * box.res[2]
         index = torch.arange(n, dtype=torch.int32, device=device).view(box.res)
@@ -95,7 +110,8 @@ class FieldScene:
         width = 3 * K if config.head == "sh" else config.features
         model = FieldModel(box, index, torch.zeros(n, 1, device=device), torch.zeros(n, width, device=device),
                            torch.zeros(0, dtype=torch.uint8, device=device), shift, unit, config.step_ratio,
-                           config.sh_degree, mlp=mlp_head(config, device))  # fmt: skip
+                           config.sh_degree, mlp=mlp_head(config, device),
+                           envmap=envmap(config, device) if learned_background else None)  # fmt: skip
         model.update_occupancy()
         return cls(model, config)
 
@@ -300,7 +316,7 @@ class FieldScene:
         density[present < 1 - 1e-5] = EMPTY_RAW
         color = grid_sample(old.index, old.color.detach(), pos, old.box)
         model = FieldModel(box, index, density, color, old.occupancy, old.shift, old.unit, old.step_ratio,
-                           old.max_sh_degree, mlp=old.mlp)  # fmt: skip
+                           old.max_sh_degree, mlp=old.mlp, envmap=old.envmap)  # fmt: skip
         model.update_occupancy()
         self.level += 1
         self._use(model)
@@ -322,6 +338,7 @@ class FieldScene:
             "unit": m.unit,
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "mlp": None if m.mlp is None else copy.deepcopy(m.mlp.state_dict()),
+            "envmap": None if m.envmap is None else m.envmap.detach().clone(),
         }
 
     @classmethod
@@ -331,7 +348,8 @@ class FieldScene:
         box = GridBox(tuple(b["lo"]), tuple(b["hi"]), tuple(b["res"]))  # type: ignore[arg-type]
         model = FieldModel(box, state["index"].to(device), state["density"].to(device), state["color"].to(device),
                            state["occupancy"].to(device), float(state["shift"]), float(state["unit"]),
-                           config.step_ratio, config.sh_degree, mlp=mlp_head(config, device))  # fmt: skip
+                           config.step_ratio, config.sh_degree, mlp=mlp_head(config, device),
+                           envmap=None if state.get("envmap") is None else state["envmap"].to(device))  # fmt: skip
         if model.mlp is not None:
             model.mlp.load_state_dict(state["mlp"])
         model.blocks = block_bits(unpack_bits(model.occupancy, box.cells))  # derived from the occupancy

@@ -90,6 +90,14 @@ class FieldConfig:
     """Steps between updates of the occupancy bitfield."""
     tv_weight: float = 0.0
     """Weight of the total-variation penalty on densities at random vertices."""
+    background_model: Literal["auto", "fixed", "envmap"] = "auto"
+    """What a ray sees past the grid: fixed (the run's background colour, e.g. Blender's white),
+    envmap (a learned colour per view direction, for real captures whose far scenery lies
+    outside the box), or auto (envmap when the capture has no known background)."""
+    envmap_height: int = 64
+    """Texels from pole to pole of the learned background (twice as many around)."""
+    envmap_lr: float = 0.05
+    """Adam learning rate of the learned background's texels (decays like the grid's)."""
 
     def __post_init__(self) -> None:
         at_least(self.resolution, "resolution", 4)
@@ -110,6 +118,8 @@ class FieldConfig:
         require(0.0 < self.lr_final_ratio <= 1.0, "lr_final_ratio", f"must be in (0, 1] (got {self.lr_final_ratio})")
         at_least(self.occupancy_every, "occupancy_every", 1)
         finite_at_least(self.tv_weight, "tv_weight", 0.0)
+        at_least(self.envmap_height, "envmap_height", 2)
+        finite_at_least(self.envmap_lr, "envmap_lr", 0.0)
 
 
 @dataclass(frozen=True)
