@@ -89,6 +89,8 @@ def describe_changes(changes: dict) -> str:
         parts.append(f"split {changes['split']:,} of {changes['candidates']:,} candidates")
     else:
         parts += [f"{k} {changes[k]:,}" for k in ("cloned", "split") if k in changes]
+    if changes.get("capped"):
+        parts.append(f"{changes['capped']:,} left out at --adc.max-gaussians")
     if "pruned" in changes:
         parts.append(f"pruned {changes['pruned']:,}")
     if "opacity_reset" in changes:

@@ -6,8 +6,9 @@ scale ≤ ``clone_scale`` × extent) or split in two when large (offspring drawn
 parent's distribution, scales ÷ ``split_scale_divisor``); Gaussians with opacity below
 ``prune_opacity`` are removed, and after the first opacity reset also those larger than
 ``prune_world`` × extent in the world (and, when ``prune_screen_px`` is set, those wider
-than that many pixels on screen). Every
-``reset_every`` steps opacities are clamped to ``reset_opacity``; with
+than that many pixels on screen). With ``max_gaussians`` set, a densification adds only as
+many Gaussians as fit under it (each clone or split adds one): the candidates with the largest
+mean gradient. Every ``reset_every`` steps opacities are clamped to ``reset_opacity``; with
 ``reset_at_refine_start`` also once at ``refine_start`` (what 3DGS does for captures on a
 white background, where Gaussians left in empty space from a random start show as
 floaters in front of the white).
@@ -116,7 +117,14 @@ class ADC:
     def _densify(self, step: int, scene: GaussianScene, generator: torch.Generator) -> tuple[dict[str, float], Tensor]:
         """Clones and splits; returns what it did and ``max_radius`` re-indexed like the new rows."""
         c = self.config
-        high = self._average_grad() >= c.grad_threshold
+        grad = self._average_grad()
+        high = grad >= c.grad_threshold
+        room = self._room(scene)
+        capped = 0
+        if room is not None:  # a clone or a split adds one Gaussian: the strongest that fit
+            capped = max(0, int(high.sum()) - room)
+            if capped:
+                high = strongest(high, grad, room)
         small = scene.scales.amax(dim=-1) <= c.clone_scale * scene.extent
         clone, split = high & small, high & ~small
         n_clone, n_split = int(clone.sum()), int(split.sum())
@@ -129,7 +137,16 @@ class ADC:
         if n_split:
             offspring = _split_offspring(scene, split, c.split_scale_divisor, generator)
             max_radius = replace_by_offspring(scene, split, offspring, max_radius)
-        return {"cloned": n_clone, "split": n_split}, max_radius
+        changes: dict[str, float] = {"cloned": n_clone, "split": n_split}
+        if room is not None:
+            changes["capped"] = capped
+        return changes, max_radius
+
+    def _room(self, scene: GaussianScene) -> int | None:
+        """How many Gaussians densification may still add under ``max_gaussians`` (None: no cap);
+        0 when the scene is already at or above it (it is not pruned down to it)."""
+        cap = self.config.max_gaussians
+        return None if cap is None else max(0, cap - len(scene))
 
     def _prune(self, step: int, scene: GaussianScene, max_radius: Tensor) -> int:
         c = self.config
@@ -148,6 +165,15 @@ class ADC:
         cap = math.log(self.config.reset_opacity / (1 - self.config.reset_opacity))
         everything = torch.arange(logits.shape[0], device=logits.device)
         ops.replace_rows(scene.params, scene.optimizer, "opacity_logits", everything, logits.clamp(max=cap))
+
+
+def strongest(candidates: Tensor, score: Tensor, k: int) -> Tensor:  # [N] bool, [N], -> [N] bool
+    """The ``k`` candidates with the largest ``score`` (ties: the lower index first)."""
+    ranked = torch.where(candidates, score, torch.full_like(score, -math.inf))
+    order = torch.argsort(ranked, descending=True, stable=True)
+    chosen = torch.zeros_like(candidates)
+    chosen[order[:k]] = True
+    return chosen & candidates
 
 
 def replace_by_offspring(scene: GaussianScene, parents: Tensor, offspring: dict[str, Tensor], max_radius: Tensor) -> Tensor:

@@ -56,6 +56,10 @@ class AdcConfig:
     """After the first reset, prune Gaussians larger than this fraction of the scene extent."""
     reset_at_refine_start: Optional[bool] = None
     """Also reset opacities at refine-start (None: on white-background captures, as 3DGS)."""
+    max_gaussians: Optional[int] = None
+    """Densification (adc's clones and splits, steepest's splits) never takes the count above this;
+    when it would, only the strongest candidates that fit are densified; pruning goes on as usual
+    (None: no cap). A scene that starts above it is not pruned down to it: nothing is added."""
 
     def __post_init__(self) -> None:
         finite_at_least(self.grad_threshold, "adc.grad_threshold", 0.0)
@@ -71,6 +75,7 @@ class AdcConfig:
         if self.prune_screen_px is not None:
             finite_at_least(self.prune_screen_px, "adc.prune_screen_px", 0.0, strict=True)
         finite_at_least(self.prune_world, "adc.prune_world", 0.0, strict=True)
+        at_least(self.max_gaussians, "adc.max_gaussians", 1)
 
     def resolved(self, steps: int | None, white_background: bool = False) -> AdcConfig:
         """The automatic values filled in for a run of ``steps`` (None: 3DGS's 15000)."""

@@ -18,10 +18,12 @@ with J = ∂π/∂μ (2×3). The second term, the projection's own curvature, is
 nothing extra (``projection_curvature``). The conic's dependence on μ is not part of S, as
 in the paper: the offspring keep the parent's shape.
 
-Everything else (pruning, opacity resets, the schedule) is ``adc``'s. Unlike the public
-code (METHODS.md "pitfalls"): the estimator is the Hessian above, not ∂L/∂G times the
-inverse covariance; offspring opacity is always halved; each pair of offspring goes to
-opposite sides; the 3DGS gradient test is an option (``grad_gate``), on by default.
+Everything else (pruning, opacity resets, the schedule, the cap ``max_gaussians``: when the
+splits would take the count above it, only the most negative candidates that fit split) is
+``adc``'s. Unlike the public code (METHODS.md "pitfalls"): the estimator is the Hessian above,
+not ∂L/∂G times the inverse covariance; offspring opacity is always halved; each pair of
+offspring goes to opposite sides; the 3DGS gradient test is an option (``grad_gate``), on by
+default.
 
 Which number meets the threshold (``split_criterion``): ``curvature``, λ_min·extent² (the
 paper's), or ``loss-change``, the split's predicted change of the loss ½·δ²·λ_min (second
@@ -117,13 +119,18 @@ class Steepest(ADC):
         if s.split_grad_gate:
             cand &= self._average_grad() >= c.grad_threshold
         n_cand = int(cand.sum())
+        wanted = n_cand if s.max_splits is None else min(n_cand, s.max_splits)
+        room = self._room(scene)  # a split adds one Gaussian (two offspring replace the parent)
+        limit = wanted if room is None else min(wanted, room)
         chosen = cand
-        if s.max_splits is not None and n_cand > s.max_splits:
-            order = torch.argsort(torch.where(cand, score, torch.full_like(score, math.inf)))[: s.max_splits]
+        if limit < n_cand:  # the most negative first
+            order = torch.argsort(torch.where(cand, score, torch.full_like(score, math.inf)))[:limit]
             chosen = torch.zeros_like(cand)
             chosen[order] = True
         n_split = int(chosen.sum())
         report = {"candidates": n_cand, "split": n_split, **lambda_summary(lam[seen])}
+        if room is not None:
+            report["capped"] = wanted - limit
         max_radius = self.max_radius
         if n_split:
             parents = {k: p.detach()[chosen] for k, p in scene.params.items()}
