@@ -24,7 +24,7 @@ from splatfield.scenes.options import (
     RESUMABLE, DataConfig, FieldConfig, GaussianConfig, OutputConfig, RunConfig, SceneKind, TrainerConfig,
     check_strategies, option_names, option_paths, with_options,
 )  # fmt: skip
-from splatfield.scenes.strategies.options import AdcConfig, SteepestConfig, StrategyName
+from splatfield.scenes.strategies.options import AdcConfig, ElasticConfig, SteepestConfig, StrategyName
 
 from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, train_progress
 from .errors import CLIError, require_exists
@@ -47,8 +47,9 @@ class Train:
     grid, options under --field.; docs/FIELD.md)."""
     strategy: tuple[StrategyName, ...] = ("adc",)
     """Training strategies, run in order around each step: adc (3DGS adaptive density control),
-    steepest (SteepGS: split only at saddle points), none (fixed Gaussians). adc and steepest
-    exclude each other (both densify). A field has none (the default with --model field)."""
+    steepest (SteepGS: split only at saddle points), elastic (FlexGS: servable at any size ratio,
+    options under --elastic.; docs/TRAINING.md), none (fixed Gaussians). adc and steepest exclude
+    each other (both densify). A field has none (the default with --model field)."""
     out: Annotated[Optional[Path], tyro.conf.arg(metavar="RUN", help_behavior_hint="(default: runs/<data>-<time>)")] = None
     """Run directory to create."""
     resume: Annotated[Optional[Path], tyro.conf.arg(metavar="RUN", help_behavior_hint="(default: a new run)")] = None
@@ -65,6 +66,7 @@ class Train:
     steepest: Annotated[SteepestConfig, Flat] = SteepestConfig()
     adc: AdcConfig = AdcConfig()
     field: FieldConfig = FieldConfig()
+    elastic: ElasticConfig = ElasticConfig()
     threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
     """torch.set_num_threads(T)."""
     viewer: bool = True
@@ -127,7 +129,7 @@ def _as_run_config(cfg: Train, data: str, out: str) -> RunConfig:
     strategy = cfg.strategy if cfg.model == "gaussians" or "--strategy" in cfg.given else ("none",)
     return RunConfig(data=data, out=out, scene_kind=cfg.model, strategy=strategy, dataset=cfg.dataset,
                      scene=cfg.scene, trainer=cfg.trainer, outputs=cfg.outputs, adc=cfg.adc, steepest=cfg.steepest,
-                     field=cfg.field)  # fmt: skip
+                     field=cfg.field, elastic=cfg.elastic)  # fmt: skip
 
 
 def resumed_config(saved: RunConfig, given: dict[str, Any]) -> RunConfig:

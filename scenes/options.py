@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Optional
 
 from .config import ConfigError, at_least, finite_at_least, from_dict, require, to_dict
-from .strategies.options import DENSIFYING, AdcConfig, SteepestConfig, StrategyName
+from .strategies.options import DENSIFYING, AdcConfig, ElasticConfig, SteepestConfig, StrategyName
 
 SceneKind = Literal["gaussians", "field"]
 CONFIG_VERSION = 2
@@ -188,7 +188,8 @@ class RunConfig:
     outputs: OutputConfig = field(default_factory=OutputConfig)
     adc: AdcConfig = field(default_factory=AdcConfig)
     steepest: SteepestConfig = field(default_factory=SteepestConfig)
-    field: FieldConfig = field(default_factory=FieldConfig)
+    elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    field: FieldConfig = field(default_factory=FieldConfig)  # (shadows dataclasses.field below this line)
 
     def __post_init__(self) -> None:
         check_strategies(tuple(self.strategy))
@@ -278,9 +279,9 @@ def _from_first_layout(flat: Any) -> RunConfig:
 
 # Sections whose options are named plainly (``--steps``); the density control's carry its name
 # (``--adc.refine-every``), since steepest shares them and a plain ``--refine-every`` would hide that;
-# the radiance field's too (``--field.resolution``), its options mean nothing to Gaussians.
+# the radiance field's and the elastic phase's too (``--field.resolution``, ``--elastic.hidden``).
 PLAIN_SECTIONS = ("dataset", "scene", "trainer", "outputs", "steepest")
-PREFIXED_SECTIONS = ("adc", "field")
+PREFIXED_SECTIONS = ("adc", "field", "elastic")
 
 
 def option_names() -> dict[str, str]:

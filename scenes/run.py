@@ -167,6 +167,18 @@ class Run:
 
     # ------------------------------------------------------------------ the scene
 
+    def elastic(self, step: int | None = None, device: Any = "cpu") -> Any:
+        """The run's elastic model (``scenes/elastic.py``: selector and transform) from its
+        latest checkpoint (or ``step``'s); None when the run has no trained one (not made with
+        the elastic strategy, or stopped before its phase)."""
+        if "elastic" not in self.config.strategies:
+            return None
+        from .strategies.elastic import elastic_model_from_state
+
+        state, _ = self.load_state(step)
+        saved = next((s["state"] for s in state["strategies"] if s["name"] == "elastic"), None)
+        return None if saved is None or saved["model"] is None else elastic_model_from_state(saved, device)
+
     def scene(self, step: int | None = None, device: Any = "cpu") -> Any:
         """The run's scene as a ``Renderable`` on ``device``: its latest checkpoint (what ``eval``
         measures), else ``scene.ply``."""

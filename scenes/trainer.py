@@ -102,7 +102,7 @@ class Trainer:
         batch = scene.draw_batch(self.views, self.sampler, self.config.batch_size, share)
         out = scene.render_batch(batch, step=step, background=self.background, stats=strategies.statistics)
         loss, mse = scene.batch_loss(batch, out, ssim_weight=self.config.ssim_weight)
-        extra = strategies.extra_loss(step, scene, out)
+        extra = strategies.extra_loss(step, scene, batch, out)
         total = loss if extra is None else loss + extra
         total.backward()
         loss_value = float(total.detach())

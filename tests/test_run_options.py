@@ -232,7 +232,7 @@ class Toy:
         self.calls: list[str] = []
         self.importance_sum = torch.zeros(())
 
-    def extra_loss(self, step, scene, out):
+    def extra_loss(self, step, scene, batch, out):
         self.calls.append("loss")
         return 1e-3 * scene.params["opacity_logits"].sigmoid().mean()
 

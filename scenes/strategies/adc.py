@@ -46,7 +46,7 @@ class ADC:
 
     # ------------------------------------------------------------------ hooks
 
-    def extra_loss(self, step: int, scene: GaussianScene, out: RenderOutput) -> Tensor | None:
+    def extra_loss(self, step: int, scene: GaussianScene, batch, out: RenderOutput) -> Tensor | None:
         return None
 
     def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None:

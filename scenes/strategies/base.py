@@ -5,7 +5,8 @@ A strategy is a small object with explicit state (``state_dict``/``load_state_di
 resumed run continues exactly). The trainer calls, in order, for every step:
 
 1. ``statistics`` — which per-element statistics the renderer must return;
-2. ``extra_loss(step, scene, out)`` — a term added to the photometric loss, or None;
+2. ``extra_loss(step, scene, batch, out)`` — a term added to the photometric loss, or None
+   (``batch``: the step's views and targets, for a loss of another render);
 3. ``after_backward(step, scene, out)`` — read the statistics filled by backward;
 4. (optimizer step)
 5. ``after_step(step, scene, generator)`` — edit the scene (only through
@@ -34,7 +35,7 @@ class Strategy(Protocol):
     @property
     def statistics(self) -> tuple[Statistic, ...]: ...
 
-    def extra_loss(self, step: int, scene, out: RenderOutput) -> Tensor | None: ...
+    def extra_loss(self, step: int, scene, batch, out: RenderOutput) -> Tensor | None: ...
 
     def after_backward(self, step: int, scene, out: RenderOutput) -> None: ...
 
@@ -67,10 +68,10 @@ class Strategies:
     def statistics(self) -> tuple[Statistic, ...]:
         return tuple(dict.fromkeys(st for s in self.items for st in s.statistics))
 
-    def extra_loss(self, step: int, scene, out: RenderOutput) -> Tensor | None:
+    def extra_loss(self, step: int, scene, batch, out: RenderOutput) -> Tensor | None:
         total = None
         for s in self.items:
-            term = s.extra_loss(step, scene, out)
+            term = s.extra_loss(step, scene, batch, out)
             if term is not None:
                 total = term if total is None else total + term
         return total

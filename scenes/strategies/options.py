@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from ..config import at_least, finite_at_least, require
 
-StrategyName = Literal["adc", "steepest", "none"]
+StrategyName = Literal["adc", "steepest", "elastic", "none"]
 SplitCriterion = Literal["curvature", "loss-change"]
 
 # Strategies that add and remove Gaussians; two of them would edit the same scene twice per step.
@@ -113,3 +113,33 @@ class SteepestConfig:
         finite_at_least(self.split_threshold, "split_threshold", 0.0)
         finite_at_least(self.split_displacement, "split_displacement", 0.0, strict=True)
         at_least(self.max_splits, "max_splits", 0)
+
+
+@dataclass(frozen=True)
+class ElasticConfig:
+    """Elastic model size (FlexGS, METHODS.md §3): a selector and a transform trained in the
+    last part of the run, so the scene can be served at any size ratio (docs/TRAINING.md)."""
+
+    start: Optional[int] = None
+    """First step of the elastic phase (None: where densification stops, --adc.refine-stop; step 1
+    without a densifying strategy)."""
+    ratio_min: float = 0.01
+    """Smallest size ratio drawn for training (log-uniform in [ratio_min, 1])."""
+    weight: float = 1.0
+    """Weight of the reduced render's photometric loss (trains the selector and transform only)."""
+    hidden: int = 32
+    """Hidden width of the selector and transform networks (two hidden layers each)."""
+    lr: float = 1e-3
+    """Adam learning rate of the selector and transform."""
+    temperature: float = 1.0
+    """Temperature of the soft keep whose gradient the straight-through mask carries."""
+    seed: int = 0
+    """Seed of the networks' start and of the drawn ratios."""
+
+    def __post_init__(self) -> None:
+        at_least(self.start, "elastic.start", 1)
+        require(0.0 < self.ratio_min <= 1.0, "elastic.ratio_min", f"must be in (0, 1] (got {self.ratio_min})")
+        finite_at_least(self.weight, "elastic.weight", 0.0)
+        at_least(self.hidden, "elastic.hidden", 1)
+        finite_at_least(self.lr, "elastic.lr", 0.0, strict=True)
+        finite_at_least(self.temperature, "elastic.temperature", 0.0, strict=True)

@@ -7,24 +7,35 @@ from typing import Sequence
 from ..config import ConfigError
 from .adc import ADC
 from .base import Strategies, Strategy
-from .options import AdcConfig, SteepestConfig
+from .elastic import Elastic
+from .options import DENSIFYING, AdcConfig, ElasticConfig, SteepestConfig
 from .steepest import Steepest
 
 
 def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: SteepestConfig = SteepestConfig(),
-                  steps: int | None = None, white_background: bool = False) -> Strategy:  # fmt: skip
-    """One strategy; ``steps`` (the run's length) and ``white_background`` fill in the automatic schedule."""
+                  elastic: ElasticConfig = ElasticConfig(), steps: int | None = None, white_background: bool = False,
+                  densified: bool = False, ssim_weight: float = 0.2) -> Strategy:  # fmt: skip
+    """One strategy; ``steps`` (the run's length) and ``white_background`` fill in the automatic
+    schedule; ``densified``: a densifying strategy runs beside (the elastic phase starts where it
+    stops); ``ssim_weight``: the run's photometric loss."""
     if name == "adc":
         return ADC(adc, steps=steps, white_background=white_background)
     if name == "steepest":
         return Steepest(adc, steepest, steps=steps, white_background=white_background)
+    if name == "elastic":
+        start = elastic.start
+        if start is None:
+            start = adc.resolved(steps, white_background).refine_stop if densified else 1
+        background = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
+        return Elastic(elastic, start=max(1, start), background=background, ssim_weight=ssim_weight)
     raise ConfigError("--strategy", f"unknown strategy {name!r}")
 
 
 def make_strategies(names: Sequence[str], *, scene_kind: str, **options) -> Strategies:
     """The strategies ``names`` in order (the run config's, ``none`` already removed), checked
     against the scene kind: a strategy on a kind it does not work on is a one-line error."""
-    strategies = Strategies([make_strategy(n, **options) for n in names])
+    densified = any(n in DENSIFYING for n in names)
+    strategies = Strategies([make_strategy(n, densified=densified, **options) for n in names])
     try:
         strategies.check_scene(scene_kind)
     except ValueError as e:

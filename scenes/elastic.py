@@ -1,0 +1,169 @@
+"""Elastic model size (FlexGS, docs/TRAINING.md "Elastic size"): one trained Gaussian scene
+served at any size ratio r in (0, 1] without fine-tuning.
+
+Two small networks, trained by the ``elastic`` strategy (:mod:`.strategies.elastic`):
+
+- the **selector** scores every Gaussian from its own features (normalised position,
+  log-scales, rotation, opacity, log-importance). The score does not depend on r: the
+  Gaussians kept at r are the top ceil(r N) by score, so the kept sets are nested (those kept
+  at r1 < r2 are kept at r2 too) and LOD levels share Gaussians. The keep-logit at r is the
+  score minus the r-th quantile of the scores. The score starts as the log-importance (the
+  network is a zero-initialised residual on top of it), so an untrained selector is the
+  importance-pruning baseline;
+- the **transform** maps a kept Gaussian's position and features and log r to small changes
+  of position (in units of its own size), log-scales, rotation and opacity, scaled by
+  (1 - r): the full model (r = 1) is exactly the trained scene. Zero-initialised too.
+
+Inference (:meth:`ElasticModel.at_ratio`) is deterministic: no noise, a stable sort, the same
+Gaussians bit for bit for the same r. Baseline rankings (importance, opacity, random) use
+the same nested top-k rule (:func:`baseline_order`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from splatfield.render import Gaussians
+
+RankingMethod = Literal["importance", "opacity", "random"]
+RANKING_METHODS: tuple[RankingMethod, ...] = ("importance", "opacity", "random")
+FEATURES = 12  # position 3, log-scales 3, rotation 4, opacity 1, log-importance 1
+FREQUENCIES = 4  # sin/cos octaves of the position read by the transform
+DELTAS = 11  # position 3, log-scales 3, rotation 4, opacity logit 1
+EPS = 1e-12
+
+
+def kept_count(ratio: float, total: int) -> int:
+    """ceil(r N), at least one Gaussian of a non-empty scene."""
+    if not (0.0 < ratio <= 1.0) or not math.isfinite(ratio):
+        raise ValueError(f"a size ratio lies in (0, 1], not {ratio}")
+    return min(total, max(1 if total else 0, math.ceil(ratio * total - 1e-9)))
+
+
+def subset(g: Gaussians, keep: Tensor) -> Gaussians:
+    return Gaussians(*(t[keep] for t in g.tensors()))
+
+
+def top(order: Tensor, ratio: float) -> Tensor:
+    """The first ceil(r N) of a ranking, in ascending index order (the scene's own order)."""
+    keep = torch.zeros(order.shape[0], dtype=torch.bool, device=order.device)
+    keep[order[: kept_count(ratio, order.shape[0])]] = True
+    return keep.nonzero()[:, 0]
+
+
+def ranking(key: Tensor) -> Tensor:
+    """Indices from the largest key to the smallest, ties in index order (numpy's stable
+    sort: torch's stable sort takes ~1 s for a million keys on a CPU, numpy's ~0.1 s)."""
+    order = np.argsort(-key.detach().float().cpu().numpy(), kind="stable")
+    return torch.from_numpy(order).to(key.device)
+
+
+def baseline_order(method: RankingMethod, g: Gaussians, importance: Tensor | None = None, seed: int = 0) -> Tensor:
+    """Gaussians from most to least worth keeping by a baseline rule (ties by index)."""
+    if method == "importance":
+        if importance is None:
+            raise ValueError("importance ranking needs the importance of every Gaussian")
+        key = importance.float()
+    elif method == "opacity":
+        key = g.opacity_logits.detach().float()
+    elif method == "random":
+        return torch.randperm(len(g), generator=torch.Generator().manual_seed(seed)).to(g.means.device)
+    else:
+        raise ValueError(f"unknown ranking {method!r}; choose from {RANKING_METHODS}")
+    return ranking(key)
+
+
+def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                        nn.Linear(hidden, outputs))  # fmt: skip
+    nn.init.zeros_(net[-1].weight)  # a residual that starts at nothing
+    nn.init.zeros_(net[-1].bias)
+    return net
+
+
+class ElasticModel(nn.Module):
+    """Selector and transform, with the feature normalisation fixed when the elastic phase
+    starts (the scene's bounds and log-scale mean) and the importance it accumulates."""
+
+    def __init__(self, num_gaussians: int, hidden: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):  # the networks' start is part of the run's seed
+            torch.manual_seed(seed)
+            self.selector = _mlp(FEATURES, hidden, 1)
+            self.transform = _mlp(FEATURES + 6 * FREQUENCIES + 1, hidden, DELTAS)
+        self.register_buffer("centre", torch.zeros(3))
+        self.register_buffer("half_size", torch.ones(3))
+        self.register_buffer("log_scale_mean", torch.zeros(()))
+        self.register_buffer("importance", torch.zeros(num_gaussians, dtype=torch.float64))
+        self.register_buffer("views_seen", torch.zeros((), dtype=torch.int64))
+
+    # ------------------------------------------------------------------ features
+
+    @torch.no_grad()
+    def fit_normalisation(self, g: Gaussians) -> None:
+        """Bounds from the 1st to the 99th percentile of the positions (floaters far out do
+        not squash the rest), and the mean log-scale."""
+        m = g.means.detach().float()
+        lo, hi = torch.quantile(m, 0.01, dim=0), torch.quantile(m, 0.99, dim=0)
+        self.centre.copy_((lo + hi) / 2)
+        self.half_size.copy_(((hi - lo) / 2).clamp_min(1e-6))
+        self.log_scale_mean.copy_(g.log_scales.detach().float().mean())
+
+    def log_importance(self) -> Tensor:  # [N], zero mean, unit spread
+        mean_i = self.importance / self.views_seen.clamp_min(1)
+        li = torch.log(mean_i + EPS).float()
+        return (li - li.mean()) / li.std().clamp_min(1e-6) if li.numel() > 1 else li - li.mean()
+
+    def features(self, g: Gaussians) -> Tensor:  # [N, FEATURES], detached from the scene
+        if len(g) != self.importance.shape[0]:
+            raise ValueError(f"the elastic model was trained on {self.importance.shape[0]:,} Gaussians, "
+                             f"this scene has {len(g):,}")  # fmt: skip
+        pos = ((g.means.detach().float() - self.centre) / self.half_size).clamp(-2.0, 2.0)
+        ls = g.log_scales.detach().float() - self.log_scale_mean
+        q = torch.nn.functional.normalize(g.quats.detach().float(), dim=-1)
+        op = torch.sigmoid(g.opacity_logits.detach().float())[:, None]
+        return torch.cat([pos, ls, q, op, self.log_importance()[:, None]], dim=1)
+
+    # ------------------------------------------------------------------ selection
+
+    def scores(self, feats: Tensor) -> Tensor:  # [N]: the log-importance plus a learnt residual
+        return feats[:, -1] + self.selector(feats)[:, 0]
+
+    @torch.no_grad()
+    def order(self, g: Gaussians) -> Tensor:
+        """Gaussians from most to least worth keeping (stable: ties by index)."""
+        return ranking(self.scores(self.features(g)))
+
+    # ------------------------------------------------------------------ transform
+
+    def deltas(self, feats: Tensor, ratio: float) -> Tensor:  # [K, DELTAS], times (1 - r)
+        pos = feats[:, :3]
+        octaves = pos[:, None, :] * (math.pi * 2.0 ** torch.arange(FREQUENCIES, device=pos.device))[None, :, None]
+        enc = torch.cat([octaves.sin().flatten(1), octaves.cos().flatten(1)], dim=1)
+        log_r = torch.full_like(pos[:, :1], math.log(ratio))
+        return (1.0 - ratio) * self.transform(torch.cat([feats, enc, log_r], dim=1))
+
+    def transformed(self, g: Gaussians, feats: Tensor, ratio: float) -> Gaussians:
+        """``g`` (the kept Gaussians, ``feats`` theirs) moved by the transform at r."""
+        d = self.deltas(feats, ratio)
+        size = torch.exp(g.log_scales.mean(dim=1, keepdim=True))
+        return Gaussians(g.means + d[:, 0:3] * size, g.log_scales + d[:, 3:6],
+                         torch.nn.functional.normalize(g.quats, dim=-1) + d[:, 6:10], g.opacity_logits + d[:, 10],
+                         g.sh0, g.shN)  # fmt: skip
+
+    @torch.no_grad()
+    def at_ratio(self, g: Gaussians, ratio: float, order: Tensor | None = None) -> Gaussians:
+        """The scene at size ratio r: the top ceil(r N) by score, transformed (an ordinary
+        scene; r = 1 returns ``g``'s values unchanged)."""
+        feats = self.features(g)
+        if order is None:
+            order = ranking(self.scores(feats))
+        keep = top(order, ratio)
+        if ratio >= 1.0:
+            return subset(g, keep)
+        return self.transformed(subset(g, keep), feats[keep], ratio)
