@@ -82,6 +82,29 @@ def _trained_small_field_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
+@pytest.fixture(scope="session")
+def _trained_small_elastic_run(tmp_path_factory) -> Path:
+    """The small run's data trained with adc and the elastic phase (steps 84-120), made once."""
+    from splatfield.apps import training
+    from splatfield.data import procedural
+    from splatfield.scenes.options import run_config
+
+    root = tmp_path_factory.mktemp("small_elastic_run")
+    data = procedural.write_demo_dataset(root / "data", size=32, train_views=12, test_views=3)
+    config = run_config(str(data), str(root / "run"), strategy=("adc", "elastic"), steps=120, init_points=3000,
+                        init_half_size=1.0, sh_degree=1, checkpoint_every=0, save_renders=False)  # fmt: skip
+    training.train(config, log=lambda m: None)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def small_elastic_run(_trained_small_elastic_run, tmp_path_factory) -> Path:
+    """A copy of the small elastic run for one test module."""
+    copy = tmp_path_factory.mktemp("elastic_run_copy") / "run"
+    shutil.copytree(_trained_small_elastic_run, copy)
+    return copy
+
+
 @pytest.fixture(scope="module")
 def small_field_run(_trained_small_field_run, tmp_path_factory) -> Path:
     """A copy of the small field run for one test module."""
