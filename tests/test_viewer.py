@@ -1,6 +1,6 @@
 """The viewer without a browser: camera conversion and validation, frames in each mode,
-hostile client messages (through viser's own websocket protocol), two clients at once, and a
-training run with the viewer attached."""
+hostile client messages (through viser's own websocket protocol), two clients at once, a
+training run with the viewer attached, and the "Model size" slider of a run with an elastic model."""
 
 from __future__ import annotations
 
@@ -93,14 +93,19 @@ def test_frames_in_each_mode_match_the_renderer(native):
     assert empty.shape == (240, 320, 3) and empty.min() == 255
 
 
-@pytest.fixture(scope="module")
-def served(small_run, native):
+def _serving(run):
+    """A viewer of ``run`` on a free port and its log, stopped when the fixture ends."""
     from splatfield.apps.viewer.sessions import open_view
 
     logs: list[str] = []
-    viewer = open_view(small_run, host="127.0.0.1", port=0, log=logs.append)
+    viewer = open_view(run, host="127.0.0.1", port=0, log=logs.append)
     yield viewer, logs
     viewer.stop()
+
+
+@pytest.fixture(scope="module")
+def served(small_run, native):
+    yield from _serving(small_run)
 
 
 def _good_pose(viewer):
@@ -391,3 +396,153 @@ def test_clicking_a_training_camera_moves_the_view_into_it(served):
     back = view_camera(camera.wxyz, camera.position, camera.fov, cams.width, cams.height)
     torch.testing.assert_close(back.world_to_camera[0], cams.world_to_camera[5].to(torch.float64), atol=1e-5, rtol=0)
     torch.testing.assert_close(back.fy[0], cams.fy[5].to(torch.float64), atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- elastic model size
+
+
+@pytest.fixture(scope="module")
+def served_elastic(small_elastic_run, native):
+    yield from _serving(small_elastic_run)
+
+
+def _input_labels(viewer) -> list[str]:
+    return [h.label for h in viewer.server.gui._gui_input_handle_from_uuid.values()]
+
+
+def _new_client(viewer, ids0: set, width: int = 160, height: int = 120) -> tuple[RawClient, int]:
+    """A raw client looking from training view 0 (its first frame is on its way)."""
+    client = RawClient(viewer.server.get_port())
+    cams = viewer.training_cameras
+    wxyz, pos = pose_of(cams, 0)
+    client.camera(wxyz, pos, fov=2 * math.atan(0.5 * cams.height / float(cams.fy[0])), width=width, height=height)
+    cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 10, "the client")[0]
+    return client, cid
+
+
+def _kept(r: float, n: int) -> int:
+    return math.ceil(round(r * n, 6))  # ceil(r N), without 0.05 * 3000 = 150.00000000000003
+
+
+def test_model_size_slider_shows_the_elastic_scene_at_that_ratio(served_elastic, small_elastic_run):
+    """Through viser's protocol: the slider's ratio r makes the viewer render the run's scene at r
+    (ceil(r N) Gaussians, the same frame as SceneSource.at_ratio(r) gives), shows the count, and
+    going back to a ratio seen before reuses its scene."""
+    from splatfield.apps.sources import open_source
+
+    viewer, logs = served_elastic
+    src = open_source(small_elastic_run)
+    assert src.elastic is not None
+    n = len(src.scene)
+    slider, count = viewer.controls["model_size"], viewer.controls["gaussian_count"]
+    assert "Model size" in _input_labels(viewer) and slider.value == 1.0
+    assert count.content.startswith(f"Gaussians: **{n:,}** of {n:,}") and len(viewer.scene_snapshot()) == n
+    client, cid = _new_client(viewer, set(viewer.client_ids()))
+    try:
+        full = wait_for(lambda: (f := viewer.last_frame(cid)) is not None and f[2] and f, 30, "a settled frame")
+        full_frame, camera = full[0], full[1]
+        assert np.array_equal(full_frame, render_frame(src.scene, camera, viewer.settings))
+        seen: dict[float, object] = {}
+        frames: dict[float, np.ndarray] = {}
+        for r in (0.25, 0.05, 0.6, 0.25, 1.0):
+            client.gui(slider, r)
+            k = _kept(r, n)
+            expect = render_frame(src.at_ratio(r), camera, viewer.settings)
+            wait_for(lambda: count.content.startswith(f"Gaussians: **{k:,}** of {n:,}"), 30, f"the count at r = {r}")
+            wait_for(lambda: (f := viewer.last_frame(cid)) is not None and f[2] and np.array_equal(f[0], expect), 30,
+                     f"the frame of the scene at r = {r}")  # fmt: skip
+            scene = viewer.scene_snapshot()
+            assert len(scene) == k
+            if r in seen:  # back to a ratio shown before: the cached scene, not a new one
+                assert scene is seen[r]
+            seen[r], frames[r] = scene, expect
+        assert (k := len(seen[0.05])) < len(seen[0.25]) < len(seen[0.6]) < n and k == _kept(0.05, n)
+        assert np.abs(frames[0.05].astype(int) - full_frame.astype(int)).mean() > 1.0  # a visibly different frame
+        assert not np.array_equal(frames[0.25], frames[0.6]) and np.array_equal(frames[1.0], full_frame)
+        assert all("Traceback" not in line and "no scene at" not in line for line in logs)
+    finally:
+        client.close()
+
+
+def test_model_size_slider_rejects_hostile_values(served_elastic):
+    viewer, logs = served_elastic
+    slider, count = viewer.controls["model_size"], viewer.controls["gaussian_count"]
+    good, bad = None, None
+    try:
+        good, _ = _new_client(viewer, set(viewer.client_ids()))
+        bad, _ = _new_client(viewer, set(viewer.client_ids()))
+        n = int(count.content.rsplit(" of ", 1)[1].split()[0].replace(",", ""))
+        good.gui(slider, 0.5)
+        n_half = _kept(0.5, n)
+        wait_for(lambda: len(viewer.scene_snapshot()) == n_half, 10, "the good value")
+        for value in (0.0, -1.0, 1.5, 0.009, 1e308, float("nan"), float("inf"), float("-inf")):
+            rejected0 = viewer.stats.rejected
+            bad.gui(slider, value)
+            wait_for(lambda: viewer.stats.rejected > rejected0, 10, f"model size {value} to be rejected")
+            # put back for everyone (viser had already echoed the bad value to the other clients)
+            wait_for(lambda: slider.value == 0.5, 10, "the slider to be put back")
+            assert len(viewer.scene_snapshot()) == n_half
+        assert sum("model size nan outside 0.01..1" in line for line in logs) == 1
+        # the viewer keeps taking good values
+        good.gui(slider, 0.3)
+        wait_for(lambda: slider.value == 0.3 and len(viewer.scene_snapshot()) < n_half, 10, "a good value after")
+        assert all("Traceback" not in line for line in logs)
+    finally:
+        for c in (good, bad):
+            if c is not None:
+                c.close()
+
+
+def test_no_model_size_control_without_an_elastic_model(served, small_elastic_run, native):
+    """A run trained without the elastic strategy, and any splat file (even one written by an
+    elastic run), have no "Model size" slider and show their whole scene."""
+    from splatfield.apps.viewer.sessions import open_view
+
+    viewer, _ = served
+    assert "model_size" not in viewer.controls and "Model size" not in _input_labels(viewer)
+    assert "Resolution" in _input_labels(viewer)  # the labels are read where they are
+    splat = open_view(small_elastic_run / "scene.ply", host="127.0.0.1", port=0, log=lambda m: None)
+    try:
+        assert "model_size" not in splat.controls and "Model size" not in _input_labels(splat)
+    finally:
+        splat.stop()
+
+
+def test_model_size_cache_and_a_failing_ratio():
+    """Without a server: the scene at a ratio is made once while cached (the newest CACHE_SIZE,
+    at most twice the full scene's Gaussians), and a ratio whose scene cannot be made keeps the
+    scene shown, with one log line."""
+    from splatfield.apps.viewer.sizes import CACHE_SIZE, ModelSizePanel
+
+    class Scene:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+    made: list[float] = []
+
+    def at_ratio(r: float) -> Scene:
+        if r == 0.13:
+            raise ValueError("the elastic model was trained on 10 Gaussians, this scene has 11")
+        made.append(r)
+        return Scene(math.ceil(r * 1000))
+
+    logs: list[str] = []
+    full = Scene(1000)
+    panel = ModelSizePanel(at_ratio, full, log=logs.append)
+    assert panel.scene() is full and made == []
+    for r in (0.1, 0.2, 0.1, 0.3, 0.4, 0.1, 1.0, 0.1):
+        panel.request(r)
+        assert len(panel.scene()) == math.ceil(r * 1000) and panel.ratio == r
+    assert made == [0.1, 0.2, 0.3, 0.4]  # 0.1 stayed cached (used again each time); 1.0 is the scene itself
+    for r in (0.5, 0.6, 0.7):
+        panel.request(r)
+        panel.scene()
+    assert len(panel._cache) <= CACHE_SIZE and sum(map(len, panel._cache.values())) <= 2 * len(full)
+    assert list(panel._cache)[-1] == 0.7 and 0.2 not in panel._cache
+    panel.request(0.13)
+    for _ in range(3):
+        assert panel.scene().n == 700 and panel.ratio == 0.7 and panel.requested == 0.7
+    assert len(logs) == 1 and "no scene at model size 0.13" in logs[0] and "trained on 10" in logs[0]

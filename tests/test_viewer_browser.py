@@ -1,8 +1,9 @@
 """The viewer in a real browser: Debian's chromium driven by playwright (software WebGL).
 
 What the page shows is compared with what the server rendered for the camera the page
-reported; the camera is moved with the mouse, the render mode switched in the panel, and a
-live training run is watched (its Gaussian count changes, pause holds the step count)."""
+reported; the camera is moved with the mouse, the render mode switched in the panel, a live
+training run is watched (its Gaussian count changes, pause holds the step count), and an
+elastic run's "Model size" slider is dragged (the count and the image follow)."""
 
 from __future__ import annotations
 
@@ -196,3 +197,60 @@ def test_page_watches_a_live_training(tmp_path, native):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def elastic_viewer(small_elastic_run, native):
+    yield from _served(small_elastic_run)
+
+
+def _count_on_page(page) -> tuple[int, int] | None:
+    """(Gaussians shown, of how many) from the "Model size" panel's text."""
+    found = re.search(r"Gaussians:\s*([\d,]+)\s+of\s+([\d,]+)", page.inner_text("body"))
+    return None if found is None else (int(found.group(1).replace(",", "")), int(found.group(2).replace(",", "")))
+
+
+def test_page_model_size_slider_changes_the_count_and_the_image(elastic_viewer):
+    """A run with an elastic model: dragging the "Model size" slider in the page to about a
+    twentieth makes the page show ceil(r N) Gaussians and the (different) image of the scene at r."""
+    import math
+
+    viewer = elastic_viewer
+    n = len(viewer.scene_snapshot())
+    ids0 = set(viewer.client_ids())
+    with browser_page(viewer.url, 800, 600) as page:
+        cid, shot, frame, camera = _first_frame_on_page(viewer, page, ids0)
+        assert wait_for(lambda: _count_on_page(page), 20, "the Gaussian count on the page") == (n, n)
+        # the slider of the row labelled "Model size" (Mantine's thumb has no name of its own)
+        row = page.get_by_text("Model size", exact=True).locator("xpath=ancestor::div[.//*[@role='slider']][1]")
+        thumb = row.get_by_role("slider")
+        assert thumb.get_attribute("aria-valuenow") == "1"
+        track = thumb.locator("xpath=..").bounding_box()
+        box = thumb.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        for k in range(1, 11):  # drag it to about a twentieth of the track
+            page.mouse.move(box["x"] + box["width"] / 2 - k * 0.095 * track["width"], box["y"] + box["height"] / 2)
+            time.sleep(0.03)
+        page.mouse.up()
+        slider = viewer.controls["model_size"]
+        # the page and the server agree on the drag's last value
+        wait_for(lambda: slider.value < 0.2 and float(thumb.get_attribute("aria-valuenow")) == slider.value, 20,
+                 "the slider's value to reach the server")  # fmt: skip
+        r = slider.value
+        k = math.ceil(round(r * n, 6))
+        print(f"model size {r}: {k} of {n} Gaussians")
+        assert 0.01 <= r < 0.2 and k < n
+        wait_for(lambda: _count_on_page(page) == (k, n), 30, f"the page to show {k:,} of {n:,} Gaussians")
+        assert len(viewer.scene_snapshot()) == k
+        reduced, reduced_camera = _settled_frame(viewer, cid, shot.shape)
+        assert np.allclose(reduced_camera.world_to_camera, camera.world_to_camera)  # the view did not move
+        from splatfield.apps.viewer.frames import render_frame
+
+        assert np.array_equal(viewer.last_frame(cid)[0], render_frame(viewer.scene_snapshot(), camera, viewer.settings))
+        shot2 = _screenshot(page)
+        psnr = _psnr(shot2[CROP], reduced[CROP])
+        change = np.abs(shot2[CROP].astype(int) - shot[CROP].astype(int)).mean()
+        print(f"model size {r}: page vs server render {psnr:.2f} dB; page changed by {change:.2f} levels")
+        assert psnr >= MIN_PSNR_DB
+        assert change > 2.0

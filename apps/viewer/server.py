@@ -416,13 +416,15 @@ class Viewer:
         for h in self._frustums:
             h.visible = visible
 
-    def check_number(self, event, value, lo: float, hi: float, apply: Callable[[float], None], what: str) -> None:
+    def check_number(self, event, value, lo: float, hi: float, apply: Callable[[float], None], what: str) -> bool:
+        """Applies a client's number if it lies in lo..hi; else rejects it. Returns whether it was applied."""
         try:
             v = float(value)
         except (TypeError, ValueError):
             v = math.nan
         if not (lo <= v <= hi):  # also false for NaN
             self._reject(event.client_id, f"{what} {str(value)[:40]} outside {lo:g}..{hi:g}")
-            return
+            return False
         apply(v)
+        return True
 

@@ -18,6 +18,7 @@ from ..sources import open_source
 from .panel import TrainingPanel
 from .paths import CameraPathPanel
 from .server import Viewer
+from .sizes import ModelSizePanel
 
 THUMBNAIL_SIDE = 128
 
@@ -33,14 +34,19 @@ def thumbnails(split: sfdata.Split) -> Callable[[int], np.ndarray]:
 
 def open_view(path: Path, *, host: str, port: int, log: Callable[[str], None] = print, device=None) -> Viewer:
     """Serves a finished run or a splat file (on ``device``, default the CPU); renders in a
-    background thread."""
+    background thread. A run with an elastic model gets a "Model size" slider (:mod:`.sizes`)."""
     src = open_source(path) if device is None else open_source(path, device)
     scene = src.scene
     train = src.dataset.train if src.dataset is not None and len(src.dataset.train) else None
-    viewer = Viewer(lambda: scene, host=host, port=port, background=src.background, max_sh_degree=scene.max_sh_degree,
+    # a run with an elastic model: the scene shown is the one at the "Model size" slider's ratio
+    sizes = ModelSizePanel(src.at_ratio, scene, log=log) if src.elastic is not None else None
+    shown = sizes.scene if sizes is not None else lambda: scene
+    viewer = Viewer(shown, host=host, port=port, background=src.background, max_sh_degree=scene.max_sh_degree,
                     training_cameras=None if train is None else train.cameras,
                     thumbnail=None if train is None else thumbnails(train), title=f"splatfield — {src.name}",
                     log=log)  # fmt: skip
+    if sizes is not None:
+        sizes.add_controls(viewer)
     size = (train.cameras.width, train.cameras.height) if train is not None else (800, 800)
     CameraPathPanel(viewer, lambda what, suffix: output_path(src, what, suffix), size)
     viewer.start_rendering_thread()
