@@ -30,6 +30,7 @@ _INPUT_ERRORS = (
     ("splatfield.scenes.formats.common", "FormatError"),
     ("splatfield.render.camera_paths", "CameraPathError"),
     ("splatfield.render.device", "DeviceError"),
+    ("splatfield.apps.sources", "ElasticError"),
 )
 
 

@@ -3,6 +3,7 @@ split's views with their metrics (the work is :mod:`.rendering`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Literal, Optional, Union
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import at_least, check_device, require
+from splatfield.scenes.config import at_least, check_device, check_ratio, require
 
 from .console import PROG, progress
 from .errors import CLIError, is_input_error, require_exists
@@ -41,11 +42,15 @@ class Render:
     """Image size in pixels."""
     out: Annotated[Optional[Path], tyro.conf.arg(metavar="OUT", help_behavior_hint="(default: RUN/renders/<path>.mp4)")] = None
     """A .mp4 file, or a folder for PNG frames (must not exist yet)."""
+    ratio: Annotated[float, tyro.conf.arg(metavar="R")] = 1.0
+    """Render the scene at size ratio R in (0, 1]: its elastic model's top ceil(R N) Gaussians,
+    transformed at R (a run trained with --strategy adc elastic); outputs named <path>-r<R>."""
     device: str = "auto"
     """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        check_ratio(self.ratio, "ratio")
         at_least(self.frames, "frames", 1)
         if self.fps is not None:
             require(self.fps > 0 and math.isfinite(self.fps), "fps", f"must be a positive number (got {self.fps})")
@@ -73,9 +78,12 @@ def run(cfg: Render) -> int:
         device = parallel.device
     try:
         src = open_source(cfg.source, device)
+        tag = ""
+        if cfg.ratio < 1.0:  # an ordinary scene of ceil(r N) Gaussians from here on
+            src, tag = dataclasses.replace(src, scene=src.at_ratio(cfg.ratio)), f"-r{cfg.ratio:g}"
         if cfg.split is not None:
             main = parallel is None or parallel.is_main
-            out = cfg.out or (rd.default_output(src, f"split-{cfg.split}", video=False) if main else None)
+            out = cfg.out or (rd.default_output(src, f"split-{cfg.split}{tag}", video=False) if main else None)
             if main:
                 rd.fresh_output(out)
             if parallel is not None:
@@ -100,7 +108,7 @@ def run(cfg: Render) -> int:
             fps, what = cfg.fps or file_fps, cfg.path.stem
         else:
             cams, fps, what = rd.path_cameras(src, cfg.path, cfg.frames, cfg.size), cfg.fps or 30.0, cfg.path
-        out = cfg.out or rd.default_output(src, what, video=True)
+        out = cfg.out or rd.default_output(src, f"{what}{tag}", video=True)
         rd.fresh_output(out)
         with progress(len(cams), "rendering", "frame") as bar:
             n = rd.render_path(src, cams, out, fps, progress=bar.update)
@@ -112,5 +120,7 @@ def run(cfg: Render) -> int:
     finally:
         if parallel is not None:
             parallel.stop()
-    print(f"{PROG} render: {n} frames at {cams.width}x{cams.height}, {fps:g} fps -> {out}; camera path {path_json}")
+    size = f" of {len(src.scene):,} {src.scene.count_label} (ratio {cfg.ratio:g})" if cfg.ratio < 1.0 else ""
+    print(f"{PROG} render: {n} frames at {cams.width}x{cams.height}{size}, {fps:g} fps -> {out}; "
+          f"camera path {path_json}")  # fmt: skip
     return 0

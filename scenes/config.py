@@ -51,6 +51,11 @@ def finite_at_least(value: float, field: str, minimum: float, strict: bool = Fal
     require(ok, field, f"must be {'>' if strict else '>='} {minimum:g} and finite (got {value})")
 
 
+def check_ratio(value: float, field: str) -> None:
+    """A size ratio (of an elastic scene): in (0, 1]."""
+    require(math.isfinite(value) and 0.0 < value <= 1.0, field, f"a size ratio lies in (0, 1] (got {value:g})")
+
+
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 

@@ -22,13 +22,13 @@ the same nested top-k rule (:func:`baseline_order`).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from splatfield.render import Gaussians
+from splatfield.render import Cameras, Gaussians, rasterize
 
 RankingMethod = Literal["importance", "opacity", "random"]
 RANKING_METHODS: tuple[RankingMethod, ...] = ("importance", "opacity", "random")
@@ -76,6 +76,22 @@ def baseline_order(method: RankingMethod, g: Gaussians, importance: Tensor | Non
     else:
         raise ValueError(f"unknown ranking {method!r}; choose from {RANKING_METHODS}")
     return ranking(key)
+
+
+@torch.no_grad()
+def importance_over(g: Gaussians, cameras: Cameras, *, on_view: Callable[[int], None] | None = None) -> Tensor:
+    """Global significance of every Gaussian (LightGaussian): the sum over all ``cameras``
+    (a run's training views) and their pixels of alpha * T, from the rasterizer's
+    ``importance`` statistic; one view at a time, without gradients. [N] float64 on ``g``'s
+    device; a Gaussian no view sees has 0."""
+    total = torch.zeros(len(g), dtype=torch.float64, device=g.means.device)
+    cams = cameras.to(device=g.means.device, dtype=torch.float32)
+    for i in range(len(cams)):
+        out = rasterize(g, cams[i : i + 1], stats=("importance",))
+        total += out.stats.importance[0].to(torch.float64)
+        if on_view is not None:
+            on_view(i)
+    return total
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
