@@ -106,7 +106,7 @@ class ElasticModel(nn.Module):
     """Selector and transform, with the feature normalisation fixed when the elastic phase
     starts (the scene's bounds and log-scale mean) and the importance it accumulates."""
 
-    def __init__(self, num_gaussians: int, hidden: int = 32, seed: int = 0) -> None:
+    def __init__(self, num_gaussians: int, hidden: int = 32, seed: int = 0, selector_range: float = 0.2) -> None:
         super().__init__()
         with torch.random.fork_rng(devices=[]):  # the networks' start is part of the run's seed
             torch.manual_seed(seed)
@@ -117,6 +117,9 @@ class ElasticModel(nn.Module):
         self.register_buffer("log_scale_mean", torch.zeros(()))
         self.register_buffer("importance", torch.zeros(num_gaussians, dtype=torch.float64))
         self.register_buffer("views_seen", torch.zeros((), dtype=torch.int64))
+        # how far the learnt residual may move a score, in standard deviations of the
+        # log-importance (unbounded, it reshuffled lego's ranking: docs/BENCHMARKS.md)
+        self.register_buffer("selector_range", torch.tensor(float(selector_range)))
 
     # ------------------------------------------------------------------ features
 
@@ -147,8 +150,8 @@ class ElasticModel(nn.Module):
 
     # ------------------------------------------------------------------ selection
 
-    def scores(self, feats: Tensor) -> Tensor:  # [N]: the log-importance plus a learnt residual
-        return feats[:, -1] + self.selector(feats)[:, 0]
+    def scores(self, feats: Tensor) -> Tensor:  # [N]: the log-importance plus a bounded learnt residual
+        return feats[:, -1] + self.selector_range * torch.tanh(self.selector(feats)[:, 0])
 
     @torch.no_grad()
     def order(self, g: Gaussians) -> Tensor:

@@ -65,7 +65,8 @@ class Elastic:
     def _begin(self, scene: GaussianScene) -> ElasticModel:
         """A fresh model for the scene's Gaussians (at the phase's start, or if their number
         changed: a strategy after this one pruned)."""
-        model = ElasticModel(len(scene), hidden=self.config.hidden, seed=self.config.seed).to(scene.device)
+        model = ElasticModel(len(scene), hidden=self.config.hidden, seed=self.config.seed,
+                             selector_range=self.config.selector_range).to(scene.device)  # fmt: skip
         model.fit_normalisation(scene.gaussians)
         self.model = model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr)

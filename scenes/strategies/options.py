@@ -133,6 +133,9 @@ class ElasticConfig:
     """Adam learning rate of the selector and transform."""
     temperature: float = 1.0
     """Temperature of the soft keep whose gradient the straight-through mask carries."""
+    selector_range: float = 0.2
+    """How far the selector may move a Gaussian's score from its log-importance, in standard
+    deviations of the log-importance (0: rank by importance, train the transform only)."""
     seed: int = 0
     """Seed of the networks' start and of the drawn ratios."""
 
@@ -143,3 +146,4 @@ class ElasticConfig:
         at_least(self.hidden, "elastic.hidden", 1)
         finite_at_least(self.lr, "elastic.lr", 0.0, strict=True)
         finite_at_least(self.temperature, "elastic.temperature", 0.0, strict=True)
+        finite_at_least(self.selector_range, "elastic.selector_range", 0.0)
