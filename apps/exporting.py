@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from torch import Tensor
 
 from splatfield.render import Cameras, Gaussians, rasterize
 from splatfield.render.camera_paths import orbit_around
@@ -31,7 +30,7 @@ from splatfield.scenes.elastic import ElasticModel, kept_count
 from splatfield.scenes.metrics import psnr
 from splatfield.scenes.run import RunError
 
-from .sources import ElasticError, SceneSource, open_source
+from .sources import ElasticError, ElasticSizes, SceneSource, open_source
 
 MB = 1_000_000  # --max-mb counts decimal megabytes
 
@@ -60,19 +59,14 @@ class ExportSource:
     protect: Path  # never overwritten: the run's scene.ply, or the input file
     path: Path | None = None  # what was given (named by errors)
     elastic: ElasticModel | None = None  # the run's elastic model, for size ratios
-    _order: Tensor | None = field(default=None, repr=False)  # the elastic ranking, computed once
+    _sizes: ElasticSizes | None = field(default=None, repr=False)
 
     def at_ratio(self, ratio: float, asked: str = "") -> Gaussians:
         """The scene at size ratio r (r = 1: the scene itself); ``asked`` names the option
         in the error of a scene without an elastic model."""
-        if ratio >= 1.0:
-            return self.gaussians
-        if self.elastic is None:
-            raise ElasticError(f"{self.path or self.name}: has no elastic model (train it with --strategy adc elastic) "
-                               f"for {asked or f'--ratio {ratio:g}'}")  # fmt: skip
-        if self._order is None:
-            self._order = self.elastic.order(self.gaussians)
-        return self.elastic.at_ratio(self.gaussians, ratio, order=self._order)
+        if self._sizes is None:
+            self._sizes = ElasticSizes(self.gaussians, self.elastic, str(self.path or self.name))
+        return self._sizes.at_ratio(ratio, asked)
 
 
 def load_source(path: Path, views: int, device: torch.device = torch.device("cpu")) -> ExportSource:
@@ -253,4 +247,4 @@ def level_name(stem: str, level: int, ratio: float) -> str:
 
 def reduced(src: ExportSource, ratio: float, name: str, asked: str = "") -> ExportSource:
     """``src`` at size ratio r, its files named ``name``."""
-    return dataclasses.replace(src, gaussians=src.at_ratio(ratio, asked), name=name, elastic=None, _order=None)
+    return dataclasses.replace(src, gaussians=src.at_ratio(ratio, asked), name=name, elastic=None, _sizes=None)

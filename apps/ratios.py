@@ -111,8 +111,6 @@ def evaluate_ratios(path: Path, ratios: Sequence[float], capped_runs: Sequence[P
     methods = [m for m in METHODS[:-1] if m != "elastic" or src.elastic is not None]
 
     orders = {}
-    if src.elastic is not None:
-        orders["elastic"] = src.elastic.order(g)
     if any(r < 1.0 for r in ratios):
         tick = phase("importance over the training views", len(src.dataset.train))
         importance = importance_over(g, src.dataset.train.cameras, on_view=lambda i: tick(1))
@@ -121,7 +119,7 @@ def evaluate_ratios(path: Path, ratios: Sequence[float], capped_runs: Sequence[P
 
     def at(method: str, r: float) -> Gaussians:
         if method == "elastic":
-            return src.elastic.at_ratio(g, r, order=orders["elastic"])  # type: ignore[union-attr]
+            return src.at_ratio(r).gaussians  # type: ignore[attr-defined]
         return subset(g, top(orders[method], r))
 
     measured = sum(1 if r >= 1.0 else len(methods) for r in ratios) + len(capped)

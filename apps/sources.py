@@ -4,23 +4,48 @@ other trainers, splat, compressed ply, spz, SOG)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from splatfield import data as sfdata
+from splatfield.render import Gaussians
 from splatfield.scenes import formats
+from splatfield.scenes.elastic import ElasticModel
 from splatfield.scenes.gaussian_scene import FixedGaussians
 from splatfield.scenes.run import CONFIG, Run
-from splatfield.scenes.elastic import ElasticModel
 from splatfield.scenes.scene import Renderable
+
+from .run_data import background_of, load_dataset
 
 
 class ElasticError(ValueError):
     """A size ratio asked of a scene that cannot give one (one line)."""
 
-from .run_data import background_of, load_dataset
+
+@dataclass
+class ElasticSizes:
+    """Gaussians and their elastic model (None: none), served at size ratios; the ranking,
+    which does not depend on the ratio, is made once."""
+
+    gaussians: Gaussians
+    model: ElasticModel | None
+    who: str  # names the scene in the error of one without a model
+    _order: Tensor | None = field(default=None, repr=False)
+
+    def at_ratio(self, ratio: float, asked: str = "") -> Gaussians:
+        """The Gaussians at size ratio r (r = 1: themselves); ``asked`` names the option in
+        the error of a scene without an elastic model."""
+        if ratio >= 1.0:
+            return self.gaussians
+        if self.model is None:
+            raise ElasticError(f"{self.who}: has no elastic model (train it with --strategy adc elastic) "
+                               f"for {asked or f'--ratio {ratio:g}'}")  # fmt: skip
+        if self._order is None:
+            self._order = self.model.order(self.gaussians)
+        return self.model.at_ratio(self.gaussians, ratio, order=self._order)
 
 
 @dataclass
@@ -31,15 +56,16 @@ class SceneSource:
     dataset: sfdata.Dataset | None
     background: tuple[float, float, float]
     elastic: ElasticModel | None = None  # a run trained with the elastic strategy: its size selector
+    _sizes: ElasticSizes | None = field(default=None, repr=False)
 
     def at_ratio(self, ratio: float) -> Renderable:
         """The scene at size ratio r (the elastic model's selection and transform; r = 1: the
         scene itself). A scene without an elastic model has no ratios but 1."""
         if ratio >= 1.0:
             return self.scene
-        if self.elastic is None:
-            raise ElasticError(f"{self.name}: has no elastic model (train it with --strategy adc elastic) for --ratio {ratio:g}")
-        return FixedGaussians(self.elastic.at_ratio(self.scene.gaussians, ratio))
+        if self._sizes is None:
+            self._sizes = ElasticSizes(self.scene.gaussians, self.elastic, self.name)  # type: ignore[attr-defined]
+        return FixedGaussians(self._sizes.at_ratio(ratio))
 
     @property
     def path(self) -> Path | None:
@@ -55,7 +81,7 @@ def open_source(path: Path, device: torch.device = torch.device("cpu")) -> Scene
     if is_run_dir(path):
         run = Run.open(path)
         dataset = load_dataset(run.config)
-        return SceneSource(run.scene(device=device), path.name, run, dataset, background_of(dataset),
-                           run.elastic(device=device))  # fmt: skip
+        scene, elastic = run.scene_and_elastic(device=device)
+        return SceneSource(scene, path.name, run, dataset, background_of(dataset), elastic)
     scene = FixedGaussians(formats.read_splats(path).to(device=device))
     return SceneSource(scene, path.name, None, None, (0.0, 0.0, 0.0))

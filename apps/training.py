@@ -100,11 +100,9 @@ def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state:
                 device: torch.device = torch.device("cpu"), parallel: DataParallel | None = None) -> Trainer:  # fmt: skip
     """A trainer at step 0 (the initial scene), or in the state of a checkpoint, on ``device``
     (the views stay in host memory, pinned for a GPU, and travel a batch at a time)."""
-    # 3DGS also resets opacities at the first densification on white-background captures
     strategies = make_strategies(config.strategies, scene_kind=config.scene_kind, adc=config.adc,
                                  steepest=config.steepest, elastic=config.elastic, steps=config.trainer.steps,
-                                 white_background=background_of(dataset) == (1.0, 1.0, 1.0),
-                                 ssim_weight=config.trainer.ssim_weight)  # fmt: skip
+                                 background=background_of(dataset), ssim_weight=config.trainer.ssim_weight)  # fmt: skip
     if state is None:
         scene = initial_scene(config, dataset, torch.Generator().manual_seed(config.trainer.seed), device)
     else:

@@ -107,9 +107,13 @@ class FieldModel:
 
     # ------------------------------------------------------------------ occupancy
 
+    def per_vertex(self, row_values: Tensor, missing: float | bool) -> Tensor:  # [N] -> [X, Y, Z]
+        """``row_values`` at every vertex, ``missing`` where a vertex has no row (index -1; a
+        table without rows is fine)."""
+        return torch.cat([row_values.new_full((1,), missing), row_values])[(self.index + 1).long()]
+
     def vertex_raw_density(self) -> Tensor:  # [X, Y, Z], -inf where no row
-        padded = torch.cat([self.density.detach().new_full((1,), float("-inf")), self.density.detach()[:, 0]])
-        return padded[(self.index + 1).long()]  # row -1 (none): -inf; a table without rows is fine
+        return self.per_vertex(self.density.detach()[:, 0], float("-inf"))
 
     def cell_alphas(self) -> Tensor:  # [X-1, Y-1, Z-1]
         """The largest alpha a sample of each cell can have (its densest vertex's; 0 where a
@@ -122,8 +126,7 @@ class FieldModel:
         """Cells with all 8 vertices and a vertex density whose alpha reaches 1/255 (as
         ``cell_alphas() >= ALPHA_MIN``: alpha rises with the density, so the test can be made
         per row and the cells folded over bools, 4x faster than over floats)."""
-        hot = softplus_alphas(self.density.detach()[:, 0], self.shift, self.interval) >= ALPHA_MIN
-        hot = torch.cat([hot.new_zeros(1), hot])[(self.index + 1).long()]  # row -1 (none): False
+        hot = self.per_vertex(softplus_alphas(self.density.detach()[:, 0], self.shift, self.interval) >= ALPHA_MIN, False)
         present = cell_corners_reduce(self.index >= 0, torch.logical_and)
         return cell_corners_reduce(hot, torch.logical_or) & present
 

@@ -167,29 +167,29 @@ class Run:
 
     # ------------------------------------------------------------------ the scene
 
-    def elastic(self, step: int | None = None, device: Any = "cpu") -> Any:
-        """The run's elastic model (``scenes/elastic.py``: selector and transform) from its
-        latest checkpoint (or ``step``'s); None when the run has no trained one (not made with
-        the elastic strategy, or stopped before its phase)."""
-        if "elastic" not in self.config.strategies:
-            return None
-        from .strategies.elastic import elastic_model_from_state
-
-        state, _ = self.load_state(step)
-        saved = next((s["state"] for s in state["strategies"] if s["name"] == "elastic"), None)
-        return None if saved is None or saved["model"] is None else elastic_model_from_state(saved, device)
-
     def scene(self, step: int | None = None, device: Any = "cpu") -> Any:
         """The run's scene as a ``Renderable`` on ``device``: its latest checkpoint (what ``eval``
         measures), else ``scene.ply``."""
+        return self.scene_and_elastic(step, device)[0]
+
+    def scene_and_elastic(self, step: int | None = None, device: Any = "cpu") -> tuple[Any, Any]:
+        """:meth:`scene`, and the run's elastic model (``scenes/elastic.py``: selector and
+        transform) from the same checkpoint, read once; None when the run has no trained one
+        (not made with the elastic strategy, stopped before its phase, or no checkpoint)."""
         from .checkpoint import checkpoints
 
         if checkpoints(self.checkpoints_dir) or step is not None:
             state, _ = self.load_state(step)
-            return scene_from_state_dict(state["scene"], device).snapshot()
+            scene = scene_from_state_dict(state["scene"], device).snapshot()
+            saved = next((s["state"] for s in state.get("strategies", ()) if s["name"] == "elastic"), None)
+            if saved is None or saved["model"] is None:
+                return scene, None
+            from .strategies.elastic import elastic_model_from_state
+
+            return scene, elastic_model_from_state(saved, device)
         if (self.path / "scene.ply").is_file():
             from .formats.ply import read_ply
             from .gaussian_scene import FixedGaussians
 
-            return FixedGaussians(read_ply(self.path / "scene.ply").to(device=device))
+            return FixedGaussians(read_ply(self.path / "scene.ply").to(device=device)), None
         raise RunError(self.path, "no checkpoint and no scene.ply")

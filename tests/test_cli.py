@@ -118,7 +118,7 @@ def test_steepest_options_reach_the_strategy():
     c = run_config("d", "o", ("steepest",), steps=7000, split_threshold=0.05, split_grad_gate=True, max_splits=10,
                    projection_curvature=False, split_displacement=0.5)  # fmt: skip
     (s,) = make_strategies(c.strategies, scene_kind="gaussians", adc=c.adc, steepest=c.steepest, steps=7000,
-                           white_background=True).items  # fmt: skip
+                           background=(1.0, 1.0, 1.0)).items  # fmt: skip
     sp = s.split
     assert s.name == "steepest" and s.statistics == ("grad2d", "split2d")
     assert (sp.split_threshold, sp.split_grad_gate, sp.max_splits, sp.projection_curvature, sp.split_displacement) == (

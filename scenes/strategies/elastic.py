@@ -50,7 +50,6 @@ class Elastic:
         self.optimizer: torch.optim.Adam | None = None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.next_step = 1
-        self.last_ratio = float("nan")
 
     @property
     def active(self) -> bool:
@@ -87,7 +86,6 @@ class Elastic:
         model.importance += imp.sum(dim=0).to(model.importance.dtype)
         model.views_seen += imp.shape[0]
         r = self.draw_ratio()
-        self.last_ratio = r
         g = scene.gaussians
         g = type(g)(*(t.detach() for t in g.tensors()))
         feats = model.features(g)

@@ -13,11 +13,15 @@ from .steepest import Steepest
 
 
 def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: SteepestConfig = SteepestConfig(),
-                  elastic: ElasticConfig = ElasticConfig(), steps: int | None = None, white_background: bool = False,
-                  densified: bool = False, ssim_weight: float = 0.2) -> Strategy:  # fmt: skip
-    """One strategy; ``steps`` (the run's length) and ``white_background`` fill in the automatic
-    schedule; ``densified``: a densifying strategy runs beside (the elastic phase starts where it
-    stops); ``ssim_weight``: the run's photometric loss."""
+                  elastic: ElasticConfig = ElasticConfig(), steps: int | None = None,
+                  background: tuple[float, float, float] = (0.0, 0.0, 0.0), densified: bool = False,
+                  ssim_weight: float = 0.2) -> Strategy:  # fmt: skip
+    """One strategy; ``steps`` (the run's length) and ``background`` (the run's: white
+    captures also reset opacities at refine-start) fill in the automatic schedule;
+    ``densified``: a densifying strategy runs beside (the elastic phase starts where it stops);
+    ``ssim_weight``: the run's photometric loss (the elastic phase renders with the same
+    background and loss as the trainer)."""
+    white_background = tuple(background) == (1.0, 1.0, 1.0)
     if name == "adc":
         return ADC(adc, steps=steps, white_background=white_background)
     if name == "steepest":
@@ -26,8 +30,7 @@ def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: Steepest
         start = elastic.start
         if start is None:
             start = adc.resolved(steps, white_background).refine_stop if densified else 1
-        background = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
-        return Elastic(elastic, start=max(1, start), background=background, ssim_weight=ssim_weight)
+        return Elastic(elastic, start=max(1, start), background=tuple(background), ssim_weight=ssim_weight)
     raise ConfigError("--strategy", f"unknown strategy {name!r}")
 
 
