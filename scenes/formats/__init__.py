@@ -3,7 +3,7 @@
 - INRIA 3DGS ``.ply``: :func:`read_ply`, :func:`write_ply` (lossless float32)
 - antimatter15 ``.splat``: :func:`read_splat`, :func:`write_splat` (32 bytes/splat, no SH)
 - PlayCanvas ``.compressed.ply``: :func:`read_compressed_ply`, :func:`write_compressed_ply`
-- Niantic ``.spz`` (v2/v3 read, v3 written): :func:`read_spz`, :func:`write_spz`
+- Niantic ``.spz`` (v2/v3/v4 read, v3 written by default, v4 and v2 on request): :func:`read_spz`, :func:`write_spz`
 - PlayCanvas SOG (``.sog`` zip or a folder with meta.json): :func:`read_sog`, :func:`write_sog`
 
 :func:`read_splats` and :func:`write_splats` pick the format from the file name (or the
@@ -115,9 +115,10 @@ def detect_format(path: str | os.PathLike[str]) -> SplatFormat:
     return fmt
 
 
-def read_splats(path: str | os.PathLike[str]) -> Gaussians:
-    """Reads any supported splat file (or SOG folder) into float32 CPU :class:`Gaussians`."""
-    return _READERS[detect_format(path)](path)
+def read_splats(path: str | os.PathLike[str], **opts: Any) -> Gaussians:
+    """Reads any supported splat file (or SOG folder) into float32 CPU :class:`Gaussians`;
+    ``opts`` go to the format's reader (``axes`` for spz)."""
+    return _READERS[detect_format(path)](path, **opts)
 
 
 def write_splats(
@@ -129,7 +130,7 @@ def write_splats(
     """Writes ``gaussians`` in ``format`` (default: from the suffix of ``path``).
 
     ``opts`` go to the format's writer: ``sh_degree`` (compressed-ply, spz, sog),
-    ``version``/``antialiased``/``compresslevel`` (spz), ``shn_palette``/``antialias``/
+    ``version``/``axes``/``antialiased``/``compresslevel`` (spz), ``shn_palette``/``antialias``/
     ``seed`` (sog). For "sog" a path ending in ``.sog`` gets a zip, anything else a folder.
     """
     path = Path(path)

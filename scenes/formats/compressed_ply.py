@@ -22,7 +22,9 @@ Every field of a splat is stored relative to its chunk's bounds:
   the largest |component| (q is negated so that one is positive), bits 20..29, 10..19,
   0..9 the other three in w x y z order as unorm10(c * sqrt(2)/2 + 0.5).
 - ``sh``: channel-major like the INRIA ply; u8 = clamp(trunc((f / 8 + 0.5) * 256), 0, 255),
-  decoded as u8 * 8 / 255 - 4 (the PlayCanvas decoder), so |error| <= 1/32 for |f| < 4.
+  decoded at the middle of its bucket, ((u8 + 0.5) / 256 - 0.5) * 8, except 0 -> -4 and
+  255 -> 4 (PlayCanvas splat-transform 3.7's decoder), so |error| <= 1/64 inside (-4 + 1/32,
+  4 - 1/32) and <= 1/32 in the end buckets.
 
 A bounds range of zero stores t = 0. The reader also accepts the older 12-float chunks
 (no colour range: rgb stored directly as unorm8 of [0, 1]).
@@ -291,7 +293,8 @@ def read_compressed_ply(path: str | os.PathLike[str]) -> Gaussians:
         st = table("sh")
         K1 = n_rest // 3
         cm = np.stack([st[f"f_rest_{i}"].astype(np.float64) for i in range(n_rest)], axis=1)
-        shN = (cm * (8.0 / 255.0) - 4.0).reshape(N, 3, K1).transpose(0, 2, 1)
+        unit = np.where(cm == 0, 0.0, np.where(cm == 255, 1.0, (cm + 0.5) / 256.0))
+        shN = ((unit - 0.5) * 8.0).reshape(N, 3, K1).transpose(0, 2, 1)
     else:
         shN = np.zeros((N, 0, 3))
 
