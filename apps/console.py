@@ -103,8 +103,11 @@ def describe_changes(changes: dict) -> str:
 
 def print_metrics(m: dict) -> None:
     lp = "unavailable" if m["lpips"] is None else f"{m['lpips']:.4f}"
+    objects = m.get("alpha_outside_masks")
+    where = "whole images against image x mask + background" if objects is not None else None
     print(f"{m['split']} views: {m['views']} at {m['width']}x{m['height']} — PSNR {m['psnr']:.3f} dB, "
-          f"SSIM {m['ssim']:.4f}, LPIPS {lp}; {m['num_gaussians']:,} {m.get('count_label', 'Gaussians')}")  # fmt: skip
+          f"SSIM {m['ssim']:.4f}, LPIPS {lp}; {m['num_gaussians']:,} {m.get('count_label', 'Gaussians')}"
+          + (f" ({where}; mean alpha outside the masks {objects:.4f})" if where else ""))  # fmt: skip
 
 
 def report_stop(signal_name: str | None, step: int, saved: str, resume_command: str) -> int:

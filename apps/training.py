@@ -57,11 +57,11 @@ class TrainResult:
 
 
 def initial_scene(config: RunConfig, dataset: sfdata.Dataset, generator: torch.Generator,
-                  device: torch.device = torch.device("cpu")) -> Scene:  # fmt: skip
+                  device: torch.device = torch.device("cpu"), silhouettes: torch.Tensor | None = None) -> Scene:  # fmt: skip
     """The run's kind of scene at step 0 (:func:`initial_gaussians`, :func:`initial_field`)."""
     if config.scene_kind == "field":
         return initial_field(config, dataset, device)
-    return initial_gaussians(config, dataset, generator, device)
+    return initial_gaussians(config, dataset, generator, device, silhouettes)
 
 
 def field_box(config: RunConfig, dataset: sfdata.Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -83,15 +83,19 @@ def initial_field(config: RunConfig, dataset: sfdata.Dataset, device: torch.devi
 
 
 def initial_gaussians(config: RunConfig, dataset: sfdata.Dataset, generator: torch.Generator,
-                      device: torch.device = torch.device("cpu")) -> GaussianScene:  # fmt: skip
-    """SfM points when the dataset has them, else random points in a cube (GaussianConfig)."""
+                      device: torch.device = torch.device("cpu"), silhouettes: torch.Tensor | None = None,
+                      ) -> GaussianScene:  # fmt: skip
+    """SfM points when the dataset has them, else (an object capture: ``silhouettes`` of the
+    training views) the masks' visual hull, else random points in a cube (GaussianConfig)."""
     extent = dataset.scene_extent()
+    cams, n, half = dataset.train.cameras, config.scene.init_points, config.scene.init_half_size
     if dataset.points is not None and dataset.points.shape[0] > 0:
         pts = dataset.points.float()
         cols = dataset.point_colors.float() / 255.0 if dataset.point_colors is not None else torch.full_like(pts, 0.5)
+    elif silhouettes is not None and (hull := sfdata.visual_hull_points(cams, silhouettes, extent, n, generator, half)):
+        pts, cols = hull
     else:
-        pts, cols = sfdata.random_initial_points(dataset.train.cameras, extent, config.scene.init_points, generator,
-                                                 config.scene.init_half_size)  # fmt: skip
+        pts, cols = sfdata.random_initial_points(cams, extent, n, generator, half)
     lrs = LearningRates(means_decay_steps=config.trainer.steps)
     return GaussianScene.from_points(pts, cols, extent=extent, max_sh_degree=config.scene.sh_degree, lrs=lrs, device=device)
 
@@ -104,7 +108,8 @@ def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state:
                                  steepest=config.steepest, elastic=config.elastic, steps=config.trainer.steps,
                                  background=background_of(dataset), ssim_weight=config.trainer.ssim_weight)  # fmt: skip
     if state is None:
-        scene = initial_scene(config, dataset, torch.Generator().manual_seed(config.trainer.seed), device)
+        scene = initial_scene(config, dataset, torch.Generator().manual_seed(config.trainer.seed), device,
+                              views.silhouettes)  # fmt: skip
     else:
         scene = scene_from_state_dict(state["scene"], device)
     if device.type == "cuda" and not views.images.is_pinned():
@@ -162,12 +167,17 @@ def train(
     if not main:
         log, on_step, viewer = (lambda m: None), None, None
     phase = on_phase or _no_phase
-    dataset = load_dataset(config)
+    notes: list[str] = []  # what loading said (blurred frames dropped), logged after the dataset line
+    dataset = load_dataset(config, log=notes.append)
     if len(dataset.train) == 0:
         raise RunError(config.data, "the dataset has no training views")
     views = load_views(dataset.train, phase("loading images", len(dataset.train)))
     log(f"dataset: {dataset.name} ({dataset.format}), {len(views)} train / {len(dataset.test)} test views at "
         f"{views.cameras.width}x{views.cameras.height}, scene extent {dataset.scene_extent():.3g}; device {device}")  # fmt: skip
+    if dataset.masks_note:
+        log(dataset.masks_note)
+    for note in notes:
+        log(note)
 
     if resume or resume_from is not None:
         run = Run(path, config)
@@ -245,12 +255,13 @@ def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_
 
     t0 = time.perf_counter()
     res: EvalResult = evaluate(scene, split.cameras.to(dtype=torch.float32), split.image, background=background_of(dataset),
-                               mask_at=split.mask, on_view=on_view)  # fmt: skip
+                               mask_at=split.mask, silhouette_at=split.silhouette, on_view=on_view)  # fmt: skip
     metrics = {
         "psnr": res.psnr,
         "ssim": res.ssim,
         "lpips": res.lpips,
         "lpips_note": res.lpips_note,
+        "alpha_outside_masks": res.alpha_outside,
         "num_gaussians": len(scene),  # the scene's count (of count_label), under its first name
         "count_label": scene.count_label,
         "scene_kind": scene.kind,

@@ -14,7 +14,7 @@ from .colmap import find_model, load_colmap, model_from_cameras, read_model, wri
 from .dataset import Dataset, DatasetError, DatasetFormat, Split, cache_root
 from .detect import detect_format
 from .pose_alignment import compare_poses, compare_to_reference, umeyama
-from .points import look_at_centre, random_initial_points
+from .points import look_at_centre, random_initial_points, visual_hull_points
 from .llff import load_llff, read_poses_bounds, write_poses_bounds
 from .loading import load
 from .transforms_json import load_transforms_json
@@ -24,6 +24,6 @@ __all__ = [
     "Dataset", "DatasetError", "DatasetFormat", "Split", "cache_root", "load", "detect_format",
     "load_blender", "load_transforms_json", "load_colmap", "load_llff",
     "read_model", "write_model", "model_from_cameras", "find_model", "read_poses_bounds", "write_poses_bounds",
-    "distort", "undistort_image", "undistort_points", "look_at_centre", "random_initial_points",
+    "distort", "undistort_image", "undistort_points", "look_at_centre", "random_initial_points", "visual_hull_points",
     "umeyama", "compare_poses", "compare_to_reference",
 ]

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from splatfield.render.camera import Cameras
 
-from .dataset import Dataset, DatasetError, check_sizes, drop_missing, every_nth_split, make_split, masks_folder
+from .dataset import Dataset, DatasetError, check_sizes, drop_missing, every_nth_split, make_split
+from .masks import MaskMode, MaskSource, with_masks
 
 # name -> (model id, number of params)
 MODELS = {
@@ -337,8 +338,11 @@ def load_colmap(
     test_every: int = 8,
     cache_dir: str | Path | None = None,
     images_dir: str = "images",
+    masks: MaskSource = "auto",
+    mask_mode: MaskMode = "auto",
 ) -> Dataset:
-    """Loads a COLMAP capture: ``root/images`` plus a model found by :func:`find_model`."""
+    """Loads a COLMAP capture: ``root/images`` plus a model found by :func:`find_model`
+    (+ masks: :func:`.masks.with_masks`)."""
     root = Path(root)
     folder = find_model(root)
     if folder is None:
@@ -380,10 +384,9 @@ def load_colmap(
     w2c[:, :3, 3] = torch.from_numpy(np.stack([im.tvec for im in images]))
     col = lambda j: torch.tensor([r[j] for r in rows], dtype=torch.float64)  # noqa: E731
     train, test = every_nth_split(n, test_every)
-    common = dict(downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir),
-                  mask_paths=masks_folder(root, paths))
+    common = dict(downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir))
     args = (w2c, col(0), col(1), col(2), col(3), W, H, kind, dist, paths)
-    return Dataset(
+    ds = Dataset(
         name=root.name,
         root=root,
         format="colmap",
@@ -392,3 +395,4 @@ def load_colmap(
         points=torch.from_numpy(model.points.astype(np.float32)),
         point_colors=torch.from_numpy(model.colors.copy()),
     )
+    return with_masks(ds, masks, mask_mode)

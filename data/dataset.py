@@ -101,6 +101,7 @@ class Split:
     mask_paths: list[Path] | None = None
     background: tuple[float, float, float] | None = None
     source_cameras: Cameras | None = field(default=None, repr=False)
+    mask_mode: Literal["ignore", "object"] = "ignore"  # what mask_paths mean (data/masks.py)
     cache_dir: Path | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -147,25 +148,54 @@ class Split:
     def _rgba(self, i: int) -> Image.Image:
         return self._processed(i, self.image_paths[i])
 
+    def _mask_file(self, i: int) -> np.ndarray:  # [H, W] uint8
+        """Mask i as the image through its camera (one line if its size is not the image's)."""
+        path, image = self.mask_paths[i], self.image_paths[i]  # type: ignore[index]
+        src = self.source_cameras if self.source_cameras is not None else self.cameras
+        try:
+            with Image.open(path) as m:
+                size = m.size
+        except FileNotFoundError:
+            raise DatasetError(path, "mask not found") from None
+        except OSError as e:
+            raise DatasetError(path, f"cannot read mask ({e})") from None
+        if size != (src.width, src.height):
+            raise DatasetError(path, f"mask is {size[0]}x{size[1]} but its image {image.name} is {src.width}x{src.height}")
+        return np.asarray(self._processed(i, path).convert("L"))
+
     def image(self, i: int) -> Tensor:  # [H, W, 3] uint8
-        """Image i; RGBA is composited over ``background``, or its alpha dropped (see mask)."""
+        """Image i; RGBA, or an image with an object mask, is composited over ``background``;
+        else the alpha is dropped (see mask)."""
         im = self._rgba(i)
-        if im.mode != "RGBA":
+        if self.mask_mode == "object" and self.mask_paths is not None and self.background is not None:
+            a = np.asarray(im.convert("RGB"))
+            alpha = self._mask_file(i)[..., None]
+        elif im.mode != "RGBA":
             return torch.from_numpy(np.array(im.convert("RGB")))
-        a = np.asarray(im)
-        if self.background is None:
-            return torch.from_numpy(np.ascontiguousarray(a[..., :3]))
+        else:
+            a = np.asarray(im)
+            if self.background is None:
+                return torch.from_numpy(np.ascontiguousarray(a[..., :3]))
+            alpha = a[..., 3:]
         rgb = a[..., :3].astype(np.float32)
-        alpha = a[..., 3:].astype(np.float32) / 255.0
+        alpha = alpha.astype(np.float32) / 255.0
         bg = np.asarray(self.background, dtype=np.float32) * 255.0
         out = rgb * alpha + bg * (1.0 - alpha)
         return torch.from_numpy(np.clip(np.rint(out), 0, 255).astype(np.uint8))
 
+    def silhouette(self, i: int) -> Tensor | None:  # [H, W] uint8
+        """The object's coverage per pixel (0..255) of an object mask; None otherwise."""
+        if self.mask_mode == "object" and self.mask_paths is not None:
+            return torch.from_numpy(self._mask_file(i).copy())
+        return None
+
     def mask(self, i: int) -> Tensor | None:  # [H, W] bool
-        """The mask file when there is one, else the alpha channel when it is not composited."""
+        """The pixels the loss counts: an (ignore) mask file when there is one, else the alpha
+        channel when it is not composited; None: all of them."""
         if self.mask_paths is not None:
-            m = self._processed(i, self.mask_paths[i]).convert("L")
-            return torch.from_numpy(np.asarray(m) >= 128)
+            if self.mask_mode == "object":
+                return None
+            return torch.from_numpy(self._mask_file(i) >= 128)
         if self.background is None:
             im = self._rgba(i)
             if im.mode == "RGBA":
@@ -206,6 +236,7 @@ class Dataset:
     points: Tensor | None = None  # [P, 3] float
     point_colors: Tensor | None = None  # [P, 3] uint8
     bounds: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # the capture's own box (lo, hi)
+    masks_note: str | None = None  # where the masks came from and what they mean, for the log
 
     def scene_extent(self) -> float:
         """1.1 x the largest distance of a train camera centre from their mean (as 3DGS)."""
@@ -286,20 +317,3 @@ def drop_missing(paths: list[Path], listing: Path, what: str = "frames") -> list
             stacklevel=3,
         )
     return keep
-
-
-def masks_folder(root: Path, image_paths: list[Path], folder: str = "masks") -> list[Path] | None:
-    """Masks for ``image_paths`` from ``root/masks`` when that folder exists: for image
-    ``x.jpg`` the mask is ``masks/x.jpg``, ``masks/x.jpg.png`` or ``masks/x.png`` (white:
-    the pixel counts in the loss; black: ignored). DatasetError when one is missing."""
-    d = root / folder
-    if not d.is_dir():
-        return None
-    found = []
-    for p in image_paths:
-        candidates = (d / p.name, d / (p.name + ".png"), d / (p.stem + ".png"))
-        hit = next((c for c in candidates if c.is_file()), None)
-        if hit is None:
-            raise DatasetError(d, f"no mask for image {p.name} (looked for {', '.join(c.name for c in candidates)})")
-        found.append(hit)
-    return found

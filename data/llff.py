@@ -18,7 +18,8 @@ import torch
 
 from splatfield.render.camera import Cameras
 
-from .dataset import Dataset, DatasetError, check_sizes, every_nth_split, image_size, make_split, masks_folder
+from .dataset import Dataset, DatasetError, check_sizes, every_nth_split, image_size, make_split
+from .masks import MaskMode, MaskSource, with_masks
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"}
 
@@ -64,9 +65,10 @@ def write_poses_bounds(path: str | Path, cameras: Cameras, bounds: np.ndarray | 
 
 
 def load_llff(
-    root: str | Path, *, downscale: float = 1.0, test_every: int = 8, cache_dir: str | Path | None = None
+    root: str | Path, *, downscale: float = 1.0, test_every: int = 8, cache_dir: str | Path | None = None,
+    masks: MaskSource = "auto", mask_mode: MaskMode = "auto",
 ) -> Dataset:
-    """Loads an LLFF folder: ``poses_bounds.npy`` + ``images/``."""
+    """Loads an LLFF folder: ``poses_bounds.npy`` + ``images/`` (+ masks: :func:`.masks.with_masks`)."""
     root = Path(root)
     pb = root / "poses_bounds.npy"
     c2w, hwf, _bounds = read_poses_bounds(pb)
@@ -81,8 +83,7 @@ def load_llff(
     w2c = torch.linalg.inv(torch.from_numpy(c2w))
     full = lambda v: torch.full((n,), float(v), dtype=torch.float64)  # noqa: E731
     train, test = every_nth_split(n, test_every)
-    common = dict(downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir),
-                  mask_paths=masks_folder(root, paths))
+    common = dict(downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir))
     args = (w2c, f, f.clone(), full(W / 2), full(H / 2), W, H, "pinhole", None, paths)
-    return Dataset(name=root.name, root=root, format="llff",
-                   train=make_split(*args, train, **common), test=make_split(*args, test, **common))
+    return with_masks(Dataset(name=root.name, root=root, format="llff", train=make_split(*args, train, **common),
+                              test=make_split(*args, test, **common)), masks, mask_mode)  # fmt: skip

@@ -37,3 +37,41 @@ def random_initial_points(
     half = extent / 3.0 if half_size is None else half_size
     pts = (torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1) * half + centre
     return pts.float(), torch.full((n, 3), 0.5)
+
+
+def visual_hull_points(
+    cameras: Cameras, silhouettes: Tensor, extent: float, n: int, generator: torch.Generator,
+    half_size: float | None = None, *, resolution: int = 80,
+) -> tuple[Tensor, Tensor] | None:  # [n, 3] float32 points, [n, 3] grey colours; None: the hull is empty
+    """``n`` grey points of an object capture's visual hull, in the cube of
+    :func:`random_initial_points`: the cube's ``resolution``^3 cells are carved by the
+    masks (``silhouettes`` [B, H, W] uint8, >= 128 inside): a cell stays when at least half
+    the views see its centre (in front of the camera, inside the image: an object capture
+    keeps its object in view) and every view that sees it has it inside the mask; the points
+    are uniform in the cells that stay. None when no cell stays (the cube is the start then)."""
+    centre = look_at_centre(cameras)
+    half = extent / 3.0 if half_size is None else half_size
+    cell = 2.0 * half / resolution
+    axis = (torch.arange(resolution, dtype=torch.float64) + 0.5) * cell - half
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3) + centre
+    w2c = cameras.world_to_camera.to(torch.float64)
+    inside_masks = silhouettes >= 128
+    H, W = inside_masks.shape[1:]
+    ok = torch.ones(grid.shape[0], dtype=torch.bool)
+    views = torch.zeros(grid.shape[0], dtype=torch.int32)
+    for b in range(len(cameras)):
+        cam = grid @ w2c[b, :3, :3].T + w2c[b, :3, 3]
+        z = cam[:, 2].clamp_min(1e-9)
+        u = torch.floor(cameras.fx[b] * cam[:, 0] / z + cameras.cx[b]).long()
+        v = torch.floor(cameras.fy[b] * cam[:, 1] / z + cameras.cy[b]).long()
+        seen = (cam[:, 2] > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        hit = torch.zeros_like(seen)
+        hit[seen] = inside_masks[b, v[seen], u[seen]]
+        ok &= ~seen | hit
+        views += seen
+    cells = grid[ok & (2 * views >= len(cameras))]
+    if cells.shape[0] == 0:
+        return None
+    pick = torch.randint(0, cells.shape[0], (n,), generator=generator)
+    jitter = (torch.rand(n, 3, generator=generator, dtype=torch.float64) - 0.5) * cell
+    return (cells[pick] + jitter).float(), torch.full((n, 3), 0.5)

@@ -1,7 +1,8 @@
 """Structure from motion with pycolmap: a photo folder or a video -> a COLMAP capture.
 
 Stages: frames (a video: the sharpest frame of each of ``frames`` windows), images (check,
-rotate by EXIF, skip unreadable/duplicate files, one size; see :mod:`.sfm_inputs`),
+rotate by EXIF, skip unreadable/duplicate files, one size; see :mod:`.sfm_inputs`; the
+frames below half the median sharpness are reported as blurred, see :mod:`.sharpness`),
 features (SIFT on copies at most ``max_size`` pixels long), matching (exhaustive for photos,
 sequential for a video's frames, unless chosen), incremental mapping, and writing.
 
@@ -10,7 +11,8 @@ The output is a standard COLMAP capture that :func:`splatfield.data.load` reads:
     <out>/images/      the photos or frames at full size (EXIF rotation applied)
     <out>/masks/       <name>.png when the input had masks or an alpha channel
     <out>/sparse/0/    cameras, images, points3D (+ COLMAP 4's rigs, frames), .bin
-    <out>/sfm.json     the summary (registered images, reprojection error, seconds per stage)
+    <out>/sfm.json     the summary (registered images, reprojection error, seconds per stage,
+                       each image's sharpness and the blurred ones)
     <out>/colmap/      database.db and COLMAP's own log (colmap.log.*)
 
 The cameras keep COLMAP's distortion (SIMPLE_RADIAL, OPENCV, OPENCV_FISHEYE, ...): the
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from .dataset import DatasetError, cache_root
+from .sharpness import report_blurred
 from .sfm_inputs import image_files, photo_folder, prepare_images
 from .video_frames import VIDEO_SUFFIXES, extract_frames, is_video
 
@@ -271,6 +274,8 @@ def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: Sfm
         + (f"; {len(prep.ignored)} non-image files ignored" if prep.ignored else "")
         + (f"; masks{' from alpha' if masks_dir is None else ''}" if prep.masks else "")
         + f" in {seconds['images']:.1f} s")  # fmt: skip
+    blurred = [prep.names[i] for i in report_blurred(prep.names, [prep.sharpness[k] for k in prep.names], log,
+                                                     "frames" if kind == "video" else "images")]  # fmt: skip
 
     # -- features
     _quiet_colmap(work / "colmap.log.")
@@ -375,6 +380,8 @@ def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: Sfm
         "skipped": skipped,
         "exif_rotated": prep.rotated,
         "resized": prep.resized,
+        "sharpness": {k: round(prep.sharpness[k], 3) for k in prep.names},
+        "blurred": blurred,
         "image_size": list(prep.size),
         "sfm_size": list(prep.sfm_size),
         "matcher": matcher,
@@ -411,6 +418,10 @@ def made_or_reused(source: Path, out: Path | None, opts: SfmOptions, log: Callab
         skipped = res.summary.get("skipped") or {}
         if skipped:
             log("sfm: skipped then: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in skipped.items()))
+        scores = res.summary.get("sharpness") or {}
+        if scores:  # the blurred frames, said again
+            report_blurred(list(scores), list(scores.values()), lambda m: log(f"sfm: {m}"),
+                           "frames" if res.summary.get("input_kind") == "video" else "images")  # fmt: skip
     return res
 
 

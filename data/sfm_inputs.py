@@ -17,7 +17,8 @@ Rules (each skip is reported once, as a warning listing the files):
 
 Outputs: full-size images in ``images/`` (byte copies when nothing had to change), masks in
 ``masks/<name>.png``, and SfM copies at most ``max_size`` pixels on the long side (grouped in
-one folder per original size when sizes are mixed) with their masks.
+one folder per original size when sizes are mixed) with their masks; and a sharpness score
+per image (:mod:`.sharpness`), to report blurred ones.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .dataset import DatasetError
+from .sharpness import sharpness
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _EXIF_ORIENTATION = 0x0112
@@ -77,6 +79,7 @@ class Prepared:
     rotated: list[str] = field(default_factory=list)  # EXIF orientation applied
     resized: list[str] = field(default_factory=list)  # to the common size
     ignored: list[str] = field(default_factory=list)  # not image files
+    sharpness: dict[str, float] = field(default_factory=dict)  # name -> score (.sharpness), at the training size
 
 
 @dataclass
@@ -177,6 +180,7 @@ def prepare_images(
               sfm_images / sfm_name)  # fmt: skip
         out.names.append(name)
         out.sfm_names[name] = sfm_name
+        out.sharpness[name] = sharpness(im)
     return out
 
 

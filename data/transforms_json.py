@@ -5,7 +5,8 @@ Intrinsics are top-level (shared) and may be overridden per frame: ``fl_x``, ``f
 centre), ``w``, ``h`` (default the first image's size), distortion ``k1 k2 [k3] p1 p2``
 (``OPENCV``, the default ``camera_model``) or ``k1..k4`` (``OPENCV_FISHEYE``). Frames have a
 ``file_path`` relative to the JSON's folder (an extension-less path gets ``.png``), an
-OpenGL camera-to-world ``transform_matrix`` and an optional ``mask_path``.
+OpenGL camera-to-world ``transform_matrix``, an optional ``mask_path`` and an optional
+``sharpness`` (used to find blurred frames: :func:`frame_sharpness`, :mod:`.sharpness`).
 
 Frames whose image is missing are skipped with one warning counting them. The split is the
 file's own (``train_filenames`` / ``test_filenames``) when it has one, else every
@@ -25,6 +26,7 @@ from splatfield.render.camera import opengl_to_opencv_c2w
 
 from .blender import parse_matrix
 from .dataset import Dataset, DatasetError, check_sizes, drop_missing, every_nth_split, image_size, make_split, read_json
+from .masks import MaskMode, MaskSource, with_masks
 
 _MODELS = {"OPENCV": "opencv", "PINHOLE": "pinhole", "SIMPLE_PINHOLE": "pinhole", "OPENCV_FISHEYE": "fisheye"}
 _KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "k3", "k4", "p1", "p2", "camera_model",
@@ -77,8 +79,11 @@ def load_transforms_json(
     downscale: float = 1.0,
     test_every: int = 8,
     cache_dir: str | Path | None = None,
+    masks: MaskSource = "auto",
+    mask_mode: MaskMode = "auto",
 ) -> Dataset:
-    """Loads ``transforms.json`` (``path`` is the file or its folder)."""
+    """Loads ``transforms.json`` (``path`` is the file or its folder; masks: its frames'
+    ``mask_path``, else :func:`.masks.with_masks`)."""
     path = Path(path)
     if path.is_dir():
         path = path / "transforms.json"
@@ -121,7 +126,7 @@ def load_transforms_json(
     train, test = _split(meta, names, test_every, path)
     common = dict(mask_paths=mask_paths, downscale=downscale, cache_dir=None if cache_dir is None else Path(cache_dir))
     args = (opengl_to_opencv_c2w(c2w), col(0), col(1), col(2), col(3), W, H, model, dist, paths)
-    return Dataset(
+    ds = Dataset(
         name=root.name,
         root=root,
         format="transforms_json",
@@ -129,6 +134,7 @@ def load_transforms_json(
         test=make_split(*args, test, **common),
         bounds=_aabb(meta, path),
     )
+    return with_masks(ds, masks, mask_mode)
 
 
 def _aabb(meta: dict, where: Path) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
@@ -161,3 +167,21 @@ def _split(meta: dict, names: list[str], test_every: int, where: Path) -> tuple[
     if not train:
         raise DatasetError(where, "train_filenames matches none of the frames whose images exist")
     return train, test
+
+
+def frame_sharpness(path: str | Path) -> dict[Path, float]:
+    """The ``sharpness`` field of the frames that have one (instant-ngp's colmap2nerf writes
+    it: the variance of the Laplacian at full size), by image path as :func:`load_transforms_json`
+    resolves it; ``path`` is the file or its folder. Values that are not finite numbers are
+    left out."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "transforms.json"
+    meta = read_json(path)
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    out: dict[Path, float] = {}
+    for f in frames if isinstance(frames, list) else []:
+        s = f.get("sharpness") if isinstance(f, dict) else None
+        if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and "file_path" in f:
+            out[_resolve(path.parent, _norm(str(f["file_path"])))] = float(s)
+    return out

@@ -21,6 +21,7 @@ class EvalResult:
     lpips: float | None
     lpips_note: str  # why LPIPS is missing, or which weights were used
     per_view: list[dict[str, float | None]] = field(default_factory=list)
+    alpha_outside: float | None = None  # mean rendered alpha outside the object masks (object captures)
 
 
 @torch.no_grad()
@@ -31,10 +32,12 @@ def evaluate(
     *,
     background: Sequence[float] = (0.0, 0.0, 0.0),
     mask_at: Callable[[int], Tensor | None] | None = None,  # i -> [H, W] bool
+    silhouette_at: Callable[[int], Tensor | None] | None = None,  # i -> [H, W] uint8 object mask
     on_view: Callable[[int, Tensor], None] | None = None,  # (i, rendered [H, W, 3] in [0, 1])
     use_lpips: bool = True,
 ) -> EvalResult:
-    """Renders every camera, compares it with its image; means over the views."""
+    """Renders every camera, compares it with its image; means over the views. With object
+    masks (``silhouette_at``) also the mean rendered alpha outside them (floaters)."""
     have_lpips, note = metrics.lpips_available() if use_lpips else (False, "not requested")
     per_view: list[dict[str, float | None]] = []
     for i in range(len(cameras)):
@@ -47,12 +50,17 @@ def evaluate(
             "ssim": float(metrics.ssim(pred, target, mask)),
             "lpips": float(metrics.lpips(pred, target)) if have_lpips else None,
         }
+        sil = None if silhouette_at is None else silhouette_at(i)
+        if sil is not None:
+            outside = sil.to(out.alpha.device) < 128
+            row["alpha_outside"] = float(out.alpha[0, ..., 0][outside].mean()) if outside.any() else 0.0
         per_view.append(row)
         if on_view is not None:
             on_view(i, pred)
     n = max(1, len(per_view))
     mean = lambda k: sum(float(r[k]) for r in per_view) / n  # noqa: E731
+    objects = bool(per_view) and all("alpha_outside" in r for r in per_view)
     return EvalResult(
         psnr=mean("psnr"), ssim=mean("ssim"), lpips=mean("lpips") if have_lpips and per_view else None,
-        lpips_note=note, per_view=per_view,
+        lpips_note=note, per_view=per_view, alpha_outside=mean("alpha_outside") if objects else None,
     )  # fmt: skip

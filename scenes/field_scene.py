@@ -161,8 +161,10 @@ class FieldScene:
         dev = self.device
         target = views.images.view(-1, 3)[flat].to(dev).float() / 255.0
         mask = None if views.masks is None else views.masks.view(-1)[flat].to(dev)
+        obj = None if views.silhouettes is None else views.silhouettes.view(-1)[flat].to(dev).float() / 255.0
         rays = (origins.float().to(dev), dirs.float().to(dev), jitter.to(dev))
-        return Batch([int(cams[0])], views.cameras[int(cams[0]) : int(cams[0]) + 1], target, mask, rays=rays)
+        return Batch([int(cams[0])], views.cameras[int(cams[0]) : int(cams[0]) + 1], target, mask, rays=rays,
+                     silhouette=obj)  # fmt: skip
 
     def render_batch(self, batch: Batch, *, step: int, background: Tensor, stats: Sequence[Statistic] = ()) -> RenderOutput:
         assert batch.rays is not None, "a field renders ray batches"
@@ -172,14 +174,18 @@ class FieldScene:
         self.samples_per_ray = n / max(1, R)
         return RenderOutput(rgb[None, None], alpha[None, None], depth[None, None], empty_meta(None))
 
-    def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float) -> tuple[Tensor, float]:
+    def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float,
+                   alpha_weight: float = 0.0) -> tuple[Tensor, float]:  # fmt: skip
         """Mean squared error over the rays (masked ones left out; SSIM needs whole images),
-        plus the total variation of the densities when ``tv_weight`` > 0."""
+        plus the total variation of the densities when ``tv_weight`` > 0, plus ``alpha_weight``
+        times the L1 of the rays' alpha to an object mask."""
         err = ((out.image[0, 0] - batch.target) ** 2).mean(dim=-1)
         if batch.mask is not None:
             err = err[batch.mask]
         mse = err.mean() if err.numel() else err.sum()
         loss = mse
+        if batch.silhouette is not None and alpha_weight > 0:
+            loss = loss + alpha_weight * (out.alpha[0, 0, :, 0] - batch.silhouette).abs().mean()
         if self.config.tv_weight > 0:
             loss = loss + self.config.tv_weight * self.density_tv()
         return loss, float(mse.detach())

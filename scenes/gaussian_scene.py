@@ -204,20 +204,27 @@ class GaussianScene:
         # images stay in (pinned, on a GPU run) host memory; a batch at a time travels
         target = views.images[at].to(device=device, non_blocking=True).to(torch.float32) / 255.0
         mask = None if views.masks is None else views.masks[at].to(device, non_blocking=True)
+        obj = None if views.silhouettes is None else views.silhouettes[at].to(device).to(torch.float32) / 255.0
         if share is None:
-            return Batch(picked, views.cameras[at], target, mask)
-        return Batch(picked, views.cameras[at], target, mask, step_views, views.cameras[torch.tensor(step_views)])
+            return Batch(picked, views.cameras[at], target, mask, silhouette=obj)
+        return Batch(picked, views.cameras[at], target, mask, step_views, views.cameras[torch.tensor(step_views)],
+                     silhouette=obj)  # fmt: skip
 
     def render_batch(self, batch: Batch, *, step: int, background: Tensor, stats: Sequence[Statistic] = ()) -> RenderOutput:
         return self.render(batch.cameras, background=background, sh_degree=self.sh_degree_at(step - 1), stats=stats)
 
-    def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float) -> tuple[Tensor, float]:
+    def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float,
+                   alpha_weight: float = 0.0) -> tuple[Tensor, float]:  # fmt: skip
         """The photometric loss averaged over the step's views (a share's views summed, divided
-        by the step's size), and the batch's mean squared error."""
+        by the step's size), plus ``alpha_weight`` times the L1 of the alpha to an object mask;
+        and the batch's mean squared error."""
         losses = []
         for b in range(len(batch.views)):
             mask = None if batch.mask is None else batch.mask[b]
-            losses.append(photometric(out.image[b], batch.target[b], mask, ssim_weight=ssim_weight))
+            loss_b = photometric(out.image[b], batch.target[b], mask, ssim_weight=ssim_weight)
+            if batch.silhouette is not None and alpha_weight > 0:
+                loss_b = loss_b + alpha_weight * (out.alpha[b, ..., 0] - batch.silhouette[b]).abs().mean()
+            losses.append(loss_b)
         loss = losses[0] if batch.step_size == 1 else torch.stack(losses).sum() / batch.step_size
         with torch.no_grad():
             err = (out.image.detach() - batch.target) ** 2

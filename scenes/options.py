@@ -28,10 +28,29 @@ class DataConfig:
     """Divide the image size by this (cached resized images)."""
     test_every: int = 8
     """Every n-th frame is a test view when the dataset has no split of its own (0: none)."""
+    masks: str = "auto"
+    """auto (the dataset file's mask paths, else its masks/ folder, found as <name>,
+    <name>.png, <stem>.png or <stem>_mask.*), none, or a folder of masks (white = kept/object)."""
+    mask_mode: Literal["auto", "ignore", "object"] = "auto"
+    """What masks mean: ignore (black pixels are left out of the loss) or object (the
+    object's silhouette: images composited over the background, rendered alpha trained
+    towards it); auto: object for NeRD's <stem>_mask naming, else ignore."""
+    min_sharpness: Optional[float] = None
+    """Drop training frames whose sharpness is below this (the score the log shows: the
+    variance of the Laplacian at 512 px, or transforms.json's own sharpness field; None: off)."""
+    min_relative_sharpness: Optional[float] = None
+    """Drop training frames whose sharpness is below this fraction of the training frames'
+    median, in (0, 1] (0.5 is a good start for a hand-held capture; None: off)."""
 
     def __post_init__(self) -> None:
         finite_at_least(self.downscale, "downscale", 1.0)
         at_least(self.test_every, "test_every", 0)
+        require(self.masks.strip() != "", "masks", "give auto, none or a folder of masks")
+        if self.min_sharpness is not None:
+            finite_at_least(self.min_sharpness, "min_sharpness", 0.0, strict=True)
+        if self.min_relative_sharpness is not None:
+            v = self.min_relative_sharpness
+            require(0.0 < v <= 1.0, "min_relative_sharpness", f"a fraction of the median lies in (0, 1] (got {v:g})")
 
 
 @dataclass(frozen=True)
@@ -136,10 +155,15 @@ class TrainerConfig:
     """Training views per step, rendered together; their losses are averaged, learning rates
     scaled by sqrt(B) and Adam's betas by gsplat's rule (docs/TRAINING.md)."""
 
+    mask_alpha_weight: float = 0.5
+    """Weight of the L1 between the rendered alpha and an object mask (--dataset.mask-mode
+    object): what keeps Gaussians out of the background."""
+
     def __post_init__(self) -> None:
         at_least(self.steps, "steps", 1)
         at_least(self.batch_size, "batch_size", 1)
         require(0.0 <= self.ssim_weight <= 1.0, "ssim_weight", f"must be in [0, 1] (got {self.ssim_weight})")
+        finite_at_least(self.mask_alpha_weight, "mask_alpha_weight", 0.0)
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,10 @@ class Scene(Renderable, Protocol):
 
     def render_batch(self, batch: Batch, *, step: int, background: Tensor, stats: Sequence[Statistic] = ()) -> RenderOutput: ...
 
-    def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float) -> tuple[Tensor, float]:
-        """(the loss to back-propagate, the batch's mean squared error for the log)."""
+    def batch_loss(self, batch: Batch, out: RenderOutput, *, ssim_weight: float,
+                   alpha_weight: float = 0.0) -> tuple[Tensor, float]:  # fmt: skip
+        """(the loss to back-propagate, the batch's mean squared error for the log);
+        ``alpha_weight``: of the L1 between the rendered alpha and ``batch.silhouette``."""
         ...
 
     def state_dict(self) -> dict: ...

@@ -101,7 +101,8 @@ class Trainer:
         share = None if par is None else par.share(self.config.batch_size)
         batch = scene.draw_batch(self.views, self.sampler, self.config.batch_size, share)
         out = scene.render_batch(batch, step=step, background=self.background, stats=strategies.statistics)
-        loss, mse = scene.batch_loss(batch, out, ssim_weight=self.config.ssim_weight)
+        loss, mse = scene.batch_loss(batch, out, ssim_weight=self.config.ssim_weight,
+                                     alpha_weight=self.config.mask_alpha_weight)  # fmt: skip
         extra = strategies.extra_loss(step, scene, batch, out)
         total = loss if extra is None else loss + extra
         total.backward()

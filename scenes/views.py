@@ -24,6 +24,7 @@ class Views:
     cameras: Cameras  # B cameras
     images: Tensor  # [B, H, W, 3] uint8
     masks: Tensor | None = None  # [B, H, W] bool; False = ignored by the loss
+    silhouettes: Tensor | None = None  # [B, H, W] uint8: an object mask's coverage, the alpha to train towards
 
     def __post_init__(self) -> None:
         B = len(self.cameras)
@@ -34,6 +35,8 @@ class Views:
             raise ValueError(f"images must be {list(expect)}, got {list(self.images.shape)}")
         if self.masks is not None and tuple(self.masks.shape) != expect[:3]:
             raise ValueError(f"masks must be {list(expect[:3])}, got {list(self.masks.shape)}")
+        if self.silhouettes is not None and tuple(self.silhouettes.shape) != expect[:3]:
+            raise ValueError(f"silhouettes must be {list(expect[:3])}, got {list(self.silhouettes.shape)}")
 
     def __len__(self) -> int:
         return len(self.cameras)
@@ -64,6 +67,7 @@ class Batch:
     step_views: list[int] | None = None  # the whole step's views when this is one process's share
     step_cameras: Cameras | None = None  # and their cameras
     rays: tuple[Tensor, Tensor, Tensor] | None = None  # a field's: origins [R, 3], unit directions [R, 3], jitter [R]
+    silhouette: Tensor | None = None  # [B, H, W] (a field: [R]) float in [0, 1]: the alpha an object mask asks for
 
     @property
     def step_size(self) -> int:
