@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +106,18 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.image_paths)
+
+    def frames(self, keep: list[int]) -> Split:
+        """The frames ``keep`` of this split: its cameras and every per-frame list."""
+        n = len(self)
+        changes: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Cameras) and len(v) == n:
+                changes[f.name] = v[torch.as_tensor(keep, dtype=torch.long)]
+            elif isinstance(v, list) and len(v) == n:
+                changes[f.name] = [v[i] for i in keep]
+        return replace(self, **changes)
 
     def _processed(self, i: int, path: Path) -> Image.Image:
         """The file at ``path`` as it looks through camera i: undistorted, resized."""

@@ -3,19 +3,16 @@ for a folder of photos or a video."""
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
-
-from splatfield.render.camera import Cameras
 
 from . import sharpness
 from .blender import load_blender
 from .colmap import load_colmap
-from .dataset import Dataset, DatasetError, Split
+from .dataset import Dataset, DatasetError
 from .detect import detect_format
 from .llff import load_llff
 from .masks import MaskMode, MaskSource
@@ -95,17 +92,4 @@ def drop_blurred(dataset: Dataset, *, min_sharpness: float | None = None, min_re
     if not drop:
         return dataset
     gone = set(drop)
-    return replace(dataset, train=_frames(train, [i for i in range(n) if i not in gone]))
-
-
-def _frames(split: Split, keep: list[int]) -> Split:
-    """The frames ``keep`` of ``split``: its cameras and every per-frame list."""
-    n = len(split)
-    changes = {}
-    for f in fields(split):
-        v = getattr(split, f.name)
-        if isinstance(v, Cameras) and len(v) == n:
-            changes[f.name] = v[torch.as_tensor(keep, dtype=torch.long)]
-        elif isinstance(v, list) and len(v) == n:
-            changes[f.name] = [v[i] for i in keep]
-    return replace(split, **changes)
+    return replace(dataset, train=train.frames([i for i in range(n) if i not in gone]))
