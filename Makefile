@@ -12,13 +12,27 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-# chromium: the real browser of the viewer's tests (driven by playwright, software WebGL)
-APT_PACKAGES ?= g++ make python3-venv chromium
+# chromium: the real browser of the viewer's tests (driven by playwright, software WebGL);
+# libusb-1.0-0: open3d (mesh export) does not import without it
+APT_PACKAGES ?= g++ make python3-venv chromium libusb-1.0-0
 PYTEST_ARGS ?=
+# third-party splat tools the interop tests run (tests/interop/package.json, pinned by its lock)
+INTEROP := tests/interop
 
 .PHONY: setup demo test bench clean-cache
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(INTEROP)/node_modules/.installed
+
+# npm, for the interop tools; Node itself comes from npm's `node` package (splat-transform needs
+# Node >= 22). Debian's nodejs+npm only where there is no npm yet (a NodeSource nodejs ships
+# its own npm, which Debian's npm package would conflict with). Without the npm registry the
+# setup goes on and the interop tests skip, saying why (CI sets SPLATFIELD_REQUIRE_INTEROP=1).
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian packages: nodejs npm"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; fi
+	@if command -v npm >/dev/null 2>&1 && (cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error); then \
+	  touch $@; else echo "warning: the interop tools (npm) could not be installed; their tests will skip"; fi
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

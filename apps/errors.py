@@ -31,6 +31,7 @@ _INPUT_ERRORS = (
     ("splatfield.render.camera_paths", "CameraPathError"),
     ("splatfield.render.device", "DeviceError"),
     ("splatfield.apps.sources", "ElasticError"),
+    ("splatfield.scenes.mesh", "MeshError"),
 )
 
 

@@ -5,10 +5,15 @@ of any supported format. A run trained with the elastic strategy can be exported
 ratio r (its elastic model's top ceil(r N) Gaussians, transformed at r), given as r, as a
 count, or as the largest r whose file fits a size, or at several ratios at once (levels of
 detail: the kept sets are nested, so the levels share their Gaussians). The ratio comes
-before the other filters (minimum opacity, SH degree). Each requested format is written,
+before the other filters: crop and clean (crop box, crop sphere, minimum opacity, maximum
+scale, floaters: :class:`~splatfield.scenes.crop.CleanOptions`, :func:`cleaned`), then the
+SH degree. Each requested format is written,
 read back, and the decoded scene rendered next to the full-precision one: on the run's
 test views (and then also against their ground truth), or, for a bare file, on an orbit
 around the scene. The run's own ``scene.ply`` is never overwritten.
+
+``--format mesh`` / ``points`` (:func:`export_geometry`) are not splat formats: a run's
+training views, rendered, fused into a mesh or a point cloud (:mod:`splatfield.scenes.mesh`).
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from splatfield.render import Cameras, Gaussians, rasterize
 from splatfield.render.camera_paths import orbit_around
 from splatfield.scenes import formats
+from splatfield.scenes.cleaning import Removed, clean
+from splatfield.scenes.config import ConfigError
+from splatfield.scenes.crop import CleanOptions
 from splatfield.scenes.elastic import ElasticModel, kept_count
 from splatfield.scenes.metrics import psnr
-from splatfield.scenes.run import RunError
+from splatfield.scenes.run import RunError, numbered_output
 
 from .sources import ElasticError, ElasticSizes, SceneSource, open_source
 
@@ -60,6 +68,7 @@ class ExportSource:
     path: Path | None = None  # what was given (named by errors)
     elastic: ElasticModel | None = None  # the run's elastic model, for size ratios
     _sizes: ElasticSizes | None = field(default=None, repr=False)
+    train_cameras: Cameras | None = None  # the run's training views (--min-contribution); None for a bare file
 
     def at_ratio(self, ratio: float, asked: str = "") -> Gaussians:
         """The scene at size ratio r (r = 1: the scene itself); ``asked`` names the option
@@ -80,8 +89,9 @@ def load_source(path: Path, views: int, device: torch.device = torch.device("cpu
         split = src.dataset.test if len(src.dataset.test) else src.dataset.train
         pick = _spread(len(split), views)
         cams = split.cameras.to(dtype=torch.float32)[torch.tensor(pick)]
+        train = src.dataset.train.cameras.to(dtype=torch.float32) if len(src.dataset.train) else None
         return ExportSource(g, "scene", path / "exports", cams, lambda i: split.image(pick[i]), src.background,
-                            path / "scene.ply", path, src.elastic)  # fmt: skip
+                            path / "scene.ply", path, src.elastic, train_cameras=train)  # fmt: skip
     return ExportSource(g, _stem(path), path.parent, orbit_around(g.means, max(1, views if views > 0 else 16)), None,
                         (0.0, 0.0, 0.0), path, path)  # fmt: skip
 
@@ -127,6 +137,21 @@ def _mean(xs: list[float]) -> float:
     return sum(finite) / len(finite) if finite else float("inf")
 
 
+@dataclass(frozen=True)
+class SpzSettings:
+    """How ``.spz`` files are written (and read back for the comparison)."""
+
+    version: int = 3
+    axes: str = "ply"  # scenes.formats.spz.SpzAxes
+
+    def options(self, fmt: str) -> dict:
+        return {"version": self.version, "axes": self.axes} if fmt == "spz" else {}
+
+
+def write_format(path: Path, g: Gaussians, fmt: str, spz: SpzSettings) -> None:
+    formats.write_splats(path, g.to(device="cpu"), fmt, **spz.options(fmt))
+
+
 def export(
     src: ExportSource,
     fmts: Sequence[str],
@@ -135,6 +160,7 @@ def export(
     sh_degree: int | None = None,
     min_opacity: float = 0.0,
     progress: Callable[[str], None] | None = None,
+    spz: SpzSettings = SpzSettings(),
 ) -> list[ExportRow]:
     """Writes ``src`` in each format, decodes it, compares renders; returns one row per format."""
     g = filtered(src.gaussians, sh_degree=sh_degree, min_opacity=min_opacity)
@@ -153,12 +179,12 @@ def export(
         if path.resolve() == src.protect.resolve():
             raise RunError(path, "refusing to overwrite the scene being exported (choose another --out)")
         t0 = time.perf_counter()
-        formats.write_splats(path, g.to(device="cpu"), fmt)
+        write_format(path, g, fmt, spz)
         dt = time.perf_counter() - t0
         size = file_size(path)
         if fmt == "ply":
             ply_bytes = size
-        decoded = formats.read_splats(path).to(device=g.means.device)
+        decoded = formats.read_splats(path, **({"axes": spz.axes} if fmt == "spz" else {})).to(device=g.means.device)
         dec = _renders(decoded, src.cameras, src.background) if src.cameras is not None else []
         vs_full = _mean([float(psnr(a, b)) for a, b in zip(dec, full)])
         vs_truth = _mean([float(psnr(a, b)) for a, b in zip(dec, truth)]) if truth else None
@@ -196,8 +222,10 @@ def ratio_for_count(src: ExportSource, count: int) -> Resolved:
 
 
 def ratio_for_size(src: ExportSource, fmt: str, max_bytes: int, *, sh_degree: int | None = None,
-                   min_opacity: float = 0.0, max_tries: int = 8) -> Resolved:  # fmt: skip
-    """``--max-mb``: the largest ratio whose ``fmt`` file (after the other filters) fits
+                   min_opacity: float = 0.0, max_tries: int = 8, clean_options: CleanOptions | None = None,
+                   spz: SpzSettings = SpzSettings()) -> Resolved:  # fmt: skip
+    """``--max-mb``: the largest ratio whose ``fmt`` file (after the other filters, crop and
+    clean included: ``clean_options``) fits
     ``max_bytes``, to within 0.2% of the Gaussians. The full scene is written first; if it is
     too big, the kept count is estimated from the bytes per Gaussian of the files written so
     far (a line through the nearest sizes above and below the bound), the file written and
@@ -210,10 +238,12 @@ def ratio_for_size(src: ExportSource, fmt: str, max_bytes: int, *, sh_degree: in
         def size_at(k: int) -> int:
             nonlocal tries
             tries += 1
-            g = filtered(src.at_ratio(k / total, f"--max-mb (the full scene takes more than {max_bytes / MB:g} MB)"),
-                         sh_degree=sh_degree, min_opacity=min_opacity)  # fmt: skip
+            g = src.at_ratio(k / total, f"--max-mb (the full scene takes more than {max_bytes / MB:g} MB)")
+            if clean_options:
+                g = clean(g, clean_options, cameras=src.train_cameras)[0]
+            g = filtered(g, sh_degree=sh_degree, min_opacity=min_opacity)
             path = Path(tmp) / f"probe{tries}{formats.FORMAT_SUFFIX[fmt]}"
-            formats.write_splats(path, g.to(device="cpu"), fmt)
+            write_format(path, g, fmt, spz)
             return file_size(path)
 
         over = (total, size_at(total))
@@ -248,3 +278,171 @@ def level_name(stem: str, level: int, ratio: float) -> str:
 def reduced(src: ExportSource, ratio: float, name: str, asked: str = "") -> ExportSource:
     """``src`` at size ratio r, its files named ``name``."""
     return dataclasses.replace(src, gaussians=src.at_ratio(ratio, asked), name=name, elastic=None, _sizes=None)
+
+
+# ----------------------------------------------------------------------------- crop and clean
+
+
+def check_clean_options(src: ExportSource, options: CleanOptions) -> None:
+    """Refuses, in one line, filters the source cannot take (floaters of a bare file)."""
+    if options.needs_cameras and src.train_cameras is None:
+        raise ConfigError("--min-contribution", f"needs a run's training cameras; {src.path or src.name} is a splat "
+                                                "file (give the run directory)")  # fmt: skip
+
+
+def crop_name(name: str, options: CleanOptions) -> str:
+    """Files of a cropped scene are named ``<name>-crop`` (the other filters keep the name)."""
+    return f"{name}-crop" if options.region else name
+
+
+def cleaned(src: ExportSource, options: CleanOptions, *,
+            on_view: Callable[[int], None] | None = None) -> tuple[ExportSource, list[Removed]]:  # fmt: skip
+    """``src`` through the crop and clean filters (after any size ratio, before the SH degree),
+    its files named by :func:`crop_name`; and what each filter removed. A filter that leaves
+    nothing is refused in one line."""
+    if not options:
+        return src, []
+    check_clean_options(src, options)
+    g, removed = clean(src.gaussians, options, cameras=src.train_cameras, on_view=on_view)
+    if len(g) == 0:
+        last = next(r.option for r in reversed(removed) if r.count)
+        raise ConfigError(last, f"leaves none of the {len(src.gaussians):,} Gaussians to export")
+    return dataclasses.replace(src, gaussians=g, name=crop_name(src.name, options), elastic=None, _sizes=None), removed
+
+
+def removed_text(removed: Sequence[Removed], kept: int, total: int) -> str:
+    """``--crop-box removed 120, --max-scale removed 3 (kept 877 of 1,000 Gaussians)``."""
+    parts = ", ".join(f"{r.option} removed {r.count:,}" for r in removed)
+    return f"{parts} (kept {kept:,} of {total:,} Gaussians)"
+
+
+@dataclass
+class CroppedExport:
+    """What :func:`write_cropped` wrote."""
+
+    row: ExportRow
+    kept: int
+    total: int  # Gaussians before the filters (at the ratio)
+    removed: list[Removed]
+
+
+def write_cropped(path: Path, options: CleanOptions, *, ratio: float = 1.0, fmt: str = "spz", views: int = 1,
+                  device: torch.device = torch.device("cpu")) -> CroppedExport:  # fmt: skip
+    """The viewer's "Export": ``splatfield export PATH [--ratio R] <options> --format FMT`` into
+    the run's ``exports`` (next to a bare file), as the next free ``scene[-r<R>]-crop[-k]``
+    (the viewer never overwrites a file)."""
+    src = load_source(path, views, device)
+    job = reduced(src, ratio, f"{src.name}-r{ratio:g}") if ratio < 1.0 else src
+    total = len(job.gaussians)
+    job, removed = cleaned(job, options)
+    free = numbered_output(job.out_dir, job.name, formats.FORMAT_SUFFIX[fmt])
+    job = dataclasses.replace(job, name=free.name[: -len(formats.FORMAT_SUFFIX[fmt])])
+    return CroppedExport(export(job, [fmt])[0], len(job.gaussians), total, removed)
+
+
+# ----------------------------------------------------------------------------- meshes and point clouds
+
+
+@dataclass
+class GeometryRow:
+    """One mesh or point-cloud file written by :func:`export_geometry`."""
+
+    format: str  # mesh | points
+    path: Path
+    vertices: int  # a point cloud's points
+    triangles: int  # 0 for points
+    fused: int  # vertices (points) of the fused surface, before the crop and the decimation
+    cropped: int  # vertices (points) the crop region removed
+    bytes: int
+
+
+@dataclass
+class GeometryExport:
+    """What :func:`export_geometry` did: the fusion (views, voxel size, timings) and its files."""
+
+    kind: str  # the scene's kind
+    fusion: Any  # scenes.mesh.Fusion
+    voxel_rule: str  # how the voxel size was chosen
+    removed: list[Removed]  # Gaussians the clean filters removed before the renders
+    rows: list[GeometryRow]
+
+
+def export_geometry(
+    path: Path,
+    fmts: Sequence[str],
+    *,
+    out_dir: Path | None = None,
+    voxel_size: float | None = None,
+    max_triangles: int | None = None,
+    mesh_file: str = "ply",
+    sh_degree: int | None = None,
+    clean_options: CleanOptions = CleanOptions(),
+    device: torch.device = torch.device("cpu"),
+    on_phase: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> GeometryExport:
+    """``--format mesh`` / ``points``: a run's scene (any kind) rendered from its training
+    cameras and fused (:mod:`splatfield.scenes.mesh`); the mesh cut to the crop region (its
+    vertices outside removed), then decimated to ``max_triangles``; written to ``out_dir``
+    (default: the run's ``exports``) as ``scene[-crop]-mesh.<mesh_file>`` and
+    ``scene[-crop]-points.ply``. For Gaussians the clean filters (crop, opacity, scale,
+    floaters) apply to the Gaussians first, so what they remove neither shows nor occludes; a
+    field takes the crop only. A splat file has no cameras and is refused in one line."""
+    from splatfield.render.camera_paths import scene_frame
+    from splatfield.scenes import mesh as sm
+    from splatfield.scenes.gaussian_scene import FixedGaussians
+
+    src = open_source(path, device)
+    if src.run is None or src.dataset is None:
+        raise RunError(path, "a splat file has no cameras: --format mesh/points fuse a run's training views "
+                             "(give the run directory)")  # fmt: skip
+    if len(src.dataset.train) == 0:
+        raise RunError(path, "the run's dataset has no training views to fuse")
+    cams = src.dataset.train.cameras.to(dtype=torch.float32)
+    scene = src.scene
+    removed: list[Removed] = []
+    if scene.kind == "gaussians" and clean_options:
+        update = on_phase("contribution", len(cams)) if on_phase and clean_options.needs_cameras else None
+        g, removed = clean(scene.gaussians, clean_options, cameras=cams, on_view=update)  # type: ignore[attr-defined]
+        if len(g) == 0:
+            last = next(r.option for r in reversed(removed) if r.count)
+            raise ConfigError(last, f"leaves none of the {len(scene):,} Gaussians to mesh")
+        scene = FixedGaussians(g)
+    elif scene.kind != "gaussians":
+        for option, on in (("--min-opacity", clean_options.min_opacity > 0),
+                           ("--max-scale", clean_options.max_scale is not None),
+                           ("--min-contribution", clean_options.min_contribution is not None)):  # fmt: skip
+            if on:
+                raise ConfigError(option, f"filters Gaussians; {path} holds a {scene.kind} scene (its mesh takes "
+                                          "--crop-box/--crop-sphere only)")  # fmt: skip
+    extent = sm.scene_extent(scene)
+    if voxel_size is None:
+        voxel_size = sm.default_voxel_size(extent, cams)
+        rule = (f"default: the larger of the extent {extent.longest:.4g} / {sm.VOXELS_ACROSS} and {sm.VOXEL_PIXELS:g} "
+                f"times a pixel's width at the centre, {sm.pixel_footprint(cams, extent):.4g}")  # fmt: skip
+    else:
+        rule = "--voxel-size"
+    fusion = sm.fuse(scene, cams, background=src.background, voxel_size=voxel_size, extent=extent,
+                     sh_degree=sh_degree, on_view=on_phase("fusing", len(cams)) if on_phase else None)  # fmt: skip
+    folder = out_dir if out_dir is not None else path / "exports"
+    stem = crop_name("scene", clean_options)
+    region = clean_options.region
+    rows = []
+    for fmt in fmts:
+        geometry = sm.mesh_of(fusion) if fmt == "mesh" else sm.points_of(fusion)
+        fused = sm.count(geometry)[0]
+        if region:
+            geometry = sm.keep_inside(geometry, region.contains)
+        kept = sm.count(geometry)[0]
+        if kept == 0:
+            what = "vertices" if fmt == "mesh" else "points"
+            raise ConfigError(region.options()[0], f"leaves none of the {fused:,} {what}")
+        if fmt == "mesh":
+            if max_triangles is not None:
+                geometry = sm.decimate(geometry, max_triangles)
+            out = folder / f"{stem}-mesh.{mesh_file}"
+            sm.write_mesh(out, geometry, up=scene_frame(cams, torch.tensor(extent.centre))[0].tolist())
+        else:
+            out = folder / f"{stem}-points.ply"
+            sm.write_points(out, geometry)
+        rows.append(GeometryRow(fmt, out, *sm.count(geometry), fused, fused - kept, out.stat().st_size))
+    return GeometryExport(scene.kind, fusion, rule, removed, rows)

@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
-    "write_demo_dataset", "render_view", "camera_poses", "look_at_c2w",
+    "write_demo_dataset", "render_view", "camera_poses", "look_at_c2w", "visible_surface",
     "CAMERA_ANGLE_X", "RADIUS", "LIGHT_DIR", "AMBIENT", "GRADIENT_SPHERE", "TEST_ELEVATION_DEG",
 ]
 
@@ -347,6 +347,19 @@ def render_view(c2w_opengl: np.ndarray, size: int, camera_angle_x: float = CAMER
     """
     if size <= 0 or samples <= 0:
         raise ValueError(f"size and samples must be positive, got {size} and {samples}")
+    eye, d = _camera_rays(c2w_opengl, size, camera_angle_x, samples)
+    colour, hit = _shade(eye, d)
+    colour = colour.reshape(size, samples, size, samples, 3).sum(axis=(1, 3))
+    hits = hit.reshape(size, samples, size, samples).sum(axis=(1, 3)).astype(np.float64)
+    rgb = colour / np.maximum(hits, 1.0)[..., None]
+    alpha = hits / (samples * samples)
+    return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
+
+
+def _camera_rays(c2w_opengl: np.ndarray, size: int, camera_angle_x: float,
+                 samples: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(eye [3], unit directions [size * samples * size * samples, 3]) of a pixel grid, rays
+    ordered [row, sub-row, column, sub-column] so each pixel's samples reshape together."""
     m = np.asarray(c2w_opengl, dtype=np.float64)
     if m.shape not in ((4, 4), (3, 4)):
         raise ValueError(f"c2w_opengl must be [4, 4] or [3, 4], got {m.shape}")
@@ -354,19 +367,33 @@ def render_view(c2w_opengl: np.ndarray, size: int, camera_angle_x: float = CAMER
     f = 0.5 * size / math.tan(0.5 * float(camera_angle_x))
     offs = (np.arange(samples) + 0.5) / samples
     coords = np.arange(size)[:, None] + offs[None, :]  # [size, samples]
-    # rays ordered [row, sub-row, column, sub-column] so each pixel's samples reshape together
     v = coords.reshape(size, samples, 1, 1)
     u = coords.reshape(1, 1, size, samples)
     x = np.broadcast_to((u - 0.5 * size) / f, (size, samples, size, samples))
     y = np.broadcast_to(-(v - 0.5 * size) / f, x.shape)  # OpenGL: y up, image rows go down
     d_cam = np.stack([x, y, -np.ones_like(x)], axis=-1).reshape(-1, 3)
-    d = _normalized(_times(d_cam, R.T))
-    colour, hit = _shade(eye, d)
-    colour = colour.reshape(size, samples, size, samples, 3).sum(axis=(1, 3))
-    hits = hit.reshape(size, samples, size, samples).sum(axis=(1, 3)).astype(np.float64)
-    rgb = colour / np.maximum(hits, 1.0)[..., None]
-    alpha = hits / (samples * samples)
-    return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
+    return eye, _normalized(_times(d_cam, R.T))
+
+
+def visible_surface(folder: Path, *, split: str = "train", size: int = 256, spacing: float = 0.005) -> np.ndarray:
+    """Points [M, 3] of the scene's surface that the cameras of a dataset written by
+    :func:`write_demo_dataset` see: the exact first hit of the ray through each pixel centre
+    of each of ``split``'s views, cast at ``size`` x ``size`` pixels whatever the images'
+    size, one point kept per cell of a grid of ``spacing`` (so that the points spread evenly
+    over the visible area, however many views see a part of it). The ground truth a mesh
+    made from those views is measured against."""
+    folder = Path(folder)
+    with open(folder / f"transforms_{split}.json", encoding="utf-8") as f:
+        meta = json.load(f)
+    hits = []
+    for frame in meta["frames"]:
+        eye, d = _camera_rays(np.asarray(frame["transform_matrix"]), size, float(meta["camera_angle_x"]), 1)
+        t, which, _ = _first_hit(eye, d, len(d))
+        ok = which >= 0
+        hits.append(eye + t[ok, None] * d[ok])
+    pts = np.concatenate(hits)
+    _, first = np.unique(np.floor(pts / spacing).astype(np.int64), axis=0, return_index=True)
+    return pts[np.sort(first)]
 
 
 def look_at_c2w(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> np.ndarray:

@@ -15,6 +15,7 @@ from splatfield.scenes.run import numbered_output
 
 from ..rendering import output_path
 from ..sources import open_source
+from .crop import CropPanel, crop_export
 from .panel import TrainingPanel
 from .paths import CameraPathPanel
 from .server import Viewer
@@ -34,19 +35,28 @@ def thumbnails(split: sfdata.Split) -> Callable[[int], np.ndarray]:
 
 def open_view(path: Path, *, host: str, port: int, log: Callable[[str], None] = print, device=None) -> Viewer:
     """Serves a finished run or a splat file (on ``device``, default the CPU); renders in a
-    background thread. A run with an elastic model gets a "Model size" slider (:mod:`.sizes`)."""
+    background thread. A run with an elastic model gets a "Model size" slider (:mod:`.sizes`);
+    a Gaussian scene gets a crop box (:mod:`.crop`; not a radiance field)."""
     src = open_source(path) if device is None else open_source(path, device)
     scene = src.scene
     train = src.dataset.train if src.dataset is not None and len(src.dataset.train) else None
     # a run with an elastic model: the scene shown is the one at the "Model size" slider's ratio
     sizes = ModelSizePanel(src.at_ratio, scene, log=log) if src.elastic is not None else None
     shown = sizes.scene if sizes is not None else lambda: scene
+    # a Gaussian scene: the scene shown is cropped to the "Crop" panel's box while it is on
+    crop = None
+    if scene.kind == "gaussians":
+        crop = CropPanel(shown, scene, path, ratio=(lambda: sizes.ratio) if sizes is not None else (lambda: 1.0),
+                         export=crop_export(path, device), log=log)  # fmt: skip
+        shown = crop.scene
     viewer = Viewer(shown, host=host, port=port, background=src.background, max_sh_degree=scene.max_sh_degree,
                     training_cameras=None if train is None else train.cameras,
                     thumbnail=None if train is None else thumbnails(train), title=f"splatfield — {src.name}",
                     log=log)  # fmt: skip
     if sizes is not None:
         sizes.add_controls(viewer)
+    if crop is not None:
+        crop.add_controls(viewer)
     size = (train.cameras.width, train.cameras.height) if train is not None else (800, 800)
     CameraPathPanel(viewer, lambda what, suffix: output_path(src, what, suffix), size)
     viewer.start_rendering_thread()
