@@ -12,7 +12,7 @@ import torch
 
 from splatfield.render import Gaussians
 from splatfield.scenes.elastic import (
-    RANKING_METHODS, ElasticModel, baseline_order, kept_count, top,
+    KNOTS, RANKING_METHODS, DeltaTable, ElasticModel, baseline_order, kept_count, top,
 )  # fmt: skip
 
 RATIOS = (1.0, 0.5, 0.25, 0.1, 0.05, 0.01)
@@ -27,9 +27,9 @@ def random_gaussians(n: int, seed: int = 0, sh_degree: int = 1) -> Gaussians:
     )  # fmt: skip
 
 
-def trained_model(g: Gaussians, seed: int = 1) -> ElasticModel:
+def trained_model(g: Gaussians, seed: int = 1, transform: str = "mlp") -> ElasticModel:
     """A model with importance and non-zero networks (as after training), fixed by ``seed``."""
-    model = ElasticModel(len(g), hidden=16)
+    model = ElasticModel(len(g), hidden=16, transform=transform)  # type: ignore[arg-type]
     model.fit_normalisation(g)
     gen = torch.Generator().manual_seed(seed)
     model.importance.copy_(torch.rand(len(g), generator=gen, dtype=torch.float64) * 100)
@@ -83,6 +83,46 @@ def test_kept_sets_are_nested_and_full_ratio_is_the_scene_unchanged():
     assert torch.equal(reduced.sh0, g.sh0[keep])  # colour is not transformed
 
 
+def test_table_is_piecewise_linear_in_log_r_and_zero_at_1():
+    table = DeltaTable(4)
+    assert table.weights(1.0) == []
+    for j, knot in enumerate(KNOTS):
+        assert table.weights(knot) == [(j, 1.0)]
+    assert table.weights(0.001) == [(len(KNOTS) - 1, 1.0)]  # constant below the last knot
+    (j0, w0), (j1, w1) = table.weights(math.sqrt(0.5 * 0.25))  # halfway in log r
+    assert (j0, j1) == (0, 1) and w0 == pytest.approx(0.5) and w1 == pytest.approx(0.5)
+    ((j, w),) = table.weights(math.sqrt(0.5))  # halfway between r = 1 (zero) and the first knot
+    assert j == 0 and w == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="knots"):
+        DeltaTable(4, (0.1, 0.5))
+
+
+def test_table_transform_is_deterministic_nested_and_leaves_r_1_alone():
+    g = random_gaussians(1500, seed=7)
+    model = trained_model(g, seed=8, transform="table")
+    order = model.order(g)
+    kept = [set(top(order, r).tolist()) for r in sorted(RATIOS)]
+    assert all(small <= large for small, large in zip(kept, kept[1:]))
+    for x, y in zip(model.at_ratio(g, 1.0).tensors(), g.tensors()):
+        assert torch.equal(x, y)
+    for r in RATIOS[1:] + (0.3, 0.002):
+        a, b = model.at_ratio(g, r), model.at_ratio(g, r)
+        assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+    # a Gaussian's change at r is its own rows' (colour too), whatever else is kept
+    keep = top(order, 0.25)
+    reduced = model.at_ratio(g, 0.25)
+    d = model.transform.weight[len(g) * KNOTS.index(0.25) + keep] * model.transform.units
+    assert torch.allclose(reduced.sh0[:, 0], g.sh0[keep, 0] + d[:, 11:14])
+    assert torch.allclose(reduced.opacity_logits, g.opacity_logits[keep] + d[:, 10])
+    assert torch.equal(reduced.shN, g.shN[keep])
+    # saved and reloaded through the strategy's state, bit for bit
+    from splatfield.scenes.strategies.elastic import elastic_model_from_state
+
+    state = {"model": model.state_dict(), "hidden": 16, "transform": "table", "knots": KNOTS}
+    again = elastic_model_from_state(state)
+    assert all(torch.equal(x, y) for x, y in zip(reduced.tensors(), again.at_ratio(g, 0.25).tensors()))
+
+
 def test_an_untrained_selector_ranks_by_importance_and_leaves_the_gaussians_as_they_are():
     # a toy scene where importance is known: Gaussian i has importance i (over 4 views)
     g = random_gaussians(500, seed=4)
@@ -131,13 +171,18 @@ def test_a_model_refuses_a_scene_of_another_size():
 ELASTIC_STEPS = 120  # adc stops densifying at 70%: the elastic phase is steps 84..120
 
 
-def _train(root, name: str, strategy, on_step=None):
-    from splatfield.apps import training as tr
+def _config(root, name: str, strategy, **options):
     from splatfield.scenes.options import run_config
 
-    config = run_config(str(root / "data"), str(root / name), strategy=strategy, steps=ELASTIC_STEPS, init_points=2000,
-                        init_half_size=1.0, sh_degree=1, checkpoint_every=0, save_renders=False, eval=False)  # fmt: skip
-    return tr.train(config, on_step=on_step, log=lambda m: None)
+    return run_config(str(root / "data"), str(root / name), strategy=strategy, steps=ELASTIC_STEPS, init_points=2000,
+                      init_half_size=1.0, sh_degree=1, checkpoint_every=0, save_renders=False, eval=False,
+                      **options)  # fmt: skip
+
+
+def _train(root, name: str, strategy, on_step=None, **options):
+    from splatfield.apps import training as tr
+
+    return tr.train(_config(root, name, strategy, **options), on_step=on_step, log=lambda m: None)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +191,8 @@ def elastic_runs(tmp_path_factory, native):
 
     root = tmp_path_factory.mktemp("elastic")
     procedural.write_demo_dataset(root / "data", size=32, train_views=8, test_views=2)
-    return root, _train(root, "plain", ("adc",)), _train(root, "elastic", ("adc", "elastic"))
+    return (root, _train(root, "plain", ("adc",)), _train(root, "mlp", ("adc", "elastic"), elastic_transform="mlp"),
+            _train(root, "table", ("adc", "elastic")))  # the table is the default transform
 
 
 def _checkpoint(result) -> dict:
@@ -158,10 +204,11 @@ def _checkpoint(result) -> dict:
 def test_the_elastic_phase_leaves_the_full_model_as_plain_adc_trains_it(elastic_runs):
     # the reduced renders train only the selector and transform: the scene is bit for bit
     # the plain adc run's (the same seed, the same batches)
-    _, plain, elastic = elastic_runs
+    _, plain, elastic, table = elastic_runs
     a, b = _checkpoint(plain)["scene"]["params"], _checkpoint(elastic)["scene"]["params"]
     for name in a:
         assert torch.equal(a[name], b[name]), name
+        assert torch.equal(a[name], _checkpoint(table)["scene"]["params"][name]), name
     state = _checkpoint(elastic)["strategies"][1]
     assert state["name"] == "elastic" and state["state"]["start"] == round(0.7 * ELASTIC_STEPS)
     model = state["state"]["model"]
@@ -171,30 +218,40 @@ def test_the_elastic_phase_leaves_the_full_model_as_plain_adc_trains_it(elastic_
     assert float(model["selector.4.weight"].abs().sum()) > 0 and float(model["transform.4.weight"].abs().sum()) > 0
 
 
-def test_selector_and_transform_survive_an_interrupted_run_bit_for_bit(elastic_runs):
+@pytest.mark.parametrize("transform", ["mlp", "table"])
+def test_selector_and_transform_survive_an_interrupted_run_bit_for_bit(elastic_runs, transform):
     import os
     import signal
 
     from splatfield.apps import training as tr
-    from splatfield.scenes.options import run_config
 
-    root, _, straight = elastic_runs
+    root, _, straight_mlp, straight_table = elastic_runs
+    straight = straight_table if transform == "table" else straight_mlp
 
     def interrupt_at_100(info) -> None:  # inside the elastic phase
         if info.step == 100:
             os.kill(os.getpid(), signal.SIGINT)
 
-    first = _train(root, "interrupted", ("adc", "elastic"), on_step=interrupt_at_100)
+    name = f"interrupted-{transform}"
+    first = _train(root, name, ("adc", "elastic"), on_step=interrupt_at_100, elastic_transform=transform)
     assert not first.finished and first.step == 100
     assert _checkpoint(first)["strategies"][1]["state"]["model"] is not None
-    config = run_config(str(root / "data"), str(root / "interrupted"), strategy=("adc", "elastic"), steps=ELASTIC_STEPS,
-                        init_points=2000, init_half_size=1.0, sh_degree=1, checkpoint_every=0, save_renders=False,
-                        eval=False)  # fmt: skip
+    config = _config(root, name, ("adc", "elastic"), elastic_transform=transform)
     resumed = tr.train(config, resume=True, log=lambda m: None)
     assert resumed.finished
     a, b = _checkpoint(straight)["strategies"][1]["state"], _checkpoint(resumed)["strategies"][1]["state"]
+    assert a["transform"] == b["transform"] == transform
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     assert torch.equal(a["generator"], b["generator"])
-    for k, s in a["optimizer"]["state"].items():
-        assert torch.equal(s["exp_avg"], b["optimizer"]["state"][k]["exp_avg"]), k
+    for opt in ("optimizer", "table_optimizer"):
+        if transform == "mlp" and opt == "table_optimizer":
+            assert a[opt] is None and b[opt] is None
+            continue
+        assert a[opt]["state"]
+        for k, s in a[opt]["state"].items():
+            assert torch.equal(s["exp_avg"], b[opt]["state"][k]["exp_avg"]), k
+            assert torch.equal(s["exp_avg_sq"], b[opt]["state"][k]["exp_avg_sq"]), k
+    if transform == "table":  # the table learnt, only in the rows of kept Gaussians at the knots drawn
+        w = a["model"]["transform.weight"]
+        assert 0 < int((w.abs().sum(dim=1) > 0).sum()) < w.shape[0]

@@ -49,14 +49,15 @@ def assert_same(a: Gaussians, b: Gaussians) -> None:
         torch.testing.assert_close(getattr(a, name).float(), getattr(b, name).float(), rtol=0, atol=1e-6, msg=name)
 
 
-def source_indices(file_g: Gaussians, g: Gaussians) -> list[int]:
-    """Which of the scene's Gaussians each exported one is: the transform moves positions,
-    sizes, rotations and opacities but never the colours, so the SH coefficients identify
-    a Gaussian (checked unique on this scene)."""
-    key = lambda x: torch.cat([x.sh0.flatten(1), x.shN.flatten(1)], 1).float().numpy()  # noqa: E731
-    rows = {r.tobytes(): i for i, r in enumerate(key(g))}
-    assert len(rows) == len(g)
-    return [rows[r.tobytes()] for r in key(file_g)]
+def top_transformed(src, r: float) -> tuple[Gaussians, list[int]]:
+    """The scene's top ceil(r N) Gaussians by the elastic model's ranking, transformed at r
+    (built here from the model's parts, not through at_ratio), and their indices."""
+    model, g = src.elastic, src.scene.gaussians
+    idx = top(model.order(g), r)
+    if r >= 1.0:
+        return subset(g, idx), idx.tolist()
+    with torch.no_grad():
+        return model.transformed(subset(g, idx), model.features(g)[idx], r, idx), idx.tolist()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_export_ratio_is_the_scene_at_that_ratio(small_elastic_run, elastic, tmp
     want = elastic.at_ratio(0.3).gaussians
     assert_same(got, want)
     plain = subset(g, top(elastic.elastic.order(g), 0.3))  # the same Gaussians, before the transform
-    assert source_indices(got, g) == top(elastic.elastic.order(g), 0.3).tolist()
+    assert_same(got, top_transformed(elastic, 0.3)[0])  # the top ones by the ranking, transformed
     assert not torch.equal(got.means, plain.means)  # the transform was applied
     assert f"{len(got):,} of {N:,} Gaussians" in out.splitlines()[0]
     assert out.splitlines()[2].split()[0] == "ply"
@@ -114,7 +115,8 @@ def test_export_lod_levels_are_nested(small_elastic_run, elastic, tmp_path, caps
         got = formats.read_splats(tmp_path / name)
         assert len(got) == kept_count(r, N)
         assert_same(got, elastic.at_ratio(r).gaussians)  # each level transformed at its own ratio
-        idx = source_indices(got, g)
+        want, idx = top_transformed(elastic, r)
+        assert_same(got, want)
         assert idx == top(order, r).tolist()
         kept.append(set(idx))
     assert kept[2] < kept[1] < kept[0] == set(range(N))  # nested: the levels share their Gaussians

@@ -16,7 +16,8 @@ phase it
 4. renders the reduced scene from the step's views and adds ``weight`` times its
    photometric loss. The scene's own parameters are detached in this branch: the full
    model trains exactly as without the phase, only the selector and transform learn from
-   the reduced renders (their own Adam, stepped after the backward pass).
+   the reduced renders (their own Adam, stepped after the backward pass; a ``table``
+   transform has a sparse, lazy Adam of its own: only the rows a step read move).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from splatfield.render import RenderOutput, Statistic, rasterize
 
-from ..elastic import ElasticModel, kept_count, ranking, subset
+from ..elastic import KNOTS, ElasticModel, kept_count, ranking, subset
 from ..gaussian_scene import GaussianScene
 from ..views import Batch
 from .options import ElasticConfig
@@ -48,6 +49,7 @@ class Elastic:
         self.ssim_weight = float(ssim_weight)
         self.model: ElasticModel | None = None
         self.optimizer: torch.optim.Adam | None = None
+        self.table_optimizer: torch.optim.SparseAdam | None = None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.next_step = 1
 
@@ -64,12 +66,22 @@ class Elastic:
     def _begin(self, scene: GaussianScene) -> ElasticModel:
         """A fresh model for the scene's Gaussians (at the phase's start, or if their number
         changed: a strategy after this one pruned)."""
-        model = ElasticModel(len(scene), hidden=self.config.hidden, seed=self.config.seed,
-                             selector_range=self.config.selector_range).to(scene.device)  # fmt: skip
+        c = self.config
+        model = ElasticModel(len(scene), hidden=c.hidden, seed=c.seed, selector_range=c.selector_range,
+                             transform=c.transform, knots=c.knots).to(scene.device)  # fmt: skip
         model.fit_normalisation(scene.gaussians)
-        self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr)
+        self._optimizers(model)
         return model
+
+    def _optimizers(self, model: ElasticModel) -> None:
+        self.model = model
+        if model.transform_kind == "table":  # eps as the scene's: per-Gaussian gradients are tiny
+            self.optimizer = torch.optim.Adam(model.selector.parameters(), lr=self.config.lr)
+            table = model.transform.parameters()
+            self.table_optimizer = torch.optim.SparseAdam(table, lr=self.config.table_lr, eps=1e-15)
+        else:
+            self.optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr)
+            self.table_optimizer = None
 
     def draw_ratio(self) -> float:
         u = float(torch.rand((), generator=self.generator))
@@ -99,7 +111,7 @@ class Elastic:
         tau = s_sorted[k - 1] - 1.0 if k == N else 0.5 * (s_sorted[k - 1] + s_sorted[k])
         soft = torch.sigmoid((scores[keep] - tau) / self.config.temperature)
         mask = 1.0 + soft - soft.detach()  # 1 in value, the soft keep's gradient
-        reduced = model.transformed(subset(g, keep), feats[keep], r) if r < 1.0 else subset(g, keep)
+        reduced = model.transformed(subset(g, keep), feats[keep], r, keep) if r < 1.0 else subset(g, keep)
         opacity = (torch.sigmoid(reduced.opacity_logits) * mask).clamp(1e-6, 1 - 1e-6)
         reduced = type(g)(reduced.means, reduced.log_scales, reduced.quats, torch.logit(opacity), reduced.sh0, reduced.shN)
         out_r = rasterize(reduced, batch.cameras, sh_degree=scene.sh_degree_at(step - 1), background=self.background)
@@ -108,8 +120,10 @@ class Elastic:
 
     def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None:
         if step >= self.start and self.optimizer is not None:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            for opt in (self.optimizer, self.table_optimizer):
+                if opt is not None:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
 
     def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, float]:
         self.next_step = step + 1
@@ -127,7 +141,10 @@ class Elastic:
             "generator": self.generator.get_state(),
             "model": None if self.model is None else {k: v.clone() for k, v in self.model.state_dict().items()},
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "table_optimizer": None if self.table_optimizer is None else self.table_optimizer.state_dict(),
             "hidden": self.config.hidden,
+            "transform": "mlp" if self.model is None else self.model.transform_kind,
+            "knots": getattr(None if self.model is None else self.model.transform, "knots", None),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -135,16 +152,18 @@ class Elastic:
         self.next_step = int(state["next_step"])
         self.generator.set_state(state["generator"])
         if state["model"] is None:
-            self.model = self.optimizer = None
+            self.model = self.optimizer = self.table_optimizer = None
             return
-        self.model = elastic_model_from_state(state)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self._optimizers(elastic_model_from_state(state))
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.table_optimizer is not None:
+            self.table_optimizer.load_state_dict(state["table_optimizer"])
 
 
 def elastic_model_from_state(state: dict, device: torch.device | str = "cpu") -> ElasticModel:
     """The trained model of an elastic strategy's saved state (a checkpoint's)."""
     weights = state["model"]
-    model = ElasticModel(int(weights["importance"].shape[0]), hidden=int(state["hidden"]))
+    model = ElasticModel(int(weights["importance"].shape[0]), hidden=int(state["hidden"]),
+                         transform=state.get("transform", "mlp"), knots=tuple(state.get("knots") or KNOTS))  # fmt: skip
     model.load_state_dict(weights)
     return model.to(device)

@@ -136,6 +136,15 @@ class ElasticConfig:
     selector_range: float = 0.2
     """How far the selector may move a Gaussian's score from its log-importance, in standard
     deviations of the log-importance (0: rank by importance, train the transform only)."""
+    transform: Literal["mlp", "table"] = "table"
+    """How a kept Gaussian changes at r: mlp (a small network of its features and log r: position,
+    scale, rotation, opacity) or table (its own learnt changes at the knot ratios, colour too,
+    piecewise-linear in log r between them; 14 floats per Gaussian and knot)."""
+    knots: tuple[float, ...] = (0.5, 0.25, 0.1, 0.05, 0.01)
+    """With --elastic.transform table: the ratios of the table's knots (descending, below 1)."""
+    table_lr: float = 5e-3
+    """With --elastic.transform table: its Adam rate (the 3DGS rate of the log-scales; the other
+    quantities move at their 3DGS rates relative to it)."""
     seed: int = 0
     """Seed of the networks' start and of the drawn ratios."""
 
@@ -147,3 +156,7 @@ class ElasticConfig:
         finite_at_least(self.lr, "elastic.lr", 0.0, strict=True)
         finite_at_least(self.temperature, "elastic.temperature", 0.0, strict=True)
         finite_at_least(self.selector_range, "elastic.selector_range", 0.0)
+        require(len(self.knots) > 0 and list(self.knots) == sorted(set(self.knots), reverse=True)
+                and 0.0 < self.knots[-1] and self.knots[0] < 1.0, "elastic.knots",
+                f"must be descending ratios in (0, 1) (got {self.knots})")  # fmt: skip
+        finite_at_least(self.table_lr, "elastic.table_lr", 0.0, strict=True)
