@@ -80,7 +80,7 @@ def with_masks(ds: Dataset, masks: MaskSource = "auto", mode: MaskMode = "auto")
     """``ds`` with its masks found (``masks``: auto = the dataset file's own, else its
     ``masks/`` folder if there is one; none; or a folder) and their meaning set (``mode``);
     an object mask gives the dataset a background (white) when it has none."""
-    splits = [s for s in (ds.train, ds.test)]
+    splits = [ds.train, ds.test]
     if masks == "none":
         for s in splits:
             s.mask_paths = None

@@ -764,12 +764,8 @@ def test_spz_version_4_coordinate_system_extension(tmp_path):
     assert "runs past the extension block" in _one_line_error(e, path, SpzError)
 
 
-def test_spz_version_4_errors(tmp_path):
-    gs = _scene(50, 1)
-    path = tmp_path / "s.spz"
-    write_spz(path, gs, version=4)
-    data = path.read_bytes()
-    bad = tmp_path / "bad.spz"
+def _spz_refusal(bad):
+    """expect(raw, text): ``raw`` written to ``bad`` is refused in one line containing ``text``."""
 
     def expect(raw: bytes, text: str) -> None:
         bad.write_bytes(raw)
@@ -777,6 +773,15 @@ def test_spz_version_4_errors(tmp_path):
             read_spz(bad)
         assert text in _one_line_error(e, bad, SpzError)
 
+    return expect
+
+
+def test_spz_version_4_errors(tmp_path):
+    gs = _scene(50, 1)
+    path = tmp_path / "s.spz"
+    write_spz(path, gs, version=4)
+    data = path.read_bytes()
+    expect = _spz_refusal(tmp_path / "bad.spz")
     expect(data[:20], "a version 4 header needs 32")
     expect(data[:-5], "truncated: stream 5 ends at byte")
     expect(data + b"xx", "2 bytes after the last stream")
@@ -797,14 +802,7 @@ def test_spz_errors(tmp_path):
     write_spz(path, gs)
     data = path.read_bytes()
     payload = gzip.decompress(data)
-    bad = tmp_path / "bad.spz"
-
-    def expect(raw: bytes, text: str) -> None:
-        bad.write_bytes(raw)
-        with pytest.raises(SpzError) as e:
-            read_spz(bad)
-        assert text in _one_line_error(e, bad, SpzError)
-
+    expect = _spz_refusal(tmp_path / "bad.spz")
     expect(data[: len(data) // 2], "corrupt or truncated gzip stream")
     expect(b"hello, not an spz", "not an spz file")
     expect(gzip.compress(b"XXXX" + payload[4:]), "wrong magic")

@@ -15,7 +15,7 @@ from splatfield.apps.viewer.frames import (
 )  # fmt: skip
 from splatfield.render import Cameras, rasterize
 
-from .viewer_clients import RawClient, wait_for
+from .viewer_clients import RawClient, serving, wait_for
 
 from .conftest import ctrl_c_works
 
@@ -93,19 +93,9 @@ def test_frames_in_each_mode_match_the_renderer(native):
     assert empty.shape == (240, 320, 3) and empty.min() == 255
 
 
-def _serving(run):
-    """A viewer of ``run`` on a free port and its log, stopped when the fixture ends."""
-    from splatfield.apps.viewer.sessions import open_view
-
-    logs: list[str] = []
-    viewer = open_view(run, host="127.0.0.1", port=0, log=logs.append)
-    yield viewer, logs
-    viewer.stop()
-
-
 @pytest.fixture(scope="module")
 def served(small_run, native):
-    yield from _serving(small_run)
+    yield from serving(small_run)
 
 
 def _good_pose(viewer):
@@ -403,7 +393,7 @@ def test_clicking_a_training_camera_moves_the_view_into_it(served):
 
 @pytest.fixture(scope="module")
 def served_elastic(small_elastic_run, native):
-    yield from _serving(small_elastic_run)
+    yield from serving(small_elastic_run)
 
 
 def _input_labels(viewer) -> list[str]:

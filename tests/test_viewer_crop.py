@@ -19,26 +19,17 @@ from splatfield.scenes.cleaning import cropped
 from splatfield.scenes.crop import CropBox, CropRegion, tidy
 from splatfield.scenes.gaussian_scene import FixedGaussians
 
-from .viewer_clients import RawClient, wait_for
-
-
-def _serving(run):
-    from splatfield.apps.viewer.sessions import open_view
-
-    logs: list[str] = []
-    viewer = open_view(run, host="127.0.0.1", port=0, log=logs.append)
-    yield viewer, logs
-    viewer.stop()
+from .viewer_clients import RawClient, serving, wait_for
 
 
 @pytest.fixture(scope="module")
 def served(small_run, native):
-    yield from _serving(small_run)
+    yield from serving(small_run)
 
 
 @pytest.fixture(scope="module")
 def served_elastic(small_elastic_run, native):
-    yield from _serving(small_elastic_run)
+    yield from serving(small_elastic_run)
 
 
 def _client(viewer, width: int = 96, height: int = 72) -> tuple[RawClient, int]:

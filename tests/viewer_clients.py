@@ -41,3 +41,14 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, every: 
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def serving(run):
+    """A viewer of ``run`` on a free port and its log, stopped when the fixture ends (use with
+    ``yield from`` in a fixture)."""
+    from splatfield.apps.viewer.sessions import open_view
+
+    logs: list[str] = []
+    viewer = open_view(run, host="127.0.0.1", port=0, log=logs.append)
+    yield viewer, logs
+    viewer.stop()
