@@ -68,7 +68,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import zstandard
 
 from splatfield.render import Gaussians
 from splatfield.scenes.checkpoint import atomic_write
@@ -244,6 +243,8 @@ def encode_spz4(
 ) -> bytes:
     """A whole version 4 file for ``gaussians``: header, the axes as Adobe's coordinate-system
     extension (so that readers that know it need no option), table, one zstd frame per stream."""
+    import zstandard  # only version 4 needs it (a GPU machine's image may lack it)
+
     N, degree, frac, streams = _encode_streams(gaussians, 4, sh_degree, sh1_bits, sh_rest_bits, axes, path)
     raw = [s.tobytes() for s in streams if s.size]
     packer = zstandard.ZstdCompressor(level=level)  # no checksum, content size in each frame
@@ -392,6 +393,8 @@ def decode_spz4(raw: bytes, path: str | os.PathLike[str] = "<memory>", axes: Spz
     not say)."""
     if len(raw) < SPZ4_HEADER.size:
         raise SpzError(path, f"truncated: {len(raw)} bytes, a version 4 header needs {SPZ4_HEADER.size}")
+    import zstandard  # only version 4 needs it (a GPU machine's image may lack it)
+
     _magic, version, N, degree, frac, flags, count, toc_at = SPZ4_HEADER.unpack_from(raw)
     K1 = _check_header(version, degree, frac, path)
     if not SPZ4_HEADER.size <= toc_at <= len(raw) - count * _TOC_ENTRY.size:
