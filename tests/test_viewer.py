@@ -15,7 +15,7 @@ from splatfield.apps.viewer.frames import (
 )  # fmt: skip
 from splatfield.render import Cameras, rasterize
 
-from .viewer_clients import RawClient, serving, wait_for
+from .viewer_clients import RawClient, client_at_view0, serving, wait_for
 
 from .conftest import ctrl_c_works
 
@@ -400,16 +400,6 @@ def _input_labels(viewer) -> list[str]:
     return [h.label for h in viewer.server.gui._gui_input_handle_from_uuid.values()]
 
 
-def _new_client(viewer, ids0: set, width: int = 160, height: int = 120) -> tuple[RawClient, int]:
-    """A raw client looking from training view 0 (its first frame is on its way)."""
-    client = RawClient(viewer.server.get_port())
-    cams = viewer.training_cameras
-    wxyz, pos = pose_of(cams, 0)
-    client.camera(wxyz, pos, fov=2 * math.atan(0.5 * cams.height / float(cams.fy[0])), width=width, height=height)
-    cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 10, "the client")[0]
-    return client, cid
-
-
 def _kept(r: float, n: int) -> int:
     return math.ceil(round(r * n, 6))  # ceil(r N), without 0.05 * 3000 = 150.00000000000003
 
@@ -427,7 +417,7 @@ def test_model_size_slider_shows_the_elastic_scene_at_that_ratio(served_elastic,
     slider, count = viewer.controls["model_size"], viewer.controls["gaussian_count"]
     assert "Model size" in _input_labels(viewer) and slider.value == 1.0
     assert count.content.startswith(f"Gaussians: **{n:,}** of {n:,}") and len(viewer.scene_snapshot()) == n
-    client, cid = _new_client(viewer, set(viewer.client_ids()))
+    client, cid = client_at_view0(viewer, set(viewer.client_ids()))
     try:
         full = wait_for(lambda: (f := viewer.last_frame(cid)) is not None and f[2] and f, 30, "a settled frame")
         full_frame, camera = full[0], full[1]
@@ -459,8 +449,8 @@ def test_model_size_slider_rejects_hostile_values(served_elastic):
     slider, count = viewer.controls["model_size"], viewer.controls["gaussian_count"]
     good, bad = None, None
     try:
-        good, _ = _new_client(viewer, set(viewer.client_ids()))
-        bad, _ = _new_client(viewer, set(viewer.client_ids()))
+        good, _ = client_at_view0(viewer, set(viewer.client_ids()))
+        bad, _ = client_at_view0(viewer, set(viewer.client_ids()))
         n = int(count.content.rsplit(" of ", 1)[1].split()[0].replace(",", ""))
         good.gui(slider, 0.5)
         n_half = _kept(0.5, n)

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from splatfield.apps import cli
-from splatfield.apps.viewer.frames import pose_of, render_frame
+from splatfield.apps.viewer.frames import render_frame
 from splatfield.scenes import formats
 from splatfield.scenes.cleaning import cropped
 from splatfield.scenes.crop import CropBox, CropRegion, tidy
 from splatfield.scenes.gaussian_scene import FixedGaussians
 
-from .viewer_clients import RawClient, serving, wait_for
+from .viewer_clients import RawClient, client_at_view0, serving, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +34,7 @@ def served_elastic(small_elastic_run, native):
 
 def _client(viewer, width: int = 96, height: int = 72) -> tuple[RawClient, int]:
     """A raw client looking from training view 0."""
-    ids0 = set(viewer.client_ids())
-    client = RawClient(viewer.server.get_port())
-    cams = viewer.training_cameras
-    wxyz, pos = pose_of(cams, 0)
-    client.camera(wxyz, pos, fov=2 * math.atan(0.5 * cams.height / float(cams.fy[0])), width=width, height=height)
-    cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 10, "the client")[0]
-    return client, cid
+    return client_at_view0(viewer, set(viewer.client_ids()), width, height)
 
 
 def _move(client: RawClient, wxyz, position) -> None:

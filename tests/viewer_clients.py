@@ -52,3 +52,18 @@ def serving(run):
     viewer = open_view(run, host="127.0.0.1", port=0, log=logs.append)
     yield viewer, logs
     viewer.stop()
+
+
+def client_at_view0(viewer, ids0: set, width: int = 160, height: int = 120) -> tuple[RawClient, int]:
+    """A raw client looking from training view 0 (its first frame on its way), and its id
+    (the one not in ``ids0``, the viewer's clients before)."""
+    import math
+
+    from splatfield.apps.viewer.frames import pose_of
+
+    client = RawClient(viewer.server.get_port())
+    cams = viewer.training_cameras
+    wxyz, pos = pose_of(cams, 0)
+    client.camera(wxyz, pos, fov=2 * math.atan(0.5 * cams.height / float(cams.fy[0])), width=width, height=height)
+    cid = wait_for(lambda: sorted(set(viewer.client_ids()) - ids0), 10, "the client")[0]
+    return client, cid
