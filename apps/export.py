@@ -119,8 +119,7 @@ class Export:
     def __post_init__(self) -> None:
         check_device(self.device)
         at_least(self.views, "views", 0)
-        require(0.0 <= self.min_opacity < 1.0, "min_opacity", f"must be in [0, 1) (got {self.min_opacity})")
-        self.clean_options  # the crop and clean options checked (one-line errors naming the option)
+        self.clean_options  # the crop and clean options, --min-opacity too, checked (one-line errors naming the option)
         require(len(self.format) > 0, "format", "name at least one of ply, splat, compressed-ply, spz, sog")
         sizes = [f for f in ("ratio", "gaussians", "max_mb", "lod") if getattr(self, f) is not None]
         if len(sizes) > 1:

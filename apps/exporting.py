@@ -111,11 +111,9 @@ def _spread(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [n // 2]
 
 
-def filtered(g: Gaussians, *, sh_degree: int | None = None, min_opacity: float = 0.0) -> Gaussians:
-    """The filters after the ratio: Gaussians below ``min_opacity`` dropped, SH bands above
+def filtered(g: Gaussians, *, sh_degree: int | None = None) -> Gaussians:
+    """The last filter, after the ratio and the crop and clean ones: SH bands above
     ``sh_degree`` cut."""
-    if min_opacity > 0:
-        g = g.select(torch.sigmoid(g.opacity_logits) >= min_opacity)
     if sh_degree is not None and sh_degree < g.max_sh_degree:
         g = g.with_(shN=g.shN[:, : (sh_degree + 1) ** 2 - 1].contiguous())
     return g
@@ -152,18 +150,22 @@ def write_format(path: Path, g: Gaussians, fmt: str, spz: SpzSettings) -> None:
     formats.write_splats(path, g.to(device="cpu"), fmt, **spz.options(fmt))
 
 
+def read_format(path: Path, fmt: str, spz: SpzSettings) -> Gaussians:
+    """What :func:`write_format` wrote, read back (an .spz in the axes it was written in)."""
+    return formats.read_splats(path, **({"axes": spz.axes} if fmt == "spz" else {}))
+
+
 def export(
     src: ExportSource,
     fmts: Sequence[str],
     *,
     out_dir: Path | None = None,
     sh_degree: int | None = None,
-    min_opacity: float = 0.0,
     progress: Callable[[str], None] | None = None,
     spz: SpzSettings = SpzSettings(),
 ) -> list[ExportRow]:
     """Writes ``src`` in each format, decodes it, compares renders; returns one row per format."""
-    g = filtered(src.gaussians, sh_degree=sh_degree, min_opacity=min_opacity)
+    g = filtered(src.gaussians, sh_degree=sh_degree)
     folder = out_dir if out_dir is not None else src.out_dir
     folder.mkdir(parents=True, exist_ok=True)
     n = max(1, len(g))
@@ -184,7 +186,7 @@ def export(
         size = file_size(path)
         if fmt == "ply":
             ply_bytes = size
-        decoded = formats.read_splats(path, **({"axes": spz.axes} if fmt == "spz" else {})).to(device=g.means.device)
+        decoded = read_format(path, fmt, spz).to(device=g.means.device)
         dec = _renders(decoded, src.cameras, src.background) if src.cameras is not None else []
         vs_full = _mean([float(psnr(a, b)) for a, b in zip(dec, full)])
         vs_truth = _mean([float(psnr(a, b)) for a, b in zip(dec, truth)]) if truth else None
@@ -222,7 +224,7 @@ def ratio_for_count(src: ExportSource, count: int) -> Resolved:
 
 
 def ratio_for_size(src: ExportSource, fmt: str, max_bytes: int, *, sh_degree: int | None = None,
-                   min_opacity: float = 0.0, max_tries: int = 8, clean_options: CleanOptions | None = None,
+                   max_tries: int = 8, clean_options: CleanOptions | None = None,
                    spz: SpzSettings = SpzSettings()) -> Resolved:  # fmt: skip
     """``--max-mb``: the largest ratio whose ``fmt`` file (after the other filters, crop and
     clean included: ``clean_options``) fits
@@ -241,7 +243,7 @@ def ratio_for_size(src: ExportSource, fmt: str, max_bytes: int, *, sh_degree: in
             g = src.at_ratio(k / total, f"--max-mb (the full scene takes more than {max_bytes / MB:g} MB)")
             if clean_options:
                 g = clean(g, clean_options, cameras=src.train_cameras)[0]
-            g = filtered(g, sh_degree=sh_degree, min_opacity=min_opacity)
+            g = filtered(g, sh_degree=sh_degree)
             path = Path(tmp) / f"probe{tries}{formats.FORMAT_SUFFIX[fmt]}"
             write_format(path, g, fmt, spz)
             return file_size(path)
@@ -295,6 +297,17 @@ def crop_name(name: str, options: CleanOptions) -> str:
     return f"{name}-crop" if options.region else name
 
 
+def clean_some(g: Gaussians, options: CleanOptions, *, cameras: Cameras | None, what: str,
+               on_view: Callable[[int], None] | None = None) -> tuple[Gaussians, list[Removed]]:  # fmt: skip
+    """:func:`~splatfield.scenes.cleaning.clean`, refused in one line (naming the last filter
+    that removed any) when it leaves none of the Gaussians ``what`` (``to export``)."""
+    kept, removed = clean(g, options, cameras=cameras, on_view=on_view)
+    if len(kept) == 0:
+        last = next(r.option for r in reversed(removed) if r.count)
+        raise ConfigError(last, f"leaves none of the {len(g):,} Gaussians {what}")
+    return kept, removed
+
+
 def cleaned(src: ExportSource, options: CleanOptions, *,
             on_view: Callable[[int], None] | None = None) -> tuple[ExportSource, list[Removed]]:  # fmt: skip
     """``src`` through the crop and clean filters (after any size ratio, before the SH degree),
@@ -303,10 +316,7 @@ def cleaned(src: ExportSource, options: CleanOptions, *,
     if not options:
         return src, []
     check_clean_options(src, options)
-    g, removed = clean(src.gaussians, options, cameras=src.train_cameras, on_view=on_view)
-    if len(g) == 0:
-        last = next(r.option for r in reversed(removed) if r.count)
-        raise ConfigError(last, f"leaves none of the {len(src.gaussians):,} Gaussians to export")
+    g, removed = clean_some(src.gaussians, options, cameras=src.train_cameras, what="to export", on_view=on_view)
     return dataclasses.replace(src, gaussians=g, name=crop_name(src.name, options), elastic=None, _sizes=None), removed
 
 
@@ -402,10 +412,8 @@ def export_geometry(
     removed: list[Removed] = []
     if scene.kind == "gaussians" and clean_options:
         update = on_phase("contribution", len(cams)) if on_phase and clean_options.needs_cameras else None
-        g, removed = clean(scene.gaussians, clean_options, cameras=cams, on_view=update)  # type: ignore[attr-defined]
-        if len(g) == 0:
-            last = next(r.option for r in reversed(removed) if r.count)
-            raise ConfigError(last, f"leaves none of the {len(scene):,} Gaussians to mesh")
+        g, removed = clean_some(scene.gaussians, clean_options, cameras=cams, what="to mesh",  # type: ignore[attr-defined]
+                                on_view=update)  # fmt: skip
         scene = FixedGaussians(g)
     elif scene.kind != "gaussians":
         for option, on in (("--min-opacity", clean_options.min_opacity > 0),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from splatfield.apps import exporting as ex
+from splatfield.scenes.crop import CleanOptions
 from splatfield.scenes.run import RunError
 from splatfield.scenes import formats
 
@@ -41,7 +42,7 @@ def test_export_every_format_from_a_run(small_run, native):
 def test_export_options_and_refusal(small_run, tmp_path, native):
     src = ex.load_source(small_run, views=1)
     assert len(src.cameras) == 1
-    rows = ex.export(src, ["ply"], out_dir=tmp_path, sh_degree=0, min_opacity=0.5)
+    rows = ex.export(ex.cleaned(src, CleanOptions(min_opacity=0.5))[0], ["ply"], out_dir=tmp_path, sh_degree=0)
     g = formats.read_ply(rows[0].path)
     assert g.max_sh_degree == 0 and len(g) < len(src.gaussians)
     with pytest.raises(RunError, match="refusing to overwrite"):
