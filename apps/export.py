@@ -17,8 +17,9 @@ from splatfield.scenes.crop import CleanOptions, CropRegion
 from .console import PROG, bars, phase_bar, progress
 from .errors import require_exists
 
-ExportFormat = Literal["ply", "splat", "compressed-ply", "spz", "sog", "mesh", "points"]
+ExportFormat = Literal["ply", "splat", "compressed-ply", "spz", "sog", "mesh", "points", "transforms"]
 GEOMETRY_FORMATS = ("mesh", "points")  # not splats: fused from a run's training views (exporting.export_geometry)
+CAMERA_FORMATS = ("transforms",)  # the run's (refined) cameras as a nerfstudio transforms.json (exporting.export_cameras)
 MeshFile = Literal["ply", "obj", "glb"]
 
 
@@ -33,7 +34,9 @@ class Export:
     inside a region when its mean is); then the SH degree. The report says how many Gaussians
     each filter removed. The viewer's "Crop" panel prints these options for its box.
     --format mesh or points instead: a coloured triangle mesh or point cloud fused from a run's
-    training views, for any scene kind (--voxel-size, --max-triangles, --mesh-file)."""
+    training views, for any scene kind (--voxel-size, --max-triangles, --mesh-file).
+    --format transforms: the run's cameras (refined with --camera-opt) as a nerfstudio
+    transforms.json for the dataset's image files."""
 
     source: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_FILE")]
     """A run directory, or a .ply/.splat/.compressed.ply/.spz/.sog file (or SOG folder)."""
@@ -140,6 +143,11 @@ class Export:
         if self.voxel_size is not None:
             finite_at_least(self.voxel_size, "voxel_size", 0.0, strict=True)
         at_least(self.max_triangles, "max_triangles", 1)
+        if CAMERA_FORMATS[0] in self.format:
+            require(set(self.format) == {CAMERA_FORMATS[0]}, "format",
+                    f"transforms (the run's cameras) is written on its own (got {' '.join(self.format)})")  # fmt: skip
+            if sizes:
+                raise ConfigError(flag(sizes[0]), "sizes the splat formats, not --format transforms")
         if self.geometry:
             require(len(self.geometry) == len(set(self.format)), "format",
                     f"mesh and points are not written with splat formats (got {' '.join(self.format)}): "
@@ -167,6 +175,11 @@ def run(cfg: Export) -> int:
 
     if cfg.geometry:
         return run_geometry(cfg)
+    if CAMERA_FORMATS[0] in cfg.format:
+        out, frames, refined = export.export_cameras(cfg.source, out_dir=cfg.out)
+        what = "refined cameras (--camera-opt)" if refined else "cameras as loaded (the run did not refine them)"
+        print(f"{PROG} export: {frames} frames' {what} -> {out}")
+        return 0
     src = export.load_source(cfg.source, cfg.views, resolve_device(cfg.device))
     cleaning = cfg.clean_options
     export.check_clean_options(src, cleaning)

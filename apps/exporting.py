@@ -454,3 +454,33 @@ def export_geometry(
             sm.write_points(out, geometry)
         rows.append(GeometryRow(fmt, out, *sm.count(geometry), fused, fused - kept, out.stat().st_size))
     return GeometryExport(scene.kind, fusion, rule, removed, rows)
+
+
+# ----------------------------------------------------------------------------- cameras
+
+
+def export_cameras(path: Path, *, out_dir: Path | None = None) -> tuple[Path, int, bool]:
+    """``--format transforms``: a run's cameras as a nerfstudio ``transforms.json`` for the
+    dataset's own image files, written to ``out_dir`` (default: the run's ``exports``): the
+    refined cameras of a run trained with ``--camera-opt`` (test views in the refined frame),
+    else the cameras as loaded. Returns (file, frames, refined)."""
+    from splatfield.data.transforms_json import transforms_document
+    from splatfield.scenes.checkpoint import write_json_atomic
+    from splatfield.scenes.run import Run
+
+    from .run_data import load_dataset, with_refined_cameras
+    from .sources import is_run_dir
+
+    if not is_run_dir(path):
+        raise RunError(path, "a splat file has no cameras: --format transforms writes a run's cameras (give the run directory)")
+    run = Run.open(path)
+    given = load_dataset(run.config)
+    dataset = with_refined_cameras(given, path)
+    splits = {name: (s.cameras, list(s.image_paths), s.source_cameras)
+              for name in ("train", "test") if len(s := getattr(dataset, name))}  # fmt: skip
+    folder = out_dir if out_dir is not None else path / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "transforms.json"
+    doc = transforms_document(splits, relative_to=folder)
+    write_json_atomic(out, doc)
+    return out, len(doc["frames"]), dataset is not given

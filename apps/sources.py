@@ -18,7 +18,7 @@ from splatfield.scenes.gaussian_scene import FixedGaussians
 from splatfield.scenes.run import CONFIG, Run
 from splatfield.scenes.scene import Renderable
 
-from .run_data import background_of, load_dataset
+from .run_data import background_of, load_dataset, with_refined_cameras
 
 
 class ElasticError(ValueError):
@@ -80,7 +80,7 @@ def open_source(path: Path, device: torch.device = torch.device("cpu")) -> Scene
     """The scene on ``device`` (the dataset's images stay in host memory)."""
     if is_run_dir(path):
         run = Run.open(path)
-        dataset = load_dataset(run.config)
+        dataset = with_refined_cameras(load_dataset(run.config), path)
         scene, elastic = run.scene_and_elastic(device=device)
         return SceneSource(scene, path.name, run, dataset, background_of(dataset), elastic)
     scene = FixedGaussians(formats.read_splats(path).to(device=device))

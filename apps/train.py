@@ -21,8 +21,9 @@ from typing_extensions import Annotated
 
 from splatfield.scenes.config import at_least, check_device, check_port, finite_at_least, flag, require
 from splatfield.scenes.options import (
-    RESUMABLE, DataConfig, FieldConfig, GaussianConfig, OutputConfig, RunConfig, SceneKind, TrainerConfig,
-    check_strategies, option_names, option_paths, with_options,
+    RESUMABLE, CorrectionConfig, DataConfig, FieldConfig, GaussianConfig, OutputConfig, RunConfig, SceneKind,
+    TrainerConfig,
+    check_corrections, check_strategies, option_names, option_paths, with_options,
 )  # fmt: skip
 from splatfield.scenes.strategies.options import AdcConfig, ElasticConfig, SteepestConfig, StrategyName
 
@@ -64,6 +65,7 @@ class Train:
     trainer: Annotated[TrainerConfig, Flat] = TrainerConfig()
     outputs: Annotated[OutputConfig, Flat] = OutputConfig()
     steepest: Annotated[SteepestConfig, Flat] = SteepestConfig()
+    corrections: Annotated[CorrectionConfig, Flat] = CorrectionConfig()
     adc: AdcConfig = AdcConfig()
     field: FieldConfig = FieldConfig()
     elastic: ElasticConfig = ElasticConfig()
@@ -98,6 +100,7 @@ class Train:
                 f"over {self.nproc} processes")  # fmt: skip
         at_least(self.checkpoint, "checkpoint", 0)
         require(self.model == "gaussians" or self.nproc == 1, "nproc", "a radiance field trains in one process")
+        check_corrections(self.model, self.corrections)
         if self.viewer:
             check_port(self.viewer_port, "viewer_port")
 
@@ -129,7 +132,7 @@ def _as_run_config(cfg: Train, data: str, out: str) -> RunConfig:
     strategy = cfg.strategy if cfg.model == "gaussians" or "--strategy" in cfg.given else ("none",)
     return RunConfig(data=data, out=out, scene_kind=cfg.model, strategy=strategy, dataset=cfg.dataset,
                      scene=cfg.scene, trainer=cfg.trainer, outputs=cfg.outputs, adc=cfg.adc, steepest=cfg.steepest,
-                     field=cfg.field, elastic=cfg.elastic)  # fmt: skip
+                     field=cfg.field, elastic=cfg.elastic, corrections=cfg.corrections)  # fmt: skip
 
 
 def resumed_config(saved: RunConfig, given: dict[str, Any]) -> RunConfig:

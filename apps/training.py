@@ -18,8 +18,11 @@ from typing import Callable, Iterator
 import torch
 
 from splatfield import data as sfdata
+from splatfield.render import Cameras
+from splatfield.scenes.camera_opt import CameraOptSettings
 from splatfield.scenes.checkpoint import write_json_atomic
-from splatfield.scenes.evaluate import EvalResult, evaluate
+from splatfield.scenes.corrections import ViewCorrections
+from splatfield.scenes.evaluate import EvalResult, align_cameras, evaluate
 from splatfield.scenes.formats.ply import write_ply
 from splatfield.scenes.field_scene import FieldScene, learns_background
 from splatfield.scenes.gaussian_scene import GaussianScene, LearningRates
@@ -32,7 +35,7 @@ from splatfield.scenes.trainer import StepInfo, Trainer
 from splatfield.scenes.views import Views
 
 from .machine import peak_rss_mb
-from .run_data import background_of, cameras_json, load_dataset, load_views
+from .run_data import RefinedCameras, background_of, cameras_json, load_dataset, load_views, with_refined_cameras
 from .media import save_png, to_uint8
 
 Phase = Callable[[str, int], Callable[[int], None]]
@@ -114,10 +117,32 @@ def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state:
         scene = scene_from_state_dict(state["scene"], device)
     if device.type == "cuda" and not views.images.is_pinned():
         views.images = views.images.pin_memory()
-    trainer = Trainer(scene, strategies, views, config=config.trainer, background=background_of(dataset), parallel=parallel)
+    trainer = Trainer(scene, strategies, views, config=config.trainer, background=background_of(dataset), parallel=parallel,
+                      corrections=view_corrections(config, dataset, views, device))  # fmt: skip
     if state is not None:
         trainer.load_state_dict(state)
     return trainer
+
+
+def view_corrections(config: RunConfig, dataset: sfdata.Dataset, views: Views, device: torch.device) -> ViewCorrections:
+    """The run's camera refinement and per-image appearance (none unless asked for)."""
+    c = config.corrections
+    settings = CameraOptSettings(pose_lr=c.camera_pose_lr, intrinsics_lr=c.camera_intrinsics_lr, reg=c.camera_reg)
+    return ViewCorrections.build(views.cameras, camera_opt=c.camera_opt, camera_settings=settings,
+                                 appearance=c.appearance, appearance_lr=c.appearance_lr,
+                                 extent=dataset.scene_extent(), steps=config.trainer.steps, device=device)  # fmt: skip
+
+
+def refined_cameras(trainer: Trainer, dataset: sfdata.Dataset, aligned=None) -> RefinedCameras | None:
+    """The trainer's refined training cameras and the test views' refined intrinsics (None
+    without camera refinement)."""
+    cams = trainer.corrections.cameras
+    if cams is None:
+        return None
+    given = dataset.train.cameras.to(dtype=torch.float32)
+    train = cams.refined(given)
+    test = cams.refined_others(dataset.test.cameras.to(dtype=torch.float32), given)
+    return RefinedCameras(train.to(device="cpu"), test.to(device="cpu"), aligned, cams.summary())
 
 
 @contextmanager
@@ -191,12 +216,21 @@ def train(
             write_json_atomic(run.path / "cameras.json", cameras_json(dataset))
         log(f"run: {run.path} — {len(trainer.scene):,} initial {trainer.scene.count_label}, strategy "
             f"{' '.join(config.strategy)}, {config.trainer.steps} steps")  # fmt: skip
+    for line in trainer.corrections.describe():
+        log(line)
     steps = config.trainer.steps
     every = config.outputs.checkpoint_every
 
+    def save(tr: Trainer) -> Path:
+        path = run.save_checkpoint(tr.step, tr.state_dict())
+        refined = refined_cameras(tr, dataset)
+        if refined is not None:  # the refined cameras beside the checkpoint that holds them
+            write_json_atomic(run.path / "cameras.json", cameras_json(dataset, refined))
+        return path
+
     def checkpoint_cb(tr: Trainer, info: StepInfo) -> None:
         if every > 0 and info.step % every == 0 and info.step < steps:
-            run.save_checkpoint(tr.step, tr.state_dict())
+            save(tr)
 
     def refinement_log_cb(tr: Trainer, info: StepInfo) -> None:
         # one JSON line per density-control edit: splits, prunes, the λ_min distribution...
@@ -223,7 +257,7 @@ def train(
     finally:
         if live is not None:
             live.stop()
-    last = run.save_checkpoint(trainer.step, trainer.state_dict()) if main else None  # the first process writes
+    last = save(trainer) if main else None  # the first process writes
     if not finished:
         return TrainResult(run.path, trainer.step, False, last, None, received["signal"], lost)
     if not main:
@@ -231,6 +265,8 @@ def train(
 
     if isinstance(trainer.scene, GaussianScene):
         write_ply(run.path / "scene.ply", trainer.scene.gaussians.detach())
+    for line in trainer.corrections.describe_result():
+        log(line)
     metrics = None
     if config.outputs.eval:
         metrics = evaluate_run(run, trainer.scene, dataset, steps=trainer.step, train_seconds=trainer.train_seconds,
@@ -240,28 +276,54 @@ def train(
 
 def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_seconds: float,
                  on_phase: Phase | None = None) -> dict:  # fmt: skip
-    """Renders the test views, writes ``renders/test/`` and ``metrics.json``; returns the metrics."""
+    """Renders the test views, writes ``renders/test/`` and ``metrics.json``; returns the metrics.
+
+    A run with camera refinement is evaluated twice: with the test cameras as given
+    (``as_given``), and ``aligned``, the headline (``metrics["headline"]``): the test cameras
+    moved into the refined training cameras' frame, with the refined intrinsics, then each
+    pose fitted to its image with the scene frozen for ``--align-steps`` steps (0: the change
+    of frame alone), as nerfstudio and gsplat report it. The aligned poses go into
+    ``cameras.json``."""
     split = dataset.test if len(dataset.test) else dataset.train
-    tick = (on_phase or _no_phase)("evaluating", len(split))
+    phase = on_phase or _no_phase
     renders = run.path / "renders" / ("test" if len(dataset.test) else "train")
     save = run.config.outputs.save_renders
     if save:
         renders.mkdir(parents=True, exist_ok=True)
+    align_steps = run.config.corrections.align_steps
+    aligning = run.config.corrections.camera_opt != "off" and scene.kind == "gaussians" and len(dataset.test) > 0
 
-    def on_view(i: int, image: torch.Tensor) -> None:
-        if save:
-            save_png(renders / f"{i:04d}_{Path(split.image_paths[i]).stem}.png", to_uint8(image))
-        tick(1)
+    def saver(tick: Callable[[int], None], write: bool) -> Callable[[int, torch.Tensor], None]:
+        def on_view(i: int, image: torch.Tensor) -> None:
+            if write:
+                save_png(renders / f"{i:04d}_{Path(split.image_paths[i]).stem}.png", to_uint8(image))
+            tick(1)
 
+        return on_view
+
+    bg = background_of(dataset)
     t0 = time.perf_counter()
-    res: EvalResult = evaluate(scene, split.cameras.to(dtype=torch.float32), split.image, background=background_of(dataset),
-                               mask_at=split.mask, silhouette_at=split.silhouette, on_view=on_view)  # fmt: skip
+    given: EvalResult = evaluate(scene, split.cameras.to(dtype=torch.float32), split.image, background=bg,
+                                 mask_at=split.mask, silhouette_at=split.silhouette,
+                                 on_view=saver(phase("evaluating", len(split)), save and not aligning))  # fmt: skip
+    res, extra = given, {}
+    if aligning:  # from the test cameras in the refined frame, with the refined intrinsics
+        start = with_refined_cameras(dataset, run.path).test.cameras
+        aligned = start if align_steps == 0 else align_cameras(
+            scene, start, split.image, mask_at=split.mask, background=bg, extent=dataset.scene_extent(),
+            steps=align_steps, tick=phase(f"aligning test views ({align_steps} steps each)", len(split)))  # fmt: skip
+        res = evaluate(scene, aligned, split.image, background=bg, mask_at=split.mask,
+                       silhouette_at=split.silhouette, on_view=saver(phase("evaluating aligned", len(split)), save))  # fmt: skip
+        extra = {"headline": "aligned", "align_steps": align_steps, "as_given": _summary(given),
+                 "aligned": _summary(res)}  # fmt: skip
+        _record_aligned(run, dataset, aligned)
     metrics = {
         "psnr": res.psnr,
         "ssim": res.ssim,
         "lpips": res.lpips,
         "lpips_note": res.lpips_note,
         "alpha_outside_masks": res.alpha_outside,
+        **extra,
         "num_gaussians": len(scene),  # the scene's count (of count_label), under its first name
         "count_label": scene.count_label,
         "scene_kind": scene.kind,
@@ -273,10 +335,25 @@ def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_
         "views": len(split),
         "width": split.cameras.width,
         "height": split.cameras.height,
-        "per_view": [{"image": Path(split.image_paths[i]).name, **row} for i, row in enumerate(res.per_view)],
+        "per_view": [{"image": Path(split.image_paths[i]).name, **row,
+                      **({"psnr_as_given": given.per_view[i]["psnr"]} if aligning else {})}
+                     for i, row in enumerate(res.per_view)],  # fmt: skip
     }
     write_json_atomic(run.path / "metrics.json", metrics)
     return metrics
+
+
+def _summary(res: EvalResult) -> dict:
+    return {"psnr": res.psnr, "ssim": res.ssim, "lpips": res.lpips, "alpha_outside_masks": res.alpha_outside}
+
+
+def _record_aligned(run: Run, dataset: sfdata.Dataset, aligned: Cameras) -> None:
+    """The aligned test poses into the run's ``cameras.json`` (beside the refined cameras)."""
+    path = run.path / "cameras.json"
+    doc = json.loads(path.read_text()) if path.is_file() else cameras_json(dataset)
+    for rec, w2c in zip(doc.get("test", []), aligned.world_to_camera.cpu().tolist()):
+        rec["aligned"] = {"world_to_camera": w2c}
+    write_json_atomic(path, doc)
 
 
 def eval_run(path: Path, *, on_phase: Phase | None = None, log: Callable[[str], None] = print,

@@ -37,7 +37,8 @@ TORCH_LIBRARY(splatfield, m) {
       "Tensor sh, Tensor viewmats, Tensor Ks, int width, int height, int sh_degree, "
       "float near_plane, float far_plane, float eps2d, bool antialiased, Tensor radii, "
       "Tensor v_means2d, Tensor v_conics, Tensor v_opacities, Tensor v_colors, "
-      "Tensor v_depths) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor v_depths, bool want_camera_grads) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "rasterize_fwd(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, "
       "Tensor depths, Tensor radii, Tensor background, int width, int height) -> "

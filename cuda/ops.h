@@ -14,6 +14,8 @@ namespace splatfield {
   TORCH_CHECK((x).is_contiguous() && (x).scalar_type() == (dtype), #x " must be a "  \
               "contiguous " #dtype " tensor")
 
+using Tensor7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                           at::Tensor>;
 using Tensor6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using Tensor5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
@@ -75,17 +77,39 @@ inline void set_project_outputs(ProjectArgs& a, Tensor6& o) {
   a.radii = std::get<5>(o).data_ptr<int32_t>();
 }
 
-inline Tensor5 alloc_project_grads(const at::Tensor& means, const at::Tensor& quats,
+// The Gaussians' gradients, and the per-(camera, Gaussian) camera gradients
+// ([B, N, kCameraGradSize], zeroed: culled pairs add nothing) or an empty tensor.
+inline Tensor6 alloc_project_grads(const at::Tensor& means, const at::Tensor& quats,
                                    const at::Tensor& log_scales,
-                                   const at::Tensor& opacity_logits, const at::Tensor& sh) {
+                                   const at::Tensor& opacity_logits, const at::Tensor& sh,
+                                   int64_t B, bool want_camera_grads) {
+  const int64_t N = means.size(0);
   return {at::empty_like(means), at::empty_like(quats), at::empty_like(log_scales),
-          at::empty_like(opacity_logits), at::empty_like(sh)};
+          at::empty_like(opacity_logits), at::empty_like(sh),
+          want_camera_grads ? at::zeros({B, N, kCameraGradSize}, means.options())
+                            : at::empty({0}, means.options())};
+}
+
+// The camera gradients summed over the Gaussians: v_viewmats [B, 4, 4] (the last
+// row is constant) and v_Ks [B, 4] (fx fy cx cy); empty when not asked for.
+inline Tensor7 finish_project_grads(Tensor6& g, int64_t B) {
+  const at::Tensor& partial = std::get<5>(g);
+  at::Tensor v_viewmats = at::empty({0}, partial.options()), v_Ks = v_viewmats;
+  if (partial.dim() == 3) {
+    const at::Tensor sum = partial.sum(1);  // [B, 16]
+    v_viewmats = at::zeros({B, 4, 4}, partial.options());
+    v_viewmats.narrow(1, 0, 3).narrow(2, 0, 3).copy_(sum.narrow(1, 0, 9).view({B, 3, 3}));
+    v_viewmats.select(2, 3).narrow(1, 0, 3).copy_(sum.narrow(1, 9, 3));
+    v_Ks = sum.narrow(1, 12, 4).contiguous();
+  }
+  return {std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g), std::get<4>(g),
+          v_viewmats, v_Ks};
 }
 
 inline void set_project_grads(ProjectArgs& a, const at::Tensor& radii,
                               const at::Tensor& v_means2d, const at::Tensor& v_conics,
                               const at::Tensor& v_opacities, const at::Tensor& v_colors,
-                              const at::Tensor& v_depths, Tensor5& g) {
+                              const at::Tensor& v_depths, Tensor6& g) {
   SF_CHECK_INPUT(radii, at::kInt);
   for (const at::Tensor* t : {&v_means2d, &v_conics, &v_opacities, &v_colors, &v_depths})
     SF_CHECK_INPUT(*t, at::kFloat);
@@ -104,6 +128,7 @@ inline void set_project_grads(ProjectArgs& a, const at::Tensor& radii,
   a.v_log_scales = std::get<2>(g).data_ptr<float>();
   a.v_opacity_logits = std::get<3>(g).data_ptr<float>();
   a.v_sh = std::get<4>(g).data_ptr<float>();
+  a.v_cameras = std::get<5>(g).dim() == 3 ? std::get<5>(g).data_ptr<float>() : nullptr;
 }
 
 inline CompositeArgs make_composite_args(const at::Tensor& offsets, const at::Tensor& alphas,
@@ -332,13 +357,13 @@ using RasterFwd = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at:
                             const at::Tensor& Ks, int64_t width, int64_t height,                \
                             int64_t sh_degree, double near_plane, double far_plane,             \
                             double eps2d, bool antialiased);                                    \
-  Tensor5 project_bwd_##dev(                                                                     \
+  Tensor7 project_bwd_##dev(                                                                     \
       const at::Tensor& means, const at::Tensor& quats, const at::Tensor& log_scales,           \
       const at::Tensor& opacity_logits, const at::Tensor& sh, const at::Tensor& viewmats,       \
       const at::Tensor& Ks, int64_t width, int64_t height, int64_t sh_degree, double near_plane, \
       double far_plane, double eps2d, bool antialiased, const at::Tensor& radii,                \
       const at::Tensor& v_means2d, const at::Tensor& v_conics, const at::Tensor& v_opacities,   \
-      const at::Tensor& v_colors, const at::Tensor& v_depths);                                  \
+      const at::Tensor& v_colors, const at::Tensor& v_depths, bool want_camera_grads);          \
   RasterFwd rasterize_fwd_##dev(const at::Tensor& means2d, const at::Tensor& conics,            \
                                 const at::Tensor& opacities, const at::Tensor& colors,          \
                                 const at::Tensor& depths, const at::Tensor& radii,              \

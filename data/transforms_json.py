@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from splatfield.render.camera import opengl_to_opencv_c2w
+from splatfield.render.camera import Cameras, opencv_w2c_to_opengl_c2w, opengl_to_opencv_c2w
 
 from .blender import parse_matrix
 from .dataset import Dataset, DatasetError, check_sizes, drop_missing, every_nth_split, image_size, make_split, read_json
@@ -185,3 +185,48 @@ def frame_sharpness(path: str | Path) -> dict[Path, float]:
         if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and "file_path" in f:
             out[_resolve(path.parent, _norm(str(f["file_path"])))] = float(s)
     return out
+
+
+def transforms_document(splits: dict[str, tuple[Cameras, list[Path], Cameras | None]], relative_to: Path) -> dict:
+    """A nerfstudio ``transforms.json`` of cameras (OpenCV world-to-camera, pinhole, at the
+    images' loaded size) for their image files on disk: per frame its intrinsics scaled to
+    the file's size (``source``: the files' own cameras, with their distortion, which the
+    loader's undistortion keeps K for), an OpenGL camera-to-world ``transform_matrix`` and
+    the file path relative to ``relative_to`` when it lies under it. ``splits`` maps a split
+    name (train, test) to (cameras, image paths, source cameras or None); nerfstudio's
+    ``<split>_filenames`` lists keep the split."""
+    frames, lists = [], {}
+    for name, (cams, paths, source) in splits.items():
+        src = source if source is not None else cams
+        sx, sy = src.width / cams.width, src.height / cams.height
+        c2w_gl = opencv_w2c_to_opengl_c2w(cams.world_to_camera.to(torch.float64))
+        names = []
+        for i, p in enumerate(paths):
+            p = Path(p).resolve()
+            try:
+                rel = p.relative_to(relative_to.resolve()).as_posix()
+            except ValueError:
+                rel = str(p)
+            frame = {"file_path": rel, "w": src.width, "h": src.height,
+                     "fl_x": float(cams.fx[i]) * sx, "fl_y": float(cams.fy[i]) * sy,
+                     "cx": float(cams.cx[i]) * sx, "cy": float(cams.cy[i]) * sy,
+                     "transform_matrix": c2w_gl[i].tolist()}  # fmt: skip
+            frame.update(_distortion_fields(src, i))
+            frames.append(frame)
+            names.append(rel)
+        lists[f"{name}_filenames"] = names
+    return {"camera_model": _camera_model(next(iter(splits.values()))), "frames": frames, **lists}
+
+
+def _camera_model(split: tuple[Cameras, list[Path], Cameras | None]) -> str:
+    source = split[2]
+    model = "pinhole" if source is None else source.model
+    return {"pinhole": "OPENCV", "opencv": "OPENCV", "fisheye": "OPENCV_FISHEYE"}[model]
+
+
+def _distortion_fields(cams: Cameras, i: int) -> dict[str, float]:
+    if cams.distortion is None or cams.model == "pinhole":
+        return {}
+    d = [float(v) for v in cams.distortion[i]]
+    names = ("k1", "k2", "p1", "p2", "k3") if cams.model == "opencv" else ("k1", "k2", "k3", "k4")
+    return dict(zip(names, d))

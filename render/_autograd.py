@@ -1,7 +1,9 @@
 """Autograd for the native ops: forward and backward are separate kernels, chained here.
 
 Two functions, as in the kernels: the per-(camera, Gaussian) projection and the tile
-rasterizer. Statistics requested by the caller are written into the ``RenderStats`` that
+rasterizer. The projection's backward also returns the cameras' gradients (world-to-camera
+matrices and intrinsics) when they require them (camera refinement); otherwise the kernel
+skips that work. Statistics requested by the caller are written into the ``RenderStats`` that
 travels with the call (``grad2d`` and ``split2d`` during backward), never through a
 tensor's ``.grad``.
 """
@@ -65,10 +67,13 @@ class Project(torch.autograd.Function):
             means.new_empty(B, N),
         )
         v = _zeros_if_none((v_means2d, v_conics, v_opacities, v_colors, v_depths), like)
-        grads = ops.project_bwd(
-            means, quats, log_scales, opacity_logits, sh, viewmats, Ks, *ctx.settings.args(), radii, *v
+        want_camera = ctx.needs_input_grad[5] or ctx.needs_input_grad[6]  # a refined camera
+        *grads, v_viewmats, v_Ks = ops.project_bwd(
+            means, quats, log_scales, opacity_logits, sh, viewmats, Ks, *ctx.settings.args(), radii, *v, want_camera
         )
-        return (*grads, None, None, None)
+        if not want_camera:
+            v_viewmats = v_Ks = None
+        return (*grads, v_viewmats, v_Ks, None)
 
 
 class Rasterize(torch.autograd.Function):

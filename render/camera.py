@@ -176,3 +176,10 @@ def opengl_to_opencv_c2w(c2w: Tensor) -> Tensor:
     """Camera-to-world [.., 4, 4] in OpenGL/Blender axes -> world-to-camera in OpenCV axes."""
     flip = _GL_TO_CV.to(dtype=c2w.dtype, device=c2w.device)
     return torch.linalg.inv(c2w @ flip)
+
+
+def opencv_w2c_to_opengl_c2w(w2c: Tensor) -> Tensor:
+    """The inverse of :func:`opengl_to_opencv_c2w`: world-to-camera [.., 4, 4] in OpenCV axes ->
+    camera-to-world in OpenGL/Blender axes (what transforms.json stores)."""
+    flip = _GL_TO_CV.to(dtype=w2c.dtype, device=w2c.device)
+    return torch.linalg.inv(w2c) @ flip

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from splatfield.render import Cameras
+from splatfield.render import Cameras, rasterize
 
 from . import metrics
+from .camera_opt import align_pose
 from .scene import Renderable
 
 
@@ -64,3 +65,31 @@ def evaluate(
         psnr=mean("psnr"), ssim=mean("ssim"), lpips=mean("lpips") if have_lpips and per_view else None,
         lpips_note=note, per_view=per_view, alpha_outside=mean("alpha_outside") if objects else None,
     )  # fmt: skip
+
+
+def align_cameras(
+    scene: Renderable,  # Gaussians (a snapshot holds .gaussians)
+    cameras: Cameras,
+    image_at: Callable[[int], Tensor],  # i -> [H, W, 3] uint8
+    *,
+    extent: float,
+    steps: int,
+    background: Sequence[float] = (0.0, 0.0, 0.0),
+    mask_at: Callable[[int], Tensor | None] | None = None,
+    tick: Callable[[int], None] | None = None,
+) -> Cameras:
+    """Test-time alignment: each camera's pose fitted to its image with the scene frozen
+    (:func:`.camera_opt.align_pose`), for metrics that do not charge a reconstruction for
+    the drift of its frame or the error of a held-out view's given pose."""
+    frozen = scene.snapshot().gaussians  # detached: the scene gets no gradient
+    cams = cameras.to(device=frozen.device, dtype=torch.float32)
+    render = lambda c: rasterize(frozen, c, background=background).image  # noqa: E731
+    poses = []
+    for i in range(len(cams)):
+        target = image_at(i).to(frozen.device, torch.float32) / 255.0
+        mask = None if mask_at is None else mask_at(i)
+        mask = None if mask is None else mask.to(frozen.device)
+        poses.append(align_pose(render, cams[i], target, extent=extent, steps=steps, mask=mask).world_to_camera)
+        if tick is not None:
+            tick(1)
+    return replace(cams, world_to_camera=torch.cat(poses)) if poses else cams

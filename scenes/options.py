@@ -42,8 +42,18 @@ class DataConfig:
     """Drop training frames whose sharpness is below this fraction of the training frames'
     median, in (0, 1] (0.5 is a good start for a hand-held capture; None: off)."""
 
+    train_pose_noise: tuple[float, float] = (0.0, 0.0)
+    """Perturb every training pose by this rotation (degrees) and this shift of its centre (a
+    fraction of the scene extent), in seeded random directions (--pose-noise-seed): a test of
+    --camera-opt on a dataset whose poses are right. Test poses stay as given."""
+    pose_noise_seed: int = 0
+    """Seed of the directions of --train-pose-noise."""
+
     def __post_init__(self) -> None:
         finite_at_least(self.downscale, "downscale", 1.0)
+        require(len(self.train_pose_noise) == 2, "train_pose_noise", "give degrees and a fraction of the extent")
+        for v in self.train_pose_noise:
+            finite_at_least(v, "train_pose_noise", 0.0)
         at_least(self.test_every, "test_every", 0)
         require(self.masks.strip() != "", "masks", "give auto, none or a folder of masks")
         if self.min_sharpness is not None:
@@ -167,6 +177,48 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class CorrectionConfig:
+    """Per-view corrections learned with a Gaussian scene (real captures; docs/TRAINING.md)."""
+
+    camera_opt: Literal["off", "pose", "pose+intrinsics"] = "off"
+    """Refine the training cameras with the scene: pose (a rotation and translation per
+    camera), pose+intrinsics (also focal length and principal point per physical camera)."""
+    camera_pose_lr: float = 1e-4
+    """Adam learning rate of the pose corrections (radians; translations in scene extents),
+    decaying to 1% over the run."""
+    camera_intrinsics_lr: float = 1e-4
+    """Adam learning rate of the log focal-length factor and the principal point (in image sizes)."""
+    camera_reg: float = 1e-3
+    """Weight of the L2 regulariser on the corrections."""
+    align_steps: int = 100
+    """With camera refinement: test-time alignment steps per test view (their poses fitted with
+    the scene frozen) for the aligned metrics; 0: off."""
+    appearance: Literal["none", "affine", "bilateral"] = "none"
+    """Per-training-image colour correction (exposure, white balance): an affine colour
+    transform, or a bilateral grid of them over position and brightness. Off for synthetic data."""
+    appearance_lr: Optional[float] = None
+    """Adam learning rate of the appearance corrections (None: the mode's default)."""
+
+    def __post_init__(self) -> None:
+        for name in ("camera_pose_lr", "camera_intrinsics_lr"):
+            finite_at_least(getattr(self, name), name, 0.0, strict=True)
+        finite_at_least(self.camera_reg, "camera_reg", 0.0)
+        at_least(self.align_steps, "align_steps", 0)
+        if self.appearance_lr is not None:
+            finite_at_least(self.appearance_lr, "appearance_lr", 0.0, strict=True)
+
+    @property
+    def active(self) -> bool:
+        return self.camera_opt != "off" or self.appearance != "none"
+
+
+def check_corrections(scene_kind: str, corrections: CorrectionConfig) -> None:
+    require(scene_kind == "gaussians" or not corrections.active,
+            "camera_opt" if corrections.camera_opt != "off" else "appearance",
+            "camera refinement and per-image appearance train with Gaussians only (--model gaussians)")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """What the run directory receives while and after training."""
 
@@ -213,10 +265,12 @@ class RunConfig:
     adc: AdcConfig = field(default_factory=AdcConfig)
     steepest: SteepestConfig = field(default_factory=SteepestConfig)
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    corrections: CorrectionConfig = field(default_factory=CorrectionConfig)
     field: FieldConfig = field(default_factory=FieldConfig)  # (shadows dataclasses.field below this line)
 
     def __post_init__(self) -> None:
         check_strategies(tuple(self.strategy))
+        check_corrections(self.scene_kind, self.corrections)
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -243,7 +297,8 @@ class RunConfig:
 
 
 # Options that a resumed run may change; every other one is fixed by what the run was made with.
-RESUMABLE: frozenset[str] = frozenset({"trainer.steps", "outputs.checkpoint_every", "outputs.keep_checkpoints", "outputs.eval"})
+RESUMABLE: frozenset[str] = frozenset({"trainer.steps", "outputs.checkpoint_every", "outputs.keep_checkpoints", "outputs.eval",
+                                       "corrections.align_steps"})  # fmt: skip
 
 
 def option_paths(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -304,7 +359,7 @@ def _from_first_layout(flat: Any) -> RunConfig:
 # Sections whose options are named plainly (``--steps``); the density control's carry its name
 # (``--adc.refine-every``), since steepest shares them and a plain ``--refine-every`` would hide that;
 # the radiance field's and the elastic phase's too (``--field.resolution``, ``--elastic.hidden``).
-PLAIN_SECTIONS = ("dataset", "scene", "trainer", "outputs", "steepest")
+PLAIN_SECTIONS = ("dataset", "scene", "trainer", "outputs", "steepest", "corrections")
 PREFIXED_SECTIONS = ("adc", "field", "elastic")
 
 

@@ -27,6 +27,7 @@ from splatfield.render._ext import flush_denormals
 from .options import TrainerConfig
 from .parallel import DataParallel
 from .scene import Scene
+from .corrections import ViewCorrections
 from .strategies.base import Strategies, Strategy
 from .views import Views, ViewSampler
 
@@ -57,11 +58,13 @@ class Trainer:
         config: TrainerConfig = TrainerConfig(),
         background: Sequence[float] = (0.0, 0.0, 0.0),
         parallel: DataParallel | None = None,
+        corrections: ViewCorrections | None = None,
     ) -> None:
         self.strategies = strategies if isinstance(strategies, Strategies) else Strategies(strategies)
         self.strategies.check_scene(scene.kind)
         self.scene = scene
         self.views = views
+        self.corrections = corrections if corrections is not None else ViewCorrections()
         self.config = config
         self.background = torch.tensor(list(background), dtype=torch.float32, device=scene.device)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -99,16 +102,18 @@ class Trainer:
         par = self.parallel
         self._step_start = (self.generator.get_state(), list(self.sampler.order))
         share = None if par is None else par.share(self.config.batch_size)
-        batch = scene.draw_batch(self.views, self.sampler, self.config.batch_size, share)
-        out = scene.render_batch(batch, step=step, background=self.background, stats=strategies.statistics)
+        fix = self.corrections
+        batch = fix.adjust_batch(scene.draw_batch(self.views, self.sampler, self.config.batch_size, share))
+        out = fix.adjust_output(batch, scene.render_batch(batch, step=step, background=self.background,
+                                                          stats=strategies.statistics))  # fmt: skip
         loss, mse = scene.batch_loss(batch, out, ssim_weight=self.config.ssim_weight,
                                      alpha_weight=self.config.mask_alpha_weight)  # fmt: skip
-        extra = strategies.extra_loss(step, scene, batch, out)
-        total = loss if extra is None else loss + extra
+        extras = [e for e in (strategies.extra_loss(step, scene, batch, out), fix.regularizer(batch)) if e is not None]
+        total = loss + sum(extras) if extras else loss
         total.backward()
         loss_value = float(total.detach())
         if par is not None:  # every collective of the step comes before anything changes
-            par.reduce_gradients(p for g in scene.optimizer.param_groups for p in g["params"])
+            par.reduce_gradients([*(p for g in scene.optimizer.param_groups for p in g["params"]), *fix.parameters()])
             out = par.gather_output(out, batch.step_cameras)
             loss_value, sse, stops = par.sums(loss_value, mse * len(batch.views), float(self._stop_requested))
             mse = sse / self.config.batch_size
@@ -116,6 +121,8 @@ class Trainer:
         strategies.after_backward(step, scene, out)
         scene.optimizer.step()
         scene.optimizer.zero_grad(set_to_none=True)
+        fix.step(step)
+        fix.zero_grad()
         changes = strategies.after_step(step, scene, self.generator)
         self.step = step
         dt = time.perf_counter() - t0
@@ -131,6 +138,7 @@ class Trainer:
             self.generator.set_state(self._step_start[0])
             self.sampler.order = list(self._step_start[1])
         self.scene.optimizer.zero_grad(set_to_none=True)
+        self.corrections.zero_grad()
 
     def request_stop(self) -> None:
         """Stops ``run`` after the step in progress (safe to call from a signal handler)."""
@@ -162,6 +170,7 @@ class Trainer:
             "strategies": self.strategies.state_dict(),
             "generator": self.generator.get_state(),
             "view_order": list(self.sampler.order),
+            **({"corrections": self.corrections.state_dict()} if self.corrections.active else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -175,6 +184,8 @@ class Trainer:
         self.sampler.order = list(state["view_order"])
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
+        if self.corrections.active or "corrections" in state:
+            self.corrections.load_state_dict(_to_device(state.get("corrections", {}), device))
 
 
 def _to_device(obj, device: torch.device):

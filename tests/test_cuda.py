@@ -222,13 +222,19 @@ def test_project_matches_cpu(ops, sh_degree: int, antialiased: bool) -> None:
     gen = torch.Generator().manual_seed(99)
     v = [torch.randn(B, N, 2, generator=gen), torch.randn(B, N, 3, generator=gen), torch.randn(B, N, generator=gen),
          torch.randn(B, N, 3, generator=gen), torch.randn(B, N, generator=gen)]
-    g_cpu = ops.project_bwd(*gauss, viewmats, Ks, *args, radii, *v)
-    g_dev = ops.project_bwd(*to_dev(*gauss, viewmats, Ks), *args, *to_dev(radii, *v))
-    for name, d, c in zip(("v_means", "v_quats", "v_log_scales", "v_opacity_logits", "v_sh"), g_dev, g_cpu):
-        assert_matches(f"project_bwd.{name}", d, c, rtol=GRAD_RTOL)
-    # SH coefficients above the degree get exactly zero gradient on both.
-    k = (sh_degree + 1) ** 2
-    assert torch.count_nonzero(g_dev[4][:, k:].cpu()) == 0
+    names = ("v_means", "v_quats", "v_log_scales", "v_opacity_logits", "v_sh", "v_viewmats", "v_Ks")
+    for want_camera in (False, True):
+        g_cpu = ops.project_bwd(*gauss, viewmats, Ks, *args, radii, *v, want_camera)
+        g_dev = ops.project_bwd(*to_dev(*gauss, viewmats, Ks), *args, *to_dev(radii, *v), want_camera)
+        for name, d, c in zip(names if want_camera else names[:5], g_dev, g_cpu):
+            assert_matches(f"project_bwd.{name} (camera={want_camera})", d, c, rtol=GRAD_RTOL)
+        if want_camera:
+            assert g_cpu[5].shape == (B, 4, 4) and torch.count_nonzero(g_cpu[5][:, :3]) > 0
+        else:
+            assert g_dev[5].numel() == 0 and g_dev[6].numel() == 0
+        # SH coefficients above the degree get exactly zero gradient on both.
+        k = (sh_degree + 1) ** 2
+        assert torch.count_nonzero(g_dev[4][:, k:].cpu()) == 0
 
 
 def projected_scene(ops, W: int, H: int, N: int, seed: int, dense: bool, B: int = 2):

@@ -26,22 +26,23 @@ Tensor6 project_fwd_cpu(
   return outs;
 }
 
-Tensor5 project_bwd_cpu(
+Tensor7 project_bwd_cpu(
     const at::Tensor& means, const at::Tensor& quats, const at::Tensor& log_scales,
     const at::Tensor& opacity_logits, const at::Tensor& sh, const at::Tensor& viewmats,
     const at::Tensor& Ks, int64_t width, int64_t height, int64_t sh_degree, double near_plane,
     double far_plane, double eps2d, bool antialiased, const at::Tensor& radii,
     const at::Tensor& v_means2d, const at::Tensor& v_conics, const at::Tensor& v_opacities,
-    const at::Tensor& v_colors, const at::Tensor& v_depths) {
+    const at::Tensor& v_colors, const at::Tensor& v_depths, bool want_camera_grads) {
   ProjectArgs a = make_project_args(means, quats, log_scales, opacity_logits, sh, viewmats, Ks,
                                     width, height, sh_degree, near_plane, far_plane, eps2d,
                                     antialiased);
-  auto grads = alloc_project_grads(means, quats, log_scales, opacity_logits, sh);
+  auto grads = alloc_project_grads(means, quats, log_scales, opacity_logits, sh, a.B,
+                                   want_camera_grads);
   set_project_grads(a, radii, v_means2d, v_conics, v_opacities, v_colors, v_depths, grads);
   cpu_parallel_for(0, a.N, 512, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) project_backward_item(a, n);
   });
-  return grads;
+  return finish_project_grads(grads, a.B);
 }
 
 Tensor5 composite_fwd_cpu(

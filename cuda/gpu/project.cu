@@ -47,13 +47,13 @@ Tensor6 project_fwd_cuda(
   return outs;
 }
 
-Tensor5 project_bwd_cuda(
+Tensor7 project_bwd_cuda(
     const at::Tensor& means, const at::Tensor& quats, const at::Tensor& log_scales,
     const at::Tensor& opacity_logits, const at::Tensor& sh, const at::Tensor& viewmats,
     const at::Tensor& Ks, int64_t width, int64_t height, int64_t sh_degree, double near_plane,
     double far_plane, double eps2d, bool antialiased, const at::Tensor& radii,
     const at::Tensor& v_means2d, const at::Tensor& v_conics, const at::Tensor& v_opacities,
-    const at::Tensor& v_colors, const at::Tensor& v_depths) {
+    const at::Tensor& v_colors, const at::Tensor& v_depths, bool want_camera_grads) {
   check_cuda_inputs({&quats, &log_scales, &opacity_logits, &sh, &viewmats, &Ks, &radii,
                      &v_means2d, &v_conics, &v_opacities, &v_colors, &v_depths},
                     means);
@@ -61,13 +61,14 @@ Tensor5 project_bwd_cuda(
   ProjectArgs a = make_project_args(means, quats, log_scales, opacity_logits, sh, viewmats, Ks,
                                     width, height, sh_degree, near_plane, far_plane, eps2d,
                                     antialiased);
-  auto grads = alloc_project_grads(means, quats, log_scales, opacity_logits, sh);
+  auto grads = alloc_project_grads(means, quats, log_scales, opacity_logits, sh, a.B,
+                                   want_camera_grads);
   set_project_grads(a, radii, v_means2d, v_conics, v_opacities, v_colors, v_depths, grads);
   if (a.N > 0) {
     project_bwd_kernel<<<num_blocks(a.N, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  return grads;
+  return finish_project_grads(grads, a.B);
 }
 
 }  // namespace splatfield

@@ -35,7 +35,25 @@ struct ProjectArgs {
   // backward inputs (gradients of the forward outputs) and outputs
   const float *v_means2d, *v_conics, *v_opacities, *v_colors, *v_depths;
   float *v_means, *v_quats, *v_log_scales, *v_opacity_logits, *v_sh;
+  // [B, N, kCameraGradSize] per-(camera, Gaussian) camera gradients (zeroed by
+  // the driver), summed over N by the host; null when the camera is fixed.
+  float* v_cameras;
 };
+
+// R (3x3 row-major), t (3), fx, fy, cx, cy
+constexpr int kCameraGradSize = 16;
+
+SF_HD void store_camera_grad(const CameraGrad& g, float* out) {
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) out[3 * i + j] = g.R.m[i][j];
+  out[9] = g.t.x;
+  out[10] = g.t.y;
+  out[11] = g.t.z;
+  out[12] = g.fx;
+  out[13] = g.fy;
+  out[14] = g.cx;
+  out[15] = g.cy;
+}
 
 SF_HD GaussianParams load_gaussian(const ProjectArgs& a, int64_t n) {
   GaussianParams g;
@@ -123,13 +141,20 @@ SF_HD void project_backward_item(const ProjectArgs& a, int64_t n) {
     v.conic = {a.v_conics[3 * i], a.v_conics[3 * i + 1], a.v_conics[3 * i + 2]};
     v.opacity = a.v_opacities[i];
     v.depth = a.v_depths[i];
-    project_gaussian_vjp(g, cam, cache, v, v_mean, v_q, v_ls, v_logit);
+    CameraGrad v_cam;
+    camera_grad_zero(v_cam);
+    project_gaussian_vjp(g, cam, cache, v, v_mean, v_q, v_ls, v_logit,
+                         a.v_cameras ? &v_cam : nullptr);
     float v_sh_b[48];
     const Vec3 v_rgb = {a.v_colors[3 * i], a.v_colors[3 * i + 1], a.v_colors[3 * i + 2]};
     const Vec3 v_view =
         sh_color_vjp(a.sh_degree, g.mean - camera_center(cam), a.sh + 3 * a.K * n, v_rgb, v_sh_b);
     for (int k = 0; k < 3 * nb; ++k) v_sh[k] += v_sh_b[k];
     v_mean = v_mean + v_view;
+    if (a.v_cameras) {
+      camera_center_vjp(cam, v_view, v_cam);
+      store_camera_grad(v_cam, a.v_cameras + kCameraGradSize * i);
+    }
   }
   a.v_means[3 * n] = v_mean.x;
   a.v_means[3 * n + 1] = v_mean.y;

@@ -158,6 +158,21 @@ SF_HD bool project_gaussian(const GaussianParams& g, const CameraParams& cam, Pr
   return true;
 }
 
+// Gradient of the loss w.r.t. one camera (the world-to-camera rotation and
+// translation as matrix entries, and the pinhole intrinsics), from one Gaussian.
+struct CameraGrad {
+  Mat3 R;
+  Vec3 t;
+  float fx, fy, cx, cy;
+};
+
+SF_HD void camera_grad_zero(CameraGrad& g) {
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) g.R.m[i][j] = 0.f;
+  g.t = {0.f, 0.f, 0.f};
+  g.fx = g.fy = g.cx = g.cy = 0.f;
+}
+
 struct ProjectedGrad {
   Vec2 mean2d;
   Sym2 conic;  // gradient w.r.t. the scalars a, b, c as used in a dx^2 + 2 b dx dy + c dy^2
@@ -165,11 +180,65 @@ struct ProjectedGrad {
   float depth;
 };
 
+// The camera's share of project_gaussian's VJP, from the gradients the
+// Gaussian's VJP has already formed: v_t (camera-space mean), vSc (camera-space
+// covariance, symmetric), vJ (the projection Jacobian) and v_rx, v_ry (the
+// clamped x/z, y/z). A clamped x/z sits at the frustum limit 1.3 (W - cx) / fx
+// or -1.3 cx / fx, which moves with the intrinsics: d/dcx = -1.3 / fx and
+// d/dfx = -rx / fx on either side.
+SF_HD void camera_vjp(const GaussianParams& g, const CameraParams& cam, const ProjectCache& c,
+                      const ProjectedGrad& v, const float (*vJ)[3], const Mat3& vSc, Vec3 v_t,
+                      float v_rx, float v_ry, CameraGrad& out) {
+  const float z = c.tc.z;
+  const float ux = c.tc.x / z, uy = c.tc.y / z;
+  // mean2d = (fx ux + cx, fy uy + cy); J = [[fx/z, 0, -fx rx/z], [0, fy/z, -fy ry/z]]
+  out.fx += v.mean2d.x * ux + vJ[0][0] / z - vJ[0][2] * c.rx / z;
+  out.fy += v.mean2d.y * uy + vJ[1][1] / z - vJ[1][2] * c.ry / z;
+  out.cx += v.mean2d.x;
+  out.cy += v.mean2d.y;
+  if (c.clamp_x) {
+    out.fx -= v_rx * c.rx / cam.fx;
+    out.cx -= v_rx * 1.3f / cam.fx;
+  }
+  if (c.clamp_y) {
+    out.fy -= v_ry * c.ry / cam.fy;
+    out.cy -= v_ry * 1.3f / cam.fy;
+  }
+  // t_c = R mu + t; Sigma_c = R Sigma R^T -> vR += 2 vSc (R M) M^T
+  const Mat3 WM = matmul(cam.R, c.M);
+  Mat3 vScWM;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      vScWM.m[i][j] =
+          vSc.m[i][0] * WM.m[0][j] + vSc.m[i][1] * WM.m[1][j] + vSc.m[i][2] * WM.m[2][j];
+  const float mu[3] = {g.mean.x, g.mean.y, g.mean.z};
+  const float vt[3] = {v_t.x, v_t.y, v_t.z};
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      out.R.m[i][j] += vt[i] * mu[j] + 2.f * (vScWM.m[i][0] * c.M.m[j][0] +
+                                              vScWM.m[i][1] * c.M.m[j][1] +
+                                              vScWM.m[i][2] * c.M.m[j][2]);
+  out.t = out.t + v_t;
+}
+
+// The camera's share of the colour's VJP: the SH direction is mu - C with the
+// camera centre C = -R^T t, so v_C = -v_dir.
+SF_HD void camera_center_vjp(const CameraParams& cam, Vec3 v_dir, CameraGrad& out) {
+  // C_j = -sum_i R_ij t_i: dC_j/dR_ij = -t_i, dC/dt = -R^T
+  const float t[3] = {cam.t.x, cam.t.y, cam.t.z};
+  const float vd[3] = {v_dir.x, v_dir.y, v_dir.z};
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) out.R.m[i][j] += vd[j] * t[i];
+  out.t = out.t + matvec(cam.R, v_dir);
+}
+
 // VJP of project_gaussian for a visible Gaussian (the cache comes from the
-// forward call). Accumulates into v_mean/v_q/v_log_scale/v_logit.
+// forward call). Accumulates into v_mean/v_q/v_log_scale/v_logit, and into
+// v_cam (the camera's gradient) unless it is null.
 SF_HD void project_gaussian_vjp(const GaussianParams& g, const CameraParams& cam,
                                 const ProjectCache& c, const ProjectedGrad& v, Vec3& v_mean,
-                                float* v_q, Vec3& v_log_scale, float& v_logit) {
+                                float* v_q, Vec3& v_log_scale, float& v_logit,
+                                CameraGrad* v_cam = nullptr) {
   const float z = c.tc.z;
   // conic = cov^-1 with conic gradient G (full-matrix convention, symmetric):
   // dcov = -conic G conic.
@@ -229,6 +298,7 @@ SF_HD void project_gaussian_vjp(const GaussianParams& g, const CameraParams& cam
     v_t.z -= v_ry * c.tc.y / (z * z);
   }
   v_mean = v_mean + matTvec(cam.R, v_t);
+  if (v_cam) camera_vjp(g, cam, c, v, vJ, vSc, v_t, v_rx, v_ry, *v_cam);
 
   // Sigma_c = W Sigma W^T -> vSigma = W^T vSc W; Sigma = M M^T -> vM = 2 vSigma M
   const Mat3 vSigma = matmul(transpose(cam.R), matmul(vSc, cam.R));

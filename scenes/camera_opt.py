@@ -1,0 +1,266 @@
+"""Camera refinement: corrections of the training cameras learned with the scene.
+
+Each training camera gets an SE(3) correction applied on the camera side,
+``world_to_camera' = exp(xi) @ world_to_camera`` with ``xi = (omega, tau)``: omega a rotation
+vector in radians, tau a translation in units of the scene extent (so one learning rate
+suits every scene). With ``pose+intrinsics`` each intrinsics group (the cameras that share
+fx, fy, cx, cy: one physical camera, "one camera model") also gets a focal-length factor
+``exp(s)`` and a principal-point offset in units of the image size; test cameras of a
+group get the group's corrected intrinsics too.
+
+The corrections train through the rasterizer's camera gradient (the native VJP in
+``cuda/include/splatfield/projection.h``) with their own Adam, learning rates decaying
+exponentially to ``final_lr_fraction`` of the start over the run, and an L2 regulariser on
+the batch's corrections. ``align_pose`` is the test-time alignment of a held-out view: a
+fresh correction fitted with the scene frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch import Tensor
+
+from splatfield.render import Cameras
+
+CameraOpt = Literal["off", "pose", "pose+intrinsics"]
+
+
+def skew(v: Tensor) -> Tensor:  # [..., 3] -> [..., 3, 3]
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([torch.stack([o, -z, y], -1), torch.stack([z, o, -x], -1), torch.stack([-y, x, o], -1)], -2)
+
+
+def pose_correction(xi: Tensor, extent: float) -> Tensor:
+    """[..., 6] (rotation vector, translation / extent) -> [..., 4, 4] rigid transforms."""
+    R = torch.linalg.matrix_exp(skew(xi[..., :3]))  # exact at zero and differentiable there
+    out = torch.zeros(*xi.shape[:-1], 4, 4, dtype=xi.dtype, device=xi.device)
+    out[..., :3, :3] = R
+    out[..., :3, 3] = xi[..., 3:] * extent
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def frame_change(given: Cameras, refined: Cameras) -> Tensor:
+    """The rigid change of world frame [4, 4] that best maps ``given`` cameras onto their
+    ``refined`` ones (``refined_i ~ given_i @ change``): the mean of the per-camera changes
+    ``given_i^-1 @ refined_i``, its rotation projected back onto SO(3)."""
+    g = given.world_to_camera.detach().double().cpu()
+    r = refined.world_to_camera.detach().double().cpu()
+    per_camera = torch.linalg.inv(g) @ r  # [B, 4, 4]
+    mean = per_camera.mean(0)
+    U, _, Vt = torch.linalg.svd(mean[:3, :3])
+    D = torch.eye(3, dtype=torch.float64)
+    D[2, 2] = torch.sign(torch.det(U @ Vt))
+    out = torch.eye(4, dtype=torch.float64)
+    out[:3, :3] = U @ D @ Vt
+    out[:3, 3] = mean[:3, 3]
+    return out
+
+
+def intrinsics_groups(cameras: Cameras) -> tuple[Tensor, Tensor]:
+    """Cameras sharing their intrinsics: (group index per camera [B], each group's fx fy cx cy [G, 4])."""
+    ks = cameras.Ks.detach().double().cpu()
+    groups: list[Tensor] = []
+    index = torch.empty(len(cameras), dtype=torch.long)
+    for i in range(len(cameras)):
+        for g, k in enumerate(groups):
+            if torch.allclose(ks[i], k, rtol=1e-6, atol=1e-6):
+                index[i] = g
+                break
+        else:
+            index[i] = len(groups)
+            groups.append(ks[i])
+    return index, torch.stack(groups) if groups else torch.zeros(0, 4, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class CameraOptSettings:
+    mode: CameraOpt = "pose"
+    pose_lr: float = 1e-4  # radians, and extents, per Adam step
+    intrinsics_lr: float = 1e-4  # log-focal and principal point in image sizes, per Adam step
+    final_lr_fraction: float = 0.01
+    reg: float = 1e-3  # weight of the L2 of the batch's corrections
+
+
+class CameraRefinement:
+    """The corrections of ``cameras`` (the training cameras, in view order)."""
+
+    def __init__(self, cameras: Cameras, settings: CameraOptSettings, *, extent: float, steps: int) -> None:
+        if settings.mode == "off":
+            raise ValueError("camera refinement needs mode pose or pose+intrinsics")
+        device = cameras.device
+        self.settings = settings
+        self.extent = float(extent)
+        self.steps = int(steps)
+        self.size = (cameras.width, cameras.height)
+        index, ks = intrinsics_groups(cameras)
+        self.groups = index.to(device)
+        self.group_intrinsics = ks  # float64, CPU: matched against other cameras' intrinsics
+        self.pose = torch.zeros(len(cameras), 6, device=device, requires_grad=True)
+        self.focal = torch.zeros(len(ks), device=device, requires_grad=True)
+        self.principal = torch.zeros(len(ks), 2, device=device, requires_grad=True)
+        groups = [{"params": [self.pose], "lr": settings.pose_lr, "name": "pose"}]
+        if self.refines_intrinsics:
+            groups.append({"params": [self.focal, self.principal], "lr": settings.intrinsics_lr, "name": "intrinsics"})
+        self.optimizer = torch.optim.Adam(groups, eps=1e-15)
+        self._start_lrs = [g["lr"] for g in groups]
+
+    @property
+    def refines_intrinsics(self) -> bool:
+        return self.settings.mode == "pose+intrinsics"
+
+    def parameters(self) -> list[Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    # ------------------------------------------------------------------ applying
+
+    def apply(self, cameras: Cameras, views: Sequence[int]) -> Cameras:
+        """The training ``cameras`` of ``views``, corrected (differentiable w.r.t. the corrections)."""
+        idx = torch.as_tensor(list(views), dtype=torch.long, device=self.pose.device)
+        fixed = cameras.to(device=self.pose.device)
+        w2c = pose_correction(self.pose[idx], self.extent) @ fixed.world_to_camera.to(self.pose.dtype)
+        if not self.refines_intrinsics:
+            return replace(fixed, world_to_camera=w2c)
+        return self._with_intrinsics(replace(fixed, world_to_camera=w2c), self.groups[idx])
+
+    def _with_intrinsics(self, cameras: Cameras, groups: Tensor) -> Cameras:
+        scale = torch.exp(self.focal[groups])
+        W, H = cameras.width, cameras.height
+        return replace(cameras, fx=cameras.fx * scale, fy=cameras.fy * scale,
+                       cx=cameras.cx + self.principal[groups, 0] * W, cy=cameras.cy + self.principal[groups, 1] * H)  # fmt: skip
+
+    @torch.no_grad()
+    def refined(self, cameras: Cameras) -> Cameras:
+        """All training ``cameras`` corrected (detached)."""
+        return self.apply(cameras, range(len(cameras))).to(device=cameras.device)
+
+    @torch.no_grad()
+    def refined_others(self, cameras: Cameras, train: Cameras) -> Cameras:
+        """Other cameras (test views) in the refined training cameras' frame: moved by the
+        common change of frame between the given ``train`` cameras and their refined ones
+        (:func:`frame_change`: the scene may drift as a whole while every camera is refined),
+        with the corrected intrinsics of the training group they match."""
+        if len(cameras) == 0:
+            return cameras
+        change = frame_change(train, self.refined(train)).to(cameras.world_to_camera)
+        moved = replace(cameras, world_to_camera=cameras.world_to_camera @ change)
+        return self.refined_intrinsics(moved)
+
+    @torch.no_grad()
+    def refined_intrinsics(self, cameras: Cameras) -> Cameras:
+        """``cameras`` with the corrected intrinsics of the training group they match; cameras
+        that match no training group, or a run without intrinsics, are unchanged."""
+        if not self.refines_intrinsics or len(cameras) == 0 or (cameras.width, cameras.height) != self.size:
+            return cameras
+        ks = cameras.Ks.detach().double().cpu()
+        match = torch.full((len(cameras),), -1, dtype=torch.long)
+        for g, k in enumerate(self.group_intrinsics):
+            hit = torch.isclose(ks, k[None], rtol=1e-6, atol=1e-6).all(-1)
+            match[hit & (match < 0)] = g
+        if not (match >= 0).any():
+            return cameras
+        moved = self._with_intrinsics(cameras.to(device=self.focal.device, dtype=self.focal.dtype),
+                                      match.clamp_min(0).to(self.focal.device))  # fmt: skip
+        keep = (match >= 0).to(self.focal.device)
+        pick = lambda a, b: torch.where(keep, a, b)  # noqa: E731
+        fixed = cameras.to(device=self.focal.device, dtype=self.focal.dtype)
+        out = replace(fixed, fx=pick(moved.fx, fixed.fx), fy=pick(moved.fy, fixed.fy), cx=pick(moved.cx, fixed.cx),
+                      cy=pick(moved.cy, fixed.cy))  # fmt: skip
+        return out.to(device=cameras.device, dtype=cameras.fx.dtype)
+
+    def regularizer(self, views: Sequence[int]) -> Tensor:
+        idx = torch.as_tensor(list(views), dtype=torch.long, device=self.pose.device)
+        reg = self.pose[idx].square().sum()
+        if self.refines_intrinsics:
+            reg = reg + self.focal.square().sum() + self.principal.square().sum()
+        return self.settings.reg * reg
+
+    # ------------------------------------------------------------------ learning
+
+    def lr_factor(self, step: int) -> float:
+        """Exponential decay from 1 to final_lr_fraction over the run."""
+        t = min(max(step / max(1, self.steps), 0.0), 1.0)
+        return math.exp(t * math.log(self.settings.final_lr_fraction))
+
+    def step(self, step: int) -> None:
+        f = self.lr_factor(step)
+        for g, lr in zip(self.optimizer.param_groups, self._start_lrs):
+            g["lr"] = lr * f
+        self.optimizer.step()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def summary(self) -> dict[str, float]:
+        """Mean and largest correction: degrees, scene extents, focal factor, principal point in pixels."""
+        with torch.no_grad():
+            deg = self.pose[:, :3].norm(dim=-1) * (180.0 / math.pi)
+            shift = self.pose[:, 3:].norm(dim=-1)
+            out = {"rotation_deg_mean": float(deg.mean()), "rotation_deg_max": float(deg.max()),
+                   "translation_extent_mean": float(shift.mean()), "translation_extent_max": float(shift.max())}  # fmt: skip
+            if self.refines_intrinsics:
+                W, H = self.size
+                pp = self.principal * torch.tensor([W, H], device=self.principal.device)
+                out["focal_factor_max"] = float(torch.exp(self.focal.abs().max()))
+                out["principal_px_max"] = float(pp.norm(dim=-1).max())
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict:
+        return {
+            "settings": vars(self.settings).copy(),
+            "extent": self.extent,
+            "steps": self.steps,
+            "size": list(self.size),
+            "groups": self.groups.cpu(),
+            "group_intrinsics": self.group_intrinsics,
+            "pose": self.pose.detach().cpu().clone(),
+            "focal": self.focal.detach().cpu().clone(),
+            "principal": self.principal.detach().cpu().clone(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # a copy, not the live moments
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["pose"].shape) != tuple(self.pose.shape) or tuple(state["focal"].shape) != tuple(self.focal.shape):
+            raise ValueError("the checkpoint's camera corrections are for other training views")
+        with torch.no_grad():
+            self.pose.copy_(state["pose"])
+            self.focal.copy_(state["focal"])
+            self.principal.copy_(state["principal"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def align_pose(
+    render: Callable[[Cameras], Tensor],
+    camera: Cameras,
+    target: Tensor,  # [H, W, 3] float in [0, 1]
+    *,
+    extent: float,
+    steps: int,
+    lr: float = 1e-3,
+    mask: Tensor | None = None,  # [H, W] bool: pixels that count
+) -> Cameras:
+    """Test-time alignment: the pose correction of one camera that best fits ``target`` with
+    the scene frozen (``render`` maps cameras to an image [1, H, W, 3]); L1 loss, Adam with
+    a cosine-decayed learning rate. Returns the aligned camera (detached)."""
+    xi = torch.zeros(1, 6, device=camera.device, requires_grad=True)
+    opt = torch.optim.Adam([xi], lr=lr, eps=1e-15)
+    base = camera.world_to_camera.detach().to(xi.dtype)
+    for k in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / max(1, steps)))
+        cam = replace(camera, world_to_camera=pose_correction(xi, extent) @ base)
+        err = (render(cam)[0] - target).abs()
+        loss = err.mean() if mask is None else err[mask].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return replace(camera, world_to_camera=(pose_correction(xi, extent) @ base).to(camera.world_to_camera.dtype))
