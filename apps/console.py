@@ -108,6 +108,10 @@ def print_metrics(m: dict) -> None:
     print(f"{m['split']} views: {m['views']} at {m['width']}x{m['height']} — PSNR {m['psnr']:.3f} dB, "
           f"SSIM {m['ssim']:.4f}, LPIPS {lp}; {m['num_gaussians']:,} {m.get('count_label', 'Gaussians')}"
           + (f" ({where}; mean alpha outside the masks {objects:.4f})" if where else ""))  # fmt: skip
+    if m.get("headline") == "aligned":
+        g = m["as_given"]
+        print(f"  (test cameras aligned, {m['align_steps']} steps per view, the scene frozen; as given: PSNR "
+              f"{g['psnr']:.3f} dB, SSIM {g['ssim']:.4f})")  # fmt: skip
 
 
 def report_stop(signal_name: str | None, step: int, saved: str, resume_command: str) -> int:

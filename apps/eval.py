@@ -9,7 +9,7 @@ from typing import Optional
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import check_device, check_ratio, require
+from splatfield.scenes.config import at_least, check_device, check_ratio, require
 
 from .console import bars, phase_bar, print_metrics
 from .errors import require_exists
@@ -35,11 +35,17 @@ class Eval:
     ] = None
     """With --ratios: runs trained on the same data with --adc.max-gaussians, each measured once at
     its own size (method capped)."""
+    align_steps: Annotated[
+        Optional[int], tyro.conf.arg(metavar="N", help_behavior_hint="(default: the run's, with --camera-opt)")
+    ] = None
+    """Also evaluate after a test-time alignment of each test view's pose (N steps, the scene
+    frozen): the headline of a run trained with --camera-opt; any Gaussian run takes it."""
     device: str = "auto"
     """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        at_least(self.align_steps, "align_steps", 0)
         if self.ratios is not None:
             require(len(self.ratios) > 0, "ratios", "name one size ratio or more (e.g. --ratios 1 0.5 0.25 0.1)")
             for r in self.ratios:
@@ -57,7 +63,8 @@ def run(cfg: Eval) -> int:
     from . import training
 
     with bars() as opened:
-        m = training.eval_run(cfg.run, on_phase=phase_bar(opened), device=resolve_device(cfg.device))
+        m = training.eval_run(cfg.run, on_phase=phase_bar(opened), device=resolve_device(cfg.device),
+                              align_steps=cfg.align_steps)  # fmt: skip
     print_metrics(m)
     print(f"metrics: {cfg.run / 'metrics.json'}")
     return 0

@@ -275,7 +275,7 @@ def train(
 
 
 def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_seconds: float,
-                 on_phase: Phase | None = None) -> dict:  # fmt: skip
+                 on_phase: Phase | None = None, align_steps: int | None = None) -> dict:  # fmt: skip
     """Renders the test views, writes ``renders/test/`` and ``metrics.json``; returns the metrics.
 
     A run with camera refinement is evaluated twice: with the test cameras as given
@@ -283,15 +283,17 @@ def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_
     moved into the refined training cameras' frame, with the refined intrinsics, then each
     pose fitted to its image with the scene frozen for ``--align-steps`` steps (0: the change
     of frame alone), as nerfstudio and gsplat report it. The aligned poses go into
-    ``cameras.json``."""
+    ``cameras.json``. ``align_steps`` overrides the run's (any Gaussian run can be aligned)."""
     split = dataset.test if len(dataset.test) else dataset.train
     phase = on_phase or _no_phase
     renders = run.path / "renders" / ("test" if len(dataset.test) else "train")
     save = run.config.outputs.save_renders
     if save:
         renders.mkdir(parents=True, exist_ok=True)
-    align_steps = run.config.corrections.align_steps
-    aligning = run.config.corrections.camera_opt != "off" and scene.kind == "gaussians" and len(dataset.test) > 0
+    refined = run.config.corrections.camera_opt != "off"
+    if align_steps is None:
+        align_steps = run.config.corrections.align_steps if refined else None
+    aligning = align_steps is not None and scene.kind == "gaussians" and len(dataset.test) > 0
 
     def saver(tick: Callable[[int], None], write: bool) -> Callable[[int, torch.Tensor], None]:
         def on_view(i: int, image: torch.Tensor) -> None:
@@ -357,7 +359,7 @@ def _record_aligned(run: Run, dataset: sfdata.Dataset, aligned: Cameras) -> None
 
 
 def eval_run(path: Path, *, on_phase: Phase | None = None, log: Callable[[str], None] = print,
-             device: torch.device = torch.device("cpu")) -> dict:  # fmt: skip
+             device: torch.device = torch.device("cpu"), align_steps: int | None = None) -> dict:  # fmt: skip
     """Re-evaluates the run's latest checkpoint."""
     run = Run.open(path)
     state, _ = run.load_state()
@@ -365,7 +367,7 @@ def eval_run(path: Path, *, on_phase: Phase | None = None, log: Callable[[str], 
     dataset = load_dataset(run.config)
     log(f"evaluating {path} at step {state['step']} ({len(scene):,} {scene.count_label})")
     return evaluate_run(run, scene, dataset, steps=int(state["step"]), train_seconds=float(state["train_seconds"]),
-                        on_phase=on_phase)  # fmt: skip
+                        on_phase=on_phase, align_steps=align_steps)  # fmt: skip
 
 
 def default_run_dir(data: Path) -> Path:

@@ -29,13 +29,15 @@ says which training image each of the B images is (routing to its correction).
 
 from __future__ import annotations
 
-from typing import Literal, Sequence, get_args
+from typing import Sequence, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from splatfield.scenes.losses import l1
+
+from .options import AppearanceMode
 
 __all__ = [
     "AppearanceMode",
@@ -47,7 +49,6 @@ __all__ = [
     "luminance",
 ]
 
-AppearanceMode = Literal["none", "affine", "bilateral"]
 APPEARANCE_MODES: tuple[str, ...] = get_args(AppearanceMode)
 
 # Rec. 601 luma weights (what gsplat's bilateral grid uses for its guidance).

@@ -20,14 +20,15 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from splatfield.render import Cameras
 
-CameraOpt = Literal["off", "pose", "pose+intrinsics"]
+from .options import CameraOptMode
+
 
 
 def skew(v: Tensor) -> Tensor:  # [..., 3] -> [..., 3, 3]
@@ -81,7 +82,7 @@ def intrinsics_groups(cameras: Cameras) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class CameraOptSettings:
-    mode: CameraOpt = "pose"
+    mode: CameraOptMode = "pose"
     pose_lr: float = 1e-4  # radians, and extents, per Adam step
     intrinsics_lr: float = 1e-4  # log-focal and principal point in image sizes, per Adam step
     final_lr_fraction: float = 0.01

@@ -17,8 +17,9 @@ from torch import Tensor
 
 from splatfield.render import Cameras, RenderOutput
 
-from .appearance import Appearance, AppearanceMode
-from .camera_opt import CameraOpt, CameraOptSettings, CameraRefinement
+from .appearance import Appearance
+from .camera_opt import CameraOptSettings, CameraRefinement
+from .options import AppearanceMode, CameraOptMode
 from .views import Batch
 
 
@@ -28,7 +29,7 @@ class ViewCorrections:
         self.appearance = appearance
 
     @classmethod
-    def build(cls, train_cameras: Cameras, *, camera_opt: CameraOpt, camera_settings: CameraOptSettings,
+    def build(cls, train_cameras: Cameras, *, camera_opt: CameraOptMode, camera_settings: CameraOptSettings,
               appearance: AppearanceMode, appearance_lr: float | None, extent: float, steps: int,
               device: torch.device) -> ViewCorrections:  # fmt: skip
         cams = None

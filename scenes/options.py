@@ -17,6 +17,8 @@ from .config import ConfigError, at_least, finite_at_least, from_dict, require, 
 from .strategies.options import DENSIFYING, AdcConfig, ElasticConfig, SteepestConfig, StrategyName
 
 SceneKind = Literal["gaussians", "field"]
+CameraOptMode = Literal["off", "pose", "pose+intrinsics"]
+AppearanceMode = Literal["none", "affine", "bilateral"]
 CONFIG_VERSION = 2
 
 
@@ -180,7 +182,7 @@ class TrainerConfig:
 class CorrectionConfig:
     """Per-view corrections learned with a Gaussian scene (real captures; docs/TRAINING.md)."""
 
-    camera_opt: Literal["off", "pose", "pose+intrinsics"] = "off"
+    camera_opt: CameraOptMode = "off"
     """Refine the training cameras with the scene: pose (a rotation and translation per
     camera), pose+intrinsics (also focal length and principal point per physical camera)."""
     camera_pose_lr: float = 1e-4
@@ -190,10 +192,10 @@ class CorrectionConfig:
     """Adam learning rate of the log focal-length factor and the principal point (in image sizes)."""
     camera_reg: float = 1e-3
     """Weight of the L2 regulariser on the corrections."""
-    align_steps: int = 100
+    align_steps: int = 30
     """With camera refinement: test-time alignment steps per test view (their poses fitted with
     the scene frozen) for the aligned metrics; 0: off."""
-    appearance: Literal["none", "affine", "bilateral"] = "none"
+    appearance: AppearanceMode = "none"
     """Per-training-image colour correction (exposure, white balance): an affine colour
     transform, or a bilateral grid of them over position and brightness. Off for synthetic data."""
     appearance_lr: Optional[float] = None

@@ -11,7 +11,7 @@ import tyro
 from typing_extensions import Annotated
 
 from splatfield.scenes.config import at_least, check_device, finite_at_least
-from splatfield.scenes.options import SceneKind
+from splatfield.scenes.options import AppearanceMode, CameraOptMode, CorrectionConfig, SceneKind, check_corrections
 from splatfield.scenes.strategies.options import StrategyName
 
 from ..console import PROG, progress, write_json
@@ -49,6 +49,10 @@ class BenchTrain:
     """gaussians, or field (a radiance field at the default --field. options)."""
     warmup: int = 0
     """Untimed training steps before the timed ones (a field: past its grid growths, e.g. 1600)."""
+    camera_opt: CameraOptMode = "off"
+    """As `splatfield train --camera-opt` (its cost per step)."""
+    appearance: AppearanceMode = "none"
+    """As `splatfield train --appearance`."""
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -57,6 +61,7 @@ class BenchTrain:
         at_least(self.init_points, "init_points", 1)
         at_least(self.threads, "threads", 1)
         finite_at_least(self.downscale, "downscale", 1.0)
+        check_corrections(self.model, CorrectionConfig(camera_opt=self.camera_opt, appearance=self.appearance))
 
 
 def run(cfg: BenchTrain) -> int:
@@ -75,7 +80,9 @@ def run(cfg: BenchTrain) -> int:
         r = bench_train.time_training(str(cfg.data), downscale=cfg.downscale, steps=cfg.steps,
                                       init_points=cfg.init_points, init_half_size=cfg.init_half_size,
                                       strategy=cfg.strategy, seed=cfg.seed, device=resolve_device(cfg.device),
-                                      model=cfg.model, warmup=cfg.warmup, progress=bar.update)  # fmt: skip
+                                      model=cfg.model, warmup=cfg.warmup, progress=bar.update,
+                                      corrections=CorrectionConfig(camera_opt=cfg.camera_opt,
+                                                                   appearance=cfg.appearance))  # fmt: skip
     what = f"strategy {r.strategy}" if r.scene_kind == "gaussians" else f"a field, {r.rays_per_step} rays per step"
     print(f"{PROG} bench train: {r.dataset} at {r.width}x{r.height}, {r.initial_gaussians:,} {r.count_label} at the "
           f"first timed step, {what}, backend {r.backend} on {r.device}, {r.threads} threads ({r.cpu['model']})")  # fmt: skip

@@ -19,7 +19,7 @@ import torch
 
 from splatfield import data as sfdata
 from splatfield.render._ext import native_available, native_has_cuda
-from splatfield.scenes.options import DataConfig, GaussianConfig, RunConfig, SceneKind, TrainerConfig
+from splatfield.scenes.options import CorrectionConfig, DataConfig, GaussianConfig, RunConfig, SceneKind, TrainerConfig
 from splatfield.scenes.strategies import StrategyName
 from splatfield.scenes.trainer import Trainer
 
@@ -67,14 +67,14 @@ def _quantile(xs: list[float], q: float) -> float:
 def start_training(
     data: str, *, downscale: float, steps: int, init_points: int, init_half_size: float | None,
     strategy: StrategyName = "adc", seed: int = 0, device: torch.device = torch.device("cpu"),
-    model: SceneKind = "gaussians",
+    model: SceneKind = "gaussians", corrections: CorrectionConfig = CorrectionConfig(),
 ) -> tuple[Trainer, sfdata.Dataset]:
     """A trainer at step 0, initialised as ``splatfield train`` does, with the schedules
     (learning-rate decay, densification window, grid growth) of a default-length run."""
     config = RunConfig(data=data, scene_kind=model, strategy=(strategy,) if model == "gaussians" else ("none",),
                        dataset=DataConfig(downscale=downscale),
                        scene=GaussianConfig(init_points=init_points, init_half_size=init_half_size),
-                       trainer=TrainerConfig(seed=seed))  # fmt: skip
+                       trainer=TrainerConfig(seed=seed), corrections=corrections)  # fmt: skip
     dataset = load_dataset(config)
     return new_trainer(config, dataset, load_views(dataset.train), device=device), dataset
 
@@ -92,11 +92,12 @@ def time_training(
     model: SceneKind = "gaussians",
     warmup: int = 0,
     progress: Callable[[], None] | None = None,
+    corrections: CorrectionConfig = CorrectionConfig(),
 ) -> TrainBenchResult:
     """(A step's time includes its GPU work: the loss read back at its end waits for it.)"""
     trainer, dataset = start_training(data, downscale=downscale, steps=steps, init_points=init_points,
                                       init_half_size=init_half_size, strategy=strategy, seed=seed, device=device,
-                                      model=model)  # fmt: skip
+                                      model=model, corrections=corrections)  # fmt: skip
     views = trainer.views
     for _ in range(warmup):
         trainer.train_step()
