@@ -128,3 +128,31 @@ def write_json(path: Path | None, doc: dict) -> None:
 
         write_json_atomic(path, doc)
         print(f"wrote {path}")
+
+
+def sfm_console(opened: list, log: Callable[[str], None]) -> tuple[Callable[[str], None], Callable]:
+    """(log, on_phase) for SfM: a progress bar per phase (count, rate, time left) on a
+    terminal, closed when the next line is logged (the phase's result); where bars do not
+    show (a log file), a line with the time left every 30 s of a phase instead."""
+    from splatfield.data.sfm_progress import EtaLines, unit_of
+
+    lines = EtaLines(lambda m: log(f"sfm: {m}"))
+
+    def close_bars() -> None:
+        for b in opened:
+            b.close()
+        opened.clear()
+
+    def log_line(message: str) -> None:
+        close_bars()
+        log(message)
+
+    def on_phase(name: str, total: int) -> Callable[[int], None]:
+        close_bars()
+        bar = progress(total, f"sfm: {name}", unit_of(name))
+        if bar.disable:
+            return lines(name, total)
+        opened.append(bar)
+        return bar.update
+
+    return log_line, on_phase

@@ -1,6 +1,7 @@
 """``splatfield sfm``: structure from motion (pycolmap) on a folder of photos or a video,
 into a COLMAP capture that ``splatfield train`` reads. Each stage prints one line with its
-counts and seconds; the summary is also in ``<out>/sfm.json``."""
+counts and seconds, and shows a progress bar while it runs (on a terminal; elsewhere a line
+with the time left every 30 s); the summary is also in ``<out>/sfm.json``."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from typing_extensions import Annotated
 
 from splatfield.scenes.config import at_least, require
 
-from .console import PROG, say
+from .console import PROG, bars, say, sfm_console
 from .errors import require_exists
 from .sfm_choices import SfmCameraModelName, SfmMatcherName
-
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,10 @@ class Sfm:
     out: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: the cache)")] = None
     """Output folder (default: <cache>/sfm/<hash of the input files and options>)."""
     matcher: SfmMatcherName = "auto"
-    """Image pairs to match: exhaustive (every pair; photos), sequential (neighbours in name
-    order; video frames), auto (by the input's kind)."""
+    """Image pairs to match: exhaustive (every pair), sequential (neighbours in name order),
+    retrieval (each image with its 20 most similar by a bag of visual words, plus the next 5
+    when numbered names follow the capture), auto (a video: sequential; up to 100 photos:
+    exhaustive; more: retrieval)."""
     camera_model: SfmCameraModelName = "SIMPLE_RADIAL"
     """COLMAP camera model fitted (distortion is removed when the capture is loaded)."""
     single_camera: bool = True
@@ -64,7 +66,9 @@ def run(cfg: Sfm) -> int:
     require_exists(cfg.source)
     from splatfield.data import sfm
 
-    res = sfm.made_or_reused(cfg.source, cfg.out, cfg.options(), log=say)
+    with bars() as opened:
+        log, on_phase = sfm_console(opened, say)
+        res = sfm.made_or_reused(cfg.source, cfg.out, cfg.options(), log=log, on_phase=on_phase)
     print(f"{PROG} sfm: {sfm.describe(res.summary)}; capture {res.out} (train it: {PROG} train {res.out}); "
           f"summary {res.out / 'sfm.json'}")  # fmt: skip
     return 0

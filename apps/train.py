@@ -27,7 +27,7 @@ from splatfield.scenes.options import (
 )  # fmt: skip
 from splatfield.scenes.strategies.options import AdcConfig, ElasticConfig, SteepestConfig, StrategyName
 
-from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, train_progress
+from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, sfm_console, train_progress
 from .errors import CLIError, require_exists
 
 Flat = tyro.conf.OmitArgPrefixes  # the sections of scenes.options.PLAIN_SECTIONS
@@ -252,7 +252,12 @@ def _train(cfg: Train, device, parallel) -> int:
 
         if not main:
             parallel.barrier()  # the first process runs SfM (if the data needs it); the others reuse it
-        data = capture_for_training(data, log=say if main else (lambda m: None))  # photos or a video: SfM first
+        if main:  # photos or a video: SfM first, with a bar per phase
+            with bars() as opened:
+                sfm_log, sfm_phase = sfm_console(opened, say)
+                data = capture_for_training(data, log=sfm_log, on_phase=sfm_phase)
+        else:
+            data = capture_for_training(data, log=lambda m: None)
         if main and parallel is not None:
             parallel.barrier()
         if base is None:

@@ -3,16 +3,21 @@
 Stages: frames (a video: the sharpest frame of each of ``frames`` windows), images (check,
 rotate by EXIF, skip unreadable/duplicate files, one size; see :mod:`.sfm_inputs`; the
 frames below half the median sharpness are reported as blurred, see :mod:`.sharpness`),
-features (SIFT on copies at most ``max_size`` pixels long), matching (exhaustive for photos,
-sequential for a video's frames, unless chosen), incremental mapping, and writing.
+features (SIFT on copies at most ``max_size`` pixels long), matching of candidate image
+pairs, their geometric verification (the pairs scale with the number of images: every pair
+of up to 100 photos, each photo with its most similar ones past that, a video's frames in
+sequence; see :mod:`.sfm_pairs`), incremental mapping, and writing.
+
+Every stage reports its progress (counts, a total, the time left; :mod:`.sfm_progress`):
+COLMAP is called on slices of the images or pairs, and mapping counts its registrations.
 
 The output is a standard COLMAP capture that :func:`splatfield.data.load` reads::
 
     <out>/images/      the photos or frames at full size (EXIF rotation applied)
     <out>/masks/       <name>.png when the input had masks or an alpha channel
     <out>/sparse/0/    cameras, images, points3D (+ COLMAP 4's rigs, frames), .bin
-    <out>/sfm.json     the summary (registered images, reprojection error, seconds per stage,
-                       each image's sharpness and the blurred ones)
+    <out>/sfm.json     the summary (registered images, reprojection error, the matcher and why,
+                       seconds per stage, each image's sharpness and the blurred ones)
     <out>/colmap/      database.db and COLMAP's own log (colmap.log.*)
 
 The cameras keep COLMAP's distortion (SIMPLE_RADIAL, OPENCV, OPENCV_FISHEYE, ...): the
@@ -28,6 +33,7 @@ skipped or left unregistered are reported as warnings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,18 +44,23 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from .dataset import DatasetError, cache_root
+from .sfm_inputs import Prepared, image_files, photo_folder, prepare_images
+from .sfm_pairs import (KMEANS_ITERATIONS, NUMBERED_OVERLAP, RETRIEVAL_NEIGHBOURS, WORDS, choose_matcher, chunks,
+                        codebook_sample, exhaustive_pairs, global_descriptors, kmeans, pair_count, retrieval_pairs,
+                        sequential_pairs, word_counts)  # fmt: skip
+from .sfm_progress import EtaLines, Phase, capped, counting_files
 from .sharpness import report_blurred
-from .sfm_inputs import image_files, photo_folder, prepare_images
 from .video_frames import VIDEO_SUFFIXES, extract_frames, is_video
 
-SfmMatcher = Literal["auto", "exhaustive", "sequential"]
+SfmMatcher = Literal["auto", "exhaustive", "sequential", "retrieval"]
 SfmCameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE"]
 InputKind = Literal["images", "video"]
-PIPELINE_VERSION = 1  # part of the cache key: bump when the output would change
+PIPELINE_VERSION = 2  # part of the cache key: bump when the output would change (2: auto picks retrieval past 100)
 _LIST = 10  # names listed in one message before "and N more"
+_PROGRESS_STEPS = 50  # calls into COLMAP per stage, at most (each costs ~0.1 s of setup)
 
 
 class SfmError(DatasetError):
@@ -134,9 +145,10 @@ def cached_or_run(
     out: str | os.PathLike[str] | None = None,
     opts: SfmOptions = SfmOptions(),
     log: Callable[[str], None] = lambda m: None,
+    on_phase: Phase | None = None,
 ) -> SfmResult:
     """The SfM output for ``source``: reused when ``out`` (default: the cache) holds this
-    input's finished SfM with these options, else made."""
+    input's finished SfM with these options, else made (progress: see :func:`run_sfm`)."""
     source = Path(source)
     if not source.exists():
         raise SfmError(source, "no such file or directory")
@@ -157,7 +169,7 @@ def cached_or_run(
             raise SfmError(out, "exists and is not the SfM output of this input with these options "
                                 "(choose another --out or remove it)")  # fmt: skip
         shutil.rmtree(out)
-    return SfmResult(out, run_sfm(source, out, opts, log, key=key), False)
+    return SfmResult(out, run_sfm(source, out, opts, log, key=key, on_phase=on_phase), False)
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -214,169 +226,80 @@ def run_sfm(
     log: Callable[[str], None] = lambda m: None,
     *,
     key: str | None = None,
+    on_phase: Phase | None = None,
 ) -> dict[str, Any]:
-    """Runs every stage into ``out`` (built beside it, renamed when done); returns sfm.json."""
+    """Runs every stage into ``out`` (built beside it, renamed when done); returns sfm.json.
+    Progress goes to ``on_phase`` (default: a line to ``log`` every 30 s of a long phase)."""
     t_start = time.perf_counter()
     kind: InputKind = "video" if is_video(source) else "images"
     if not (kind == "video" or source.is_dir()):
         raise SfmError(source, f"neither a folder of photos nor a video ({', '.join(VIDEO_SUFFIXES)})")
     stage = out.with_name(f".{out.name}.partial")
     shutil.rmtree(stage, ignore_errors=True)
+    run = _Run(source, kind, stage, opts, log, on_phase or EtaLines(log))
     try:
-        return _run_stages(source, kind, stage, out, opts, log, key or cache_key(source, opts), t_start)
+        return _run_stages(run, out, key or cache_key(source, opts), t_start)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # nothing half-made is left beside the output
         raise
 
 
-def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: SfmOptions, log: Callable[[str], None],
-                key: str, t_start: float) -> dict[str, Any]:  # fmt: skip
-    import pycolmap
+@dataclass
+class _Run:
+    """What every stage of one SfM run needs."""
 
-    work = stage / "colmap"
-    for d in (stage / "images", work):
+    source: Path
+    kind: InputKind
+    stage: Path  # the output being built
+    opts: SfmOptions
+    log: Callable[[str], None]
+    phases: Phase
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def work(self) -> Path:
+        return self.stage / "colmap"
+
+    @property
+    def database(self) -> Path:
+        return self.work / "database.db"
+
+
+def _run_stages(run: _Run, out: Path, key: str, t_start: float) -> dict[str, Any]:
+    for d in (run.stage / "images", run.work):
         d.mkdir(parents=True)
-    seconds: dict[str, float] = {}
-    summary: dict[str, Any] = {"input": str(source.resolve()), "input_kind": kind, "key": key,
-                               "options": dataclasses.asdict(opts)}  # fmt: skip
-
-    # -- frames / images
-    masks_dir = None
-    if kind == "video":
-        got = extract_frames(source, work / "frames", opts.frames)
-        seconds["frames"] = got.seconds
-        summary["video_frames_decoded"] = got.frames_decoded
-        log(f"frames: kept the sharpest of each window: {len(got.paths)} of {got.frames_decoded} frames "
-            f"in {got.seconds:.1f} s")  # fmt: skip
-        files = got.paths
-        ignored: list[Path] = []
-    else:
-        folder = photo_folder(source) or source
-        files, ignored = image_files(folder)
-        masks_dir = _masks_dir(folder)
-    t = time.perf_counter()
-    prep = prepare_images(files, stage / "images", stage / "masks", work / "images", work / "masks",
-                          max_size=opts.max_size, masks_dir=masks_dir)  # fmt: skip
-    prep.ignored = [p.name for p in ignored]
-    seconds["images"] = time.perf_counter() - t
-    skipped = {k: v for k, v in prep.skipped.items() if v}
-    n_skipped = sum(len(v) for v in skipped.values())
-    if skipped:
-        warnings.warn(f"{source}: skipped {n_skipped} of {len(files)} images — "
-                      + "; ".join(f"{k}: {_names(v)}" for k, v in skipped.items()), stacklevel=2)  # fmt: skip
+    summary: dict[str, Any] = {"input": str(run.source.resolve()), "input_kind": run.kind, "key": key,
+                               "options": dataclasses.asdict(run.opts)}  # fmt: skip
+    prep, skipped, blurred = _images(run, summary)
     n = len(prep.names)
-    if n < 3:
-        found = f"{n} usable image{'s' if n != 1 else ''}" + (f" ({n_skipped} skipped)" if n_skipped else "")
-        raise SfmError(source, f"SfM needs at least 3 overlapping images, found {found}")
-    log(f"images: {n} at {prep.size[0]}x{prep.size[1]}, SfM on copies at {prep.sfm_size[0]}x{prep.sfm_size[1]}"
-        + (f"; {len(prep.rotated)} rotated by EXIF" if prep.rotated else "")
-        + (f"; {len(prep.resized)} resized to the common size" if prep.resized else "")
-        + (f"; {len(prep.ignored)} non-image files ignored" if prep.ignored else "")
-        + (f"; masks{' from alpha' if masks_dir is None else ''}" if prep.masks else "")
-        + f" in {seconds['images']:.1f} s")  # fmt: skip
-    blurred = [prep.names[i] for i in report_blurred(prep.names, [prep.sharpness[k] for k in prep.names], log,
-                                                     "frames" if kind == "video" else "images")]  # fmt: skip
-
-    # -- features
-    _quiet_colmap(work / "colmap.log.")
+    _quiet_colmap(run.work / "colmap.log.")
     threads = _thread_budget()
-    database = work / "database.db"
-    t = time.perf_counter()
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = opts.camera_model
-    if prep.masks:
-        reader.mask_path = str(work / "masks")
-    if not opts.single_camera:
-        mode = pycolmap.CameraMode.PER_IMAGE
-    else:  # one camera per original size (a sub-folder each when sizes are mixed)
-        mode = pycolmap.CameraMode.SINGLE if prep.groups == 1 else pycolmap.CameraMode.PER_FOLDER
-    extraction = pycolmap.FeatureExtractionOptions()
-    extraction.max_image_size = max(prep.sfm_size)
-    extraction.num_threads = threads
+    keypoints = _features(run, prep, threads)
     sfm_names = [prep.sfm_names[name] for name in prep.names]
-    pycolmap.extract_features(database, work / "images", image_names=sfm_names, camera_mode=mode,
-                              reader_options=reader, extraction_options=extraction)  # fmt: skip
-    with pycolmap.Database.open(str(database)) as db:
-        keypoints = db.num_keypoints()
-    seconds["features"] = time.perf_counter() - t
-    log(f"features: {keypoints:,} SIFT keypoints in {n} images in {seconds['features']:.1f} s")
-
-    # -- matching
-    matcher = opts.matcher if opts.matcher != "auto" else ("sequential" if kind == "video" else "exhaustive")
-    t = time.perf_counter()
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = threads
-    if matcher == "exhaustive":
-        pycolmap.match_exhaustive(database, matching_options=matching)
-    else:  # image names sort in capture order (frame_#####.jpg for a video)
-        pycolmap.match_sequential(database, matching_options=matching)
-    with pycolmap.Database.open(str(database)) as db:
-        # a pair that failed verification is still stored, with no inliers
-        pairs = db.num_matched_image_pairs()
+    matcher, why = choose_matcher(run.opts.matcher, run.kind, sfm_names)
+    count = pair_count(matcher, n)
+    run.log(f"matcher: {matcher} ({why})" + (f": {count:,} image pairs" if count is not None else ""))
+    pairs = _candidate_pairs(run, matcher, sfm_names)
+    _match(run, pairs, threads, verify=False)
+    run.log(f"matching ({matcher}): {len(pairs):,} image pairs in {run.seconds['matching']:.1f} s")
+    _match(run, pairs, threads, verify=True)
+    with _database(run.database) as db:
+        # a pair that failed verification keeps its matches but has no inliers
+        matched = db.num_matched_image_pairs()
         verified = sum(len(g.inlier_matches) > 0 for g in db.read_two_view_geometries()[1])
-    seconds["matching"] = time.perf_counter() - t
-    log(f"matching ({matcher}): {pairs:,} image pairs, {verified:,} geometrically verified "
-        f"in {seconds['matching']:.1f} s")
-
-    # -- mapping
-    t = time.perf_counter()
-    mapping = pycolmap.IncrementalPipelineOptions()
-    mapping.min_model_size = 3  # small captures are fine; the registered fraction is checked below
-    mapping.random_seed = 0
-    mapping.num_threads = threads
-    models = pycolmap.incremental_mapping(database, work / "images", work / "models", options=mapping)
-    seconds["mapping"] = time.perf_counter() - t
-    if not models:
-        raise SfmError(source, f"no 3D model: none of the {n} images could be registered (too few features are shared "
-                               f"between them); photos need to overlap (each scene point seen from several nearby "
-                               f"viewpoints){'; try --matcher exhaustive' if matcher != 'exhaustive' else ''}")  # fmt: skip
-    ranked = sorted(models.values(), key=lambda r: r.num_reg_images(), reverse=True)
-    rec = ranked[0]
-    by_sfm_name = {v: k for k, v in prep.sfm_names.items()}
-    registered = {by_sfm_name[rec.image(i).name] for i in rec.reg_image_ids()}
-    # COLMAP's models may share images; only a model with images of its own is a separate part
-    parts = [r for r in ranked[1:] if any(by_sfm_name[r.image(i).name] not in registered for i in r.reg_image_ids())]
-    if parts:
-        warnings.warn(f"{source}: SfM found {1 + len(parts)} disconnected models "
-                      f"({', '.join(str(r.num_reg_images()) for r in [rec, *parts])} images); using the largest — "
-                      f"add photos that link the parts to use them all", stacklevel=2)  # fmt: skip
-    unregistered = [name for name in prep.names if name not in registered]
-    need = max(3, math.ceil(opts.min_registered * n))
-    if kind == "video":
-        hint = f"try more frames (--frames, now {opts.frames}) or --matcher exhaustive, or move the camera slower"
-    elif matcher != "exhaustive":
-        hint = "try --matcher exhaustive or photos with more overlap"
-    else:
-        hint = "take photos with more overlap between neighbours (or more of them)"
-    if len(registered) < need:
-        raise SfmError(source, f"only {len(registered)} of {n} images could be registered (unregistered: "
-                               f"{_names(unregistered)}); {hint}")  # fmt: skip
-    if unregistered:
-        warnings.warn(f"{source}: {len(unregistered)} of {n} images could not be registered and are left out: "
-                      f"{_names(unregistered)} ({hint})", stacklevel=2)  # fmt: skip
+    run.log(f"verification: {verified:,} of {matched:,} image pairs geometrically verified "
+            f"in {run.seconds['verification']:.1f} s")  # fmt: skip
+    rec, registered, parts, by_sfm_name = _mapping(run, prep, matcher, threads)
     error_px = float(rec.compute_mean_reprojection_error())
-    log(f"mapping: {len(registered)} of {n} images registered, {rec.num_points3D():,} points, mean reprojection "
-        f"error {error_px:.2f} px (at {prep.sfm_size[0]}x{prep.sfm_size[1]}) in {seconds['mapping']:.1f} s")  # fmt: skip
-
-    # -- write
-    t = time.perf_counter()
-    for cam in rec.cameras.values():
-        _full_size_camera(cam, *prep.size)
-    for image_id in list(rec.images):
-        img = rec.image(image_id)
-        img.name = by_sfm_name[img.name]
-    (stage / "sparse" / "0").mkdir(parents=True)
-    rec.write(str(stage / "sparse" / "0"))
-    for d in ("images", "masks", "frames", "models"):  # the SfM-sized copies and scratch models
-        shutil.rmtree(work / d, ignore_errors=True)
-    seconds["write"] = time.perf_counter() - t
-    seconds = {k: round(v, 3) for k, v in seconds.items()}
+    run.log(f"mapping: {len(registered)} of {n} images registered, {rec.num_points3D():,} points, mean reprojection "
+            f"error {error_px:.2f} px (at {prep.sfm_size[0]}x{prep.sfm_size[1]}) in {run.seconds['mapping']:.1f} s")  # fmt: skip
+    _write(run, rec, prep, by_sfm_name)
     cams = [{"model": c.model.name, "width": c.width, "height": c.height, "params": [float(v) for v in c.params]}
             for c in rec.cameras.values()]  # fmt: skip
     summary.update({
         "images_total": n,
         "images_registered": len(registered),
-        "unregistered": unregistered,
+        "unregistered": [name for name in prep.names if name not in registered],
         "skipped": skipped,
         "exif_rotated": prep.rotated,
         "resized": prep.resized,
@@ -385,21 +308,260 @@ def _run_stages(source: Path, kind: InputKind, stage: Path, out: Path, opts: Sfm
         "image_size": list(prep.size),
         "sfm_size": list(prep.sfm_size),
         "matcher": matcher,
+        "matcher_reason": why,
         "keypoints": keypoints,
-        "image_pairs": pairs,
+        "image_pairs": matched,
         "verified_pairs": verified,
         "models": 1 + len(parts),
         "mean_reprojection_error_px": error_px,
         "points": rec.num_points3D(),
         "cameras": cams,
-        "stage_seconds": seconds,
+        "threads": threads,
+        "stage_seconds": {k: round(v, 3) for k, v in run.seconds.items()},
         "seconds": round(time.perf_counter() - t_start, 3),
     })  # fmt: skip
-    (stage / "sfm.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run.stage / "sfm.json").write_text(json.dumps(summary, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
-    stage.rename(out)
+    run.stage.rename(out)
     return summary
+
+
+@contextlib.contextmanager
+def _timed(run: _Run, stage: str) -> Iterator[None]:
+    """Adds the block's seconds to ``run.seconds[stage]``."""
+    t = time.perf_counter()
+    yield
+    run.seconds[stage] = run.seconds.get(stage, 0.0) + time.perf_counter() - t
+
+
+def _database(path: Path):  # -> pycolmap.Database, a context manager
+    import pycolmap
+
+    return pycolmap.Database.open(str(path))
+
+
+# -- frames / images
+
+
+def _images(run: _Run, summary: dict[str, Any]) -> tuple[Prepared, dict[str, list[str]], list[str]]:
+    """The video's frames or the folder's photos, checked and copied (SfM-sized copies under
+    colmap/images); returns them, the skipped ones and the blurred ones."""
+    masks_dir = None
+    ignored: list[Path] = []
+    if run.kind == "video":
+        with counting_files(run.work / "frames", "frame_*.jpg", run.phases("frames", run.opts.frames)):
+            got = extract_frames(run.source, run.work / "frames", run.opts.frames)
+        run.seconds["frames"] = got.seconds
+        summary["video_frames_decoded"] = got.frames_decoded
+        run.log(f"frames: kept the sharpest of each window: {len(got.paths)} of {got.frames_decoded} frames "
+                f"in {got.seconds:.1f} s")  # fmt: skip
+        files = got.paths
+    else:
+        folder = photo_folder(run.source) or run.source
+        files, ignored = image_files(folder)
+        masks_dir = _masks_dir(folder)
+    with _timed(run, "images"):
+        prep = prepare_images(files, run.stage / "images", run.stage / "masks", run.work / "images",
+                              run.work / "masks", max_size=run.opts.max_size, masks_dir=masks_dir,
+                              on_phase=run.phases)  # fmt: skip
+    prep.ignored = [p.name for p in ignored]
+    skipped = {k: v for k, v in prep.skipped.items() if v}
+    n_skipped = sum(len(v) for v in skipped.values())
+    if skipped:
+        warnings.warn(f"{run.source}: skipped {n_skipped} of {len(files)} images — "
+                      + "; ".join(f"{k}: {_names(v)}" for k, v in skipped.items()), stacklevel=4)  # fmt: skip
+    n = len(prep.names)
+    if n < 3:
+        found = f"{n} usable image{'s' if n != 1 else ''}" + (f" ({n_skipped} skipped)" if n_skipped else "")
+        raise SfmError(run.source, f"SfM needs at least 3 overlapping images, found {found}")
+    run.log(f"images: {n} at {prep.size[0]}x{prep.size[1]}, SfM on copies at {prep.sfm_size[0]}x{prep.sfm_size[1]}"
+            + (f"; {len(prep.rotated)} rotated by EXIF" if prep.rotated else "")
+            + (f"; {len(prep.resized)} resized to the common size" if prep.resized else "")
+            + (f"; {len(prep.ignored)} non-image files ignored" if prep.ignored else "")
+            + (f"; masks{' from alpha' if masks_dir is None else ''}" if prep.masks else "")
+            + f" in {run.seconds['images']:.1f} s")  # fmt: skip
+    kind_name = "frames" if run.kind == "video" else "images"
+    blurred = [prep.names[i] for i in report_blurred(prep.names, [prep.sharpness[k] for k in prep.names], run.log,
+                                                     kind_name)]  # fmt: skip
+    return prep, skipped, blurred
+
+
+# -- features
+
+
+def _features(run: _Run, prep: Prepared, threads: int) -> int:
+    """SIFT on the SfM copies, a slice of images per call (for progress); returns the keypoints."""
+    import pycolmap
+
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = run.opts.camera_model
+    if prep.masks:
+        reader.mask_path = str(run.work / "masks")
+    if not run.opts.single_camera:
+        mode = pycolmap.CameraMode.PER_IMAGE
+    else:  # one camera per original size (a sub-folder each when sizes are mixed)
+        mode = pycolmap.CameraMode.SINGLE if prep.groups == 1 else pycolmap.CameraMode.PER_FOLDER
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = max(prep.sfm_size)
+    extraction.num_threads = threads
+    names = [prep.sfm_names[name] for name in prep.names]
+    images = run.work / "images"
+    with _timed(run, "features"):
+        _database(run.database).close()  # created empty: import_images needs the file
+        # every image and its camera first, so that the slices below share the cameras
+        pycolmap.import_images(run.database, images, camera_mode=mode, image_names=names, options=reader)
+        tick = run.phases("features", len(names))
+        for part in chunks(names, _PROGRESS_STEPS, least=4 * threads):
+            pycolmap.extract_features(run.database, images, image_names=list(part), camera_mode=mode,
+                                      reader_options=reader, extraction_options=extraction)  # fmt: skip
+            tick(len(part))
+        with _database(run.database) as db:
+            keypoints = db.num_keypoints()
+    run.log(f"features: {keypoints:,} SIFT keypoints in {len(names)} images in {run.seconds['features']:.1f} s")
+    return keypoints
+
+
+# -- matching and verification
+
+
+def _candidate_pairs(run: _Run, matcher: str, names: list[str]) -> list[tuple[str, str]]:
+    """The image pairs to match, by SfM name."""
+    n = len(names)
+    if matcher == "exhaustive":
+        pairs = exhaustive_pairs(n)
+    elif matcher == "sequential":  # image names sort in capture order (frame_#####.jpg for a video)
+        pairs = sequential_pairs(n)
+    else:
+        with _timed(run, "similarity"):
+            pairs, ordered = retrieval_pairs(_image_descriptors(run, names), names)
+        in_order = f" and the next {NUMBERED_OVERLAP} in name order (numbered names, in capture order)"
+        run.log(f"similarity: {len(pairs):,} candidate pairs, each image with its {RETRIEVAL_NEIGHBOURS} most similar "
+                f"by a bag of {WORDS} visual words{in_order if ordered else ''} in {run.seconds['similarity']:.1f} s")
+    return [(names[i], names[j]) for i, j in pairs]
+
+
+def _image_descriptors(run: _Run, names: list[str]):  # -> [N, WORDS] unit rows
+    """Each image's global descriptor (see :mod:`.sfm_pairs`) from its SIFT descriptors in the
+    database: a codebook from a sample of them, then each image's words counted."""
+    import numpy as np
+
+    with _database(run.database) as db:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+
+        def descriptors(name: str):
+            return np.asarray(db.read_descriptors(ids[name]).data)
+
+        sample = np.concatenate([codebook_sample(descriptors(name), len(names)) for name in names])
+        words = kmeans(sample, WORDS, on_iteration=run.phases("codebook", KMEANS_ITERATIONS))
+        tick = run.phases("similarity", len(names))
+        counts = []
+        for name in names:
+            counts.append(word_counts(descriptors(name), words))
+            tick(1)
+    return global_descriptors(np.stack(counts))
+
+
+def _match(run: _Run, pairs: list[tuple[str, str]], threads: int, *, verify: bool) -> None:
+    """Matches the pairs' SIFT features (``verify``: verifies the matched pairs geometrically),
+    a slice of pairs per call into COLMAP, for progress. COLMAP skips what is done already."""
+    import pycolmap
+
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = threads
+    matching.skip_geometric_verification = not verify
+    pairing = pycolmap.ImportedPairingOptions()
+    pairing.match_list_path = str(run.work / "pairs.txt")
+    verification = pycolmap.TwoViewGeometryOptions()
+    # RANSAC seeded for each pair: the verified pairs do not depend on the order of the pairs,
+    # on how they are sliced into calls or on the thread count (unseeded, each worker thread
+    # draws from its own generator, so all three change the outcome)
+    verification.ransac.random_seed = 0
+    stage = "verification" if verify else "matching"
+    with _timed(run, stage):
+        tick = run.phases(stage, len(pairs))
+        for part in chunks(pairs, _PROGRESS_STEPS, least=16 * threads):
+            (run.work / "pairs.txt").write_text("".join(f"{a} {b}\n" for a, b in part))
+            pycolmap.match_image_pairs(run.database, matching_options=matching, pairing_options=pairing,
+                                       verification_options=verification)  # fmt: skip
+            tick(len(part))
+        (run.work / "pairs.txt").unlink(missing_ok=True)
+
+
+# -- mapping
+
+
+def _mapping(run: _Run, prep: Prepared, matcher: str, threads: int):
+    """Incremental mapping; returns the largest model, the names it registered, the other
+    models with images of their own, and SfM name -> name."""
+    import pycolmap
+
+    n = len(prep.names)
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.min_model_size = 3  # small captures are fine; the registered fraction is checked below
+    mapping.random_seed = 0
+    mapping.num_threads = threads
+    with _timed(run, "mapping"):
+        tick = capped(run.phases("mapping", n), n)
+        models = pycolmap.incremental_mapping(run.database, run.work / "images", run.work / "models", options=mapping,
+                                              initial_image_pair_callback=lambda: tick(2),
+                                              next_image_callback=lambda: tick(1))  # fmt: skip
+    if not models:
+        raise SfmError(run.source, f"no 3D model: none of the {n} images could be registered (too few features are "
+                                   f"shared between them); photos need to overlap (each scene point seen from several "
+                                   f"nearby viewpoints){'; try --matcher exhaustive' if matcher != 'exhaustive' else ''}")  # fmt: skip
+    ranked = sorted(models.values(), key=lambda r: r.num_reg_images(), reverse=True)
+    rec = ranked[0]
+    by_sfm_name = {v: k for k, v in prep.sfm_names.items()}
+    registered = {by_sfm_name[rec.image(i).name] for i in rec.reg_image_ids()}
+    # COLMAP's models may share images; only a model with images of its own is a separate part
+    parts = [r for r in ranked[1:] if any(by_sfm_name[r.image(i).name] not in registered for i in r.reg_image_ids())]
+    if parts:
+        warnings.warn(f"{run.source}: SfM found {1 + len(parts)} disconnected models "
+                      f"({', '.join(str(r.num_reg_images()) for r in [rec, *parts])} images); using the largest — "
+                      f"add photos that link the parts to use them all", stacklevel=4)  # fmt: skip
+    _check_registered(run, prep.names, registered, matcher)
+    return rec, registered, parts, by_sfm_name
+
+
+def _check_registered(run: _Run, names: list[str], registered: set[str], matcher: str) -> None:
+    """Fails below ``min_registered`` of the images, else warns about the unregistered ones."""
+    n = len(names)
+    unregistered = [name for name in names if name not in registered]
+    need = max(3, math.ceil(run.opts.min_registered * n))
+    if run.kind == "video":
+        hint = f"try more frames (--frames, now {run.opts.frames}) or --matcher exhaustive, or move the camera slower"
+    elif matcher != "exhaustive":
+        hint = "try --matcher exhaustive or photos with more overlap"
+    else:
+        hint = "take photos with more overlap between neighbours (or more of them)"
+    if len(registered) < need:
+        raise SfmError(run.source, f"only {len(registered)} of {n} images could be registered (unregistered: "
+                                   f"{_names(unregistered)}); {hint}")  # fmt: skip
+    if unregistered:
+        warnings.warn(f"{run.source}: {len(unregistered)} of {n} images could not be registered and are left out: "
+                      f"{_names(unregistered)} ({hint})", stacklevel=5)  # fmt: skip
+
+
+# -- write
+
+
+def _write(run: _Run, rec: Any, prep: Prepared, by_sfm_name: dict[str, str]) -> None:
+    """The model at full size under the photos' own names into sparse/0; scratch removed."""
+    with _timed(run, "write"):
+        tick = run.phases("writing", 3)
+        for cam in rec.cameras.values():
+            _full_size_camera(cam, *prep.size)
+        for image_id in list(rec.images):
+            img = rec.image(image_id)
+            img.name = by_sfm_name[img.name]
+        tick(1)
+        (run.stage / "sparse" / "0").mkdir(parents=True)
+        rec.write(str(run.stage / "sparse" / "0"))
+        tick(1)
+        for d in ("images", "masks", "frames", "models"):  # the SfM-sized copies and scratch models
+            shutil.rmtree(run.work / d, ignore_errors=True)
+        tick(1)
 
 
 def describe(summary: dict[str, Any]) -> str:
@@ -409,9 +571,10 @@ def describe(summary: dict[str, Any]) -> str:
             f"{summary['seconds']:.0f} s")  # fmt: skip
 
 
-def made_or_reused(source: Path, out: Path | None, opts: SfmOptions, log: Callable[[str], None]) -> SfmResult:
+def made_or_reused(source: Path, out: Path | None, opts: SfmOptions, log: Callable[[str], None],
+                   on_phase: Phase | None = None) -> SfmResult:  # fmt: skip
     """The SfM output for ``source``, made or reused (and saying which)."""
-    res = cached_or_run(source, out, opts, log=lambda m: log(f"sfm: {m}"))
+    res = cached_or_run(source, out, opts, log=lambda m: log(f"sfm: {m}"), on_phase=on_phase)
     if res.reused:
         log(f"sfm: reusing {res.out} (SfM made earlier for this input and these options: {describe(res.summary)}; "
             f"remove that folder to redo it)")  # fmt: skip
@@ -425,12 +588,12 @@ def made_or_reused(source: Path, out: Path | None, opts: SfmOptions, log: Callab
     return res
 
 
-def capture_for_training(data: Path, log: Callable[[str], None]) -> Path:
+def capture_for_training(data: Path, log: Callable[[str], None], on_phase: Phase | None = None) -> Path:
     """``data`` itself when it is a dataset, else (photos or a video) its SfM output."""
     if input_kind(data) is None:
         return data
     log(f"sfm: {data} is a {'video' if is_video(data) else 'folder of photos'}: structure from motion first")
-    res = made_or_reused(data, None, SfmOptions(), log)
+    res = made_or_reused(data, None, SfmOptions(), log, on_phase)
     if not res.reused:
         log(f"sfm: {describe(res.summary)} -> {res.out}")
     return res.out

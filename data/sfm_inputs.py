@@ -18,13 +18,15 @@ Rules (each skip is reported once, as a warning listing the files):
 Outputs: full-size images in ``images/`` (byte copies when nothing had to change), masks in
 ``masks/<name>.png``, and SfM copies at most ``max_size`` pixels on the long side (grouped in
 one folder per original size when sizes are mixed) with their masks; and a sharpness score
-per image (:mod:`.sharpness`), to report blurred ones.
+per image (:mod:`.sharpness`), to report blurred ones. The SfM copies' names have no white
+space (COLMAP's list of image pairs separates the two names by a space).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .dataset import DatasetError
+from .sfm_progress import Phase, no_progress
 from .sharpness import sharpness
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -115,12 +118,16 @@ def prepare_images(
     *,
     max_size: int,
     masks_dir: Path | None = None,
+    on_phase: Phase = no_progress,
 ) -> Prepared:
-    """Checks ``files`` and writes the training and SfM copies (see the module docstring)."""
+    """Checks ``files`` and writes the training and SfM copies (see the module docstring);
+    reports the phases "reading images" and "preparing images" to ``on_phase``."""
     skipped: dict[str, list[str]] = {"unreadable": [], "duplicate": [], "other aspect ratio": []}
     probes: list[_Probe] = []
     seen: dict[str, str] = {}
+    tick = on_phase("reading images", len(files))
     for p in files:
+        tick(1)
         try:
             data = p.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
@@ -148,10 +155,13 @@ def prepare_images(
     small = sfm_size(size, max_size)
     use_masks = masks_dir is not None or any(pr.alpha for pr in kept)
     out = Prepared([], {}, size, small, len(sizes), use_masks, skipped)
+    taken: set[str] = set()
+    tick = on_phase("preparing images", len(kept))
     for pr in kept:
+        tick(1)
         name = pr.path.name
         sub = "" if len(sizes) == 1 else f"{pr.size[0]}x{pr.size[1]}/"  # one SfM camera per original size
-        sfm_name = sub + (name if name.lower().endswith((".jpg", ".jpeg")) else name + ".jpg")
+        sfm_name = _without_spaces(sub + (name if name.lower().endswith((".jpg", ".jpeg")) else name + ".jpg"), taken)
         with Image.open(pr.path) as raw:
             im = ImageOps.exif_transpose(raw) if pr.orientation != 1 else raw.copy()
         if pr.orientation != 1:
@@ -181,6 +191,19 @@ def prepare_images(
         out.names.append(name)
         out.sfm_names[name] = sfm_name
         out.sharpness[name] = sharpness(im)
+    return out
+
+
+def _without_spaces(name: str, taken: set[str]) -> str:
+    """``name`` with white space replaced by ``_`` (and ``~2``... before the suffix if that is
+    taken); records it in ``taken``."""
+    base = re.sub(r"\s", "_", name)
+    stem, dot, suffix = base.rpartition(".")
+    out, k = base, 1
+    while out in taken:
+        k += 1
+        out = f"{stem}~{k}{dot}{suffix}"
+    taken.add(out)
     return out
 
 

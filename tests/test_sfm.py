@@ -55,10 +55,16 @@ def fox_sfm(tmp_path_factory):
     for n in names:
         Image.fromarray(mask).save(root / "capture" / "masks" / f"{Path(n).stem}.png")
     lines: list[str] = []
+    phases: list[tuple[str, int, list[int]]] = []  # (phase, total, ticks)
+
+    def on_phase(name: str, total: int):
+        phases.append((name, total, []))
+        return phases[-1][2].append
+
     opts = sfm_data.SfmOptions(max_size=480)
-    res = sfm_data.cached_or_run(root / "capture", root / "out", opts, log=lines.append)
+    res = sfm_data.cached_or_run(root / "capture", root / "out", opts, log=lines.append, on_phase=on_phase)
     return {"root": root, "capture": root / "capture", "names": names, "res": res, "log": lines, "opts": opts,
-            "mask": mask}  # fmt: skip
+            "mask": mask, "phases": phases}  # fmt: skip
 
 
 def test_fox_subset_registers_and_agrees_with_the_provided_poses(fox_sfm):
@@ -70,13 +76,31 @@ def test_fox_subset_registers_and_agrees_with_the_provided_poses(fox_sfm):
     on_disk = json.loads((fox_sfm["res"].out / "sfm.json").read_text())
     for key in ("images_total", "images_registered", "unregistered", "mean_reprojection_error_px", "points", "seconds"):
         assert on_disk[key] == s[key]
-    assert set(on_disk["stage_seconds"]) == {"images", "features", "matching", "mapping", "write"}
-    assert [ln.split(":")[0] for ln in fox_sfm["log"]] == ["images", "features", "matching (exhaustive)", "mapping"]
+    assert set(on_disk["stage_seconds"]) == {"images", "features", "matching", "verification", "mapping", "write"}
+    assert [ln.split(":")[0] for ln in fox_sfm["log"]] == ["images", "features", "matcher", "matching (exhaustive)",
+                                                           "verification", "mapping"]  # fmt: skip
+    assert fox_sfm["log"][2] == f"matcher: exhaustive (auto: {FOX_NAMES} images, every pair up to 100): 66 image pairs"
+    assert s["matcher"] == "exhaustive" and s["image_pairs"] == 66
     cmp, missing = compare_to_reference(fox_sfm["res"].out, FOX / "transforms.json")
     assert cmp.cameras == s["images_registered"]
     assert len(missing) == 50 - s["images_registered"]  # the reference has all 50 photos
     assert cmp.rotation_error_deg_mean <= 2.0 and cmp.rotation_error_deg_max <= 3.0, cmp.per_camera
     assert cmp.position_error_rel_max <= 0.05, cmp.per_camera
+
+
+def test_every_phase_reports_increasing_counts_up_to_its_total(fox_sfm):
+    s = fox_sfm["res"].summary
+    phases = {name: (total, ticks) for name, total, ticks in fox_sfm["phases"]}
+    assert list(phases) == ["reading images", "preparing images", "features", "matching", "verification", "mapping",
+                            "writing"]  # fmt: skip
+    expected = {"reading images": FOX_NAMES, "preparing images": FOX_NAMES, "features": FOX_NAMES, "matching": 66,
+                "verification": 66, "mapping": FOX_NAMES, "writing": 3}  # fmt: skip
+    for name, (total, ticks) in phases.items():
+        assert total == expected[name], name
+        assert ticks and all(n > 0 for n in ticks), name  # each call adds to the count
+        done = s["images_registered"] if name == "mapping" else total  # registrations, never past the total
+        assert sum(ticks) == done, (name, ticks)
+    assert len(phases["mapping"][1]) >= 2  # the initial pair, then image by image
 
 
 def test_cameras_are_scaled_back_to_the_full_size_images(fox_sfm):

@@ -11,7 +11,7 @@ from typing_extensions import Annotated
 
 from splatfield.scenes.config import at_least
 
-from ..console import PROG, say, write_json
+from ..console import PROG, bars, say, sfm_console, write_json
 from ..errors import CLIError, check_output_file, require_exists
 from ..sfm_choices import SfmCameraModelName, SfmMatcherName
 
@@ -52,7 +52,9 @@ def run(cfg: BenchSfm) -> int:
     from splatfield.data.sfm import SfmOptions
 
     opts = SfmOptions(matcher=cfg.matcher, camera_model=cfg.camera_model, max_size=cfg.max_size)
-    r = bench(cfg.source, cfg.reference, opts, cfg.out, log=say)
+    with bars() as opened:
+        log, on_phase = sfm_console(opened, say)
+        r = bench(cfg.source, cfg.reference, opts, cfg.out, log=log, on_phase=on_phase)
     a, s = r["alignment"], r["sfm"]
     print(f"{PROG} bench sfm: {sfm.describe(s)} ({', '.join(f'{k} {v:.1f} s' for k, v in s['stage_seconds'].items())}) "
           f"on {r['machine']['model']}")  # fmt: skip
@@ -64,8 +66,8 @@ def run(cfg: BenchSfm) -> int:
     return 0
 
 
-def bench(source: Path, reference: Path, opts: Any, out: Path | None,
-          log: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+def bench(source: Path, reference: Path, opts: Any, out: Path | None, log: Callable[[str], None],
+          on_phase: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Runs SfM on ``source`` from scratch and compares its cameras with ``reference``'s."""
     import shutil
     import tempfile
@@ -80,7 +82,7 @@ def bench(source: Path, reference: Path, opts: Any, out: Path | None,
         tmp = Path(tempfile.mkdtemp(prefix="splatfield-bench-sfm-"))
         out = tmp / "sfm"
     try:
-        summary = sfm.run_sfm(source, out, opts, log=lambda m: log(f"sfm: {m}"))
+        summary = sfm.run_sfm(source, out, opts, log=lambda m: log(f"sfm: {m}"), on_phase=on_phase)
         cmp, missing = compare_to_reference(out, reference)
     finally:
         if tmp is not None:
