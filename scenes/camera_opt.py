@@ -83,7 +83,7 @@ def intrinsics_groups(cameras: Cameras) -> tuple[Tensor, Tensor]:
 @dataclass(frozen=True)
 class CameraOptSettings:
     mode: CameraOptMode = "pose"
-    pose_lr: float = 1e-4  # radians, and extents, per Adam step
+    pose_lr: float = 5e-4  # radians, and extents, per Adam step
     intrinsics_lr: float = 1e-4  # log-focal and principal point in image sizes, per Adam step
     final_lr_fraction: float = 0.01
     reg: float = 1e-3  # weight of the L2 of the batch's corrections

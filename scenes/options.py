@@ -185,7 +185,7 @@ class CorrectionConfig:
     camera_opt: CameraOptMode = "off"
     """Refine the training cameras with the scene: pose (a rotation and translation per
     camera), pose+intrinsics (also focal length and principal point per physical camera)."""
-    camera_pose_lr: float = 1e-4
+    camera_pose_lr: float = 5e-4
     """Adam learning rate of the pose corrections (radians; translations in scene extents),
     decaying to 1% over the run."""
     camera_intrinsics_lr: float = 1e-4
