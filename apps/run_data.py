@@ -62,8 +62,8 @@ def _camera_record(c: Cameras, i: int) -> dict:
 def cameras_json(dataset: sfdata.Dataset, refined: RefinedCameras | None = None) -> dict:
     """The run's cameras as given by the dataset; with ``refined`` (camera refinement) each
     record also holds its ``refined`` camera (training views: pose and intrinsics; test views:
-    the refined intrinsics of their physical camera) and, once evaluated, the test views'
-    ``aligned`` pose (test-time alignment)."""
+    moved by the change of frame, with the refined intrinsics of their physical camera). The
+    evaluation adds the test views' ``aligned`` poses."""
 
     def split(s: sfdata.Split, name: str) -> list[dict]:
         c = s.cameras
@@ -71,10 +71,7 @@ def cameras_json(dataset: sfdata.Dataset, refined: RefinedCameras | None = None)
         for i in range(len(s)):
             rec = {"image": str(s.image_paths[i]), "width": c.width, "height": c.height, **_camera_record(c, i)}
             if refined is not None:
-                rc = refined.train if name == "train" else refined.test
-                rec["refined"] = _camera_record(rc, i)
-                if name == "test" and refined.aligned is not None:
-                    rec["aligned"] = _camera_record(refined.aligned, i)
+                rec["refined"] = _camera_record(refined.train if name == "train" else refined.test, i)
             out.append(rec)
         return out
 
@@ -87,12 +84,11 @@ def cameras_json(dataset: sfdata.Dataset, refined: RefinedCameras | None = None)
 
 @dataclass
 class RefinedCameras:
-    """A run's refined cameras: its training views', its test views' (refined intrinsics) and,
-    after a test-time alignment, the test views' aligned ones."""
+    """A run's refined cameras: its training views' and its test views' (in the refined frame,
+    with the refined intrinsics); ``summary``: the sizes of the corrections."""
 
     train: Cameras
     test: Cameras
-    aligned: Cameras | None = None
     summary: dict = field(default_factory=dict)
 
 
@@ -112,7 +108,7 @@ def with_refined_cameras(dataset: sfdata.Dataset, run_dir: Path) -> sfdata.Datas
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise sfdata.DatasetError(f"{path}: unreadable ({e})") from None
+        raise sfdata.DatasetError(path, f"unreadable ({e})") from None
     splits = {}
     for name in ("train", "test"):
         split: sfdata.Split = getattr(dataset, name)
@@ -120,6 +116,6 @@ def with_refined_cameras(dataset: sfdata.Dataset, run_dir: Path) -> sfdata.Datas
         if not records or "refined" not in records[0]:
             return dataset
         if [Path(r["image"]).name for r in records] != [Path(p).name for p in split.image_paths]:
-            raise sfdata.DatasetError(f"{path}: its {name} views are not the dataset's (was the dataset changed?)")
+            raise sfdata.DatasetError(path, f"its {name} views are not the dataset's (was the dataset changed?)")
         splits[name] = replace(split, cameras=_cameras_from_records(records, split.cameras, "refined"))
     return replace(dataset, **splits)

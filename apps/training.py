@@ -133,16 +133,16 @@ def view_corrections(config: RunConfig, dataset: sfdata.Dataset, views: Views, d
                                  extent=dataset.scene_extent(), steps=config.trainer.steps, device=device)  # fmt: skip
 
 
-def refined_cameras(trainer: Trainer, dataset: sfdata.Dataset, aligned=None) -> RefinedCameras | None:
-    """The trainer's refined training cameras and the test views' refined intrinsics (None
-    without camera refinement)."""
+def refined_cameras(trainer: Trainer, dataset: sfdata.Dataset) -> RefinedCameras | None:
+    """The trainer's refined training cameras and its test views in the refined frame with the
+    refined intrinsics (None without camera refinement)."""
     cams = trainer.corrections.cameras
     if cams is None:
         return None
     given = dataset.train.cameras.to(dtype=torch.float32)
     train = cams.refined(given)
     test = cams.refined_others(dataset.test.cameras.to(dtype=torch.float32), given)
-    return RefinedCameras(train.to(device="cpu"), test.to(device="cpu"), aligned, cams.summary())
+    return RefinedCameras(train.to(device="cpu"), test.to(device="cpu"), cams.summary())
 
 
 @contextmanager

@@ -3,7 +3,9 @@
 Each step asks the scene for a batch (:meth:`Scene.draw_batch`: a whole view for
 Gaussians), renders it with the statistics the strategies ask for, takes the scene's loss
 (plus the strategies' extra terms), back-propagates, lets the strategies read the
-statistics, steps the optimizer, and lets the strategies edit the scene. Callbacks
+statistics, steps the optimizer, and lets the strategies edit the scene. Per-view corrections
+(:mod:`.corrections`: refined cameras, per-image appearance) adjust the batch before it is
+rendered and the image after, add their regulariser and step with the scene. Callbacks
 (progress, checkpoints, viewer, eval) are called after every step with a :class:`StepInfo`.
 
 Everything a resumed run needs is in :meth:`Trainer.state_dict`: the scene with its
@@ -24,10 +26,10 @@ import torch
 
 from splatfield.render._ext import flush_denormals
 
+from .corrections import ViewCorrections
 from .options import TrainerConfig
 from .parallel import DataParallel
 from .scene import Scene
-from .corrections import ViewCorrections
 from .strategies.base import Strategies, Strategy
 from .views import Views, ViewSampler
 
