@@ -97,3 +97,17 @@ def test_a_field_refuses_corrections_in_one_line(flag, demo_data, tmp_path):
     assert r.returncode != 0
     assert "Gaussians only" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cameras_of_another_dataset_are_refused_in_one_line(refined_run, tmp_path, native):
+    import shutil
+
+    from splatfield.data import DatasetError
+
+    copy = tmp_path / "run"
+    shutil.copytree(refined_run, copy, ignore=shutil.ignore_patterns("checkpoints", "renders"))
+    doc = json.loads((copy / "cameras.json").read_text())
+    doc["train"][0]["image"] = "someone_else.png"
+    (copy / "cameras.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="cameras.json: its train views are not the dataset's"):
+        with_refined_cameras(load_dataset(Run.open(copy).config), copy)
