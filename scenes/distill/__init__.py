@@ -1,0 +1,27 @@
+"""Score distillation (the ``distill`` strategy, METHODS.md §4): a 2D diffusion prior
+pushes renders of a scene toward what it finds likely.
+
+- :mod:`.schedule` — the noise schedule ``x_t = alpha_t x + sigma_t eps``;
+- :mod:`.guidance` — the ``Guidance`` interface (``predict_noise``) and classifier-free
+  guidance;
+- :mod:`.analytic` — exact priors (point mass, Gaussian, Gaussian mixture) and a Gaussian
+  fit of a set of renders, for tests and for the variational model of the toy problems;
+- :mod:`.estimators` — the gradients on a render: SDS, VSD/ESD, the Stein control variate,
+  and the loss that hands any of them to autograd.
+"""
+
+from .analytic import GaussianMixture, RenderGaussians, fit_gaussian, point_mass
+from .estimators import (
+    Weighting,
+    distillation_loss,
+    sds_gradient,
+    stein_control_variate,
+    variational_gradient,
+)
+from .guidance import Guidance, classifier_free
+from .schedule import NoiseSchedule
+
+__all__ = [
+    "GaussianMixture", "Guidance", "RenderGaussians", "NoiseSchedule", "Weighting", "classifier_free", "distillation_loss", "fit_gaussian",
+    "point_mass", "sds_gradient", "stein_control_variate", "variational_gradient",
+]  # fmt: skip

@@ -1,0 +1,52 @@
+"""The forward noising process of a diffusion model: ``x_t = alpha_t x + sigma_t eps`` with
+``alpha_t = sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)`` over integer timesteps
+``0 .. T-1`` (diffusers' convention: ``alphas_cumprod[t]`` is ``abar_t``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+BetaSchedule = Literal["linear", "scaled_linear"]
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    alphas_cumprod: Tensor  # [T], float64, decreasing in (0, 1)
+
+    def __post_init__(self) -> None:
+        a = self.alphas_cumprod
+        if a.ndim != 1 or a.numel() < 2 or not bool(((a > 0) & (a < 1)).all()) or not bool((a[1:] <= a[:-1]).all()):
+            raise ValueError("alphas_cumprod must be a decreasing 1-D sequence inside (0, 1)")
+
+    @classmethod
+    def from_betas(
+        cls, kind: BetaSchedule = "scaled_linear", steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
+    ) -> "NoiseSchedule":
+        """diffusers' ``DDPMScheduler`` betas: ``linear`` (DDPM's, with beta 1e-4 .. 0.02) or
+        ``scaled_linear`` (Stable Diffusion's defaults, the ones given here)."""
+        if kind == "linear":
+            betas = torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
+        elif kind == "scaled_linear":
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=torch.float64) ** 2
+        else:
+            raise ValueError(f"unknown beta schedule {kind!r}")
+        return cls(torch.cumprod(1.0 - betas, 0))
+
+    @property
+    def steps(self) -> int:
+        return self.alphas_cumprod.numel()
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return self.alphas_cumprod.to(t.device)[t].sqrt()
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return (1.0 - self.alphas_cumprod.to(t.device)[t]).sqrt()
+
+    def add_noise(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """``x_t`` for a batch: ``x`` [B, ...], ``t`` [B] integer timesteps, ``eps`` like ``x``."""
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return self.alpha(t).to(x.dtype).view(shape) * x + self.sigma(t).to(x.dtype).view(shape) * eps
