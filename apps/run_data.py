@@ -23,7 +23,8 @@ def load_dataset(config: RunConfig, log: Callable[[str], None] | None = None) ->
     masks = d.masks if d.masks in ("auto", "none") else Path(d.masks)
     dataset = sfdata.load(config.data, downscale=d.downscale, test_every=d.test_every, masks=masks,
                           mask_mode=d.mask_mode, min_sharpness=d.min_sharpness,
-                          min_relative_sharpness=d.min_relative_sharpness, log=log)  # fmt: skip
+                          min_relative_sharpness=d.min_relative_sharpness, lens_distortion=d.lens_distortion,
+                          log=log)  # fmt: skip
     degrees, fraction = d.train_pose_noise
     if degrees > 0 or fraction > 0:
         noisy = perturb_poses(dataset.train.cameras, degrees, fraction * dataset.scene_extent(), d.pose_noise_seed)

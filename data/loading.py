@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -18,12 +18,14 @@ from .llff import load_llff
 from .masks import MaskMode, MaskSource
 from .transforms_json import frame_sharpness, load_transforms_json
 
+LensDistortion = Literal["given", "ignore"]
+
 
 def load(
     path: str | Path, *, downscale: float = 1.0, test_every: int = 8, cache_dir: str | Path | None = None,
     masks: MaskSource = "auto", mask_mode: MaskMode = "auto",
     min_sharpness: float | None = None, min_relative_sharpness: float | None = None,
-    log: Callable[[str], None] | None = None,
+    lens_distortion: LensDistortion = "given", log: Callable[[str], None] | None = None,
 ) -> Dataset:
     """Loads the dataset at ``path`` (a folder, or its transforms/poses file).
 
@@ -34,7 +36,8 @@ def load(
     plain photos or a video goes through SfM first (:func:`.sfm.cached_or_run`, reused
     from the cache when done before). ``min_sharpness`` / ``min_relative_sharpness``: the
     training frames below either rule are dropped as blurred (:func:`drop_blurred`), and
-    ``log`` is told how many and which.
+    ``log`` is told how many and which. ``lens_distortion="ignore"`` treats distorted cameras
+    as pinhole (:func:`without_distortion`).
     """
     from .sfm import cached_or_run, input_kind
 
@@ -50,11 +53,36 @@ def load(
         dataset = load_colmap(p, **opts)
     else:
         dataset = load_llff(p, **opts)
+    if lens_distortion == "ignore":
+        dataset = without_distortion(dataset, log)
     if min_sharpness is None and min_relative_sharpness is None:
         return dataset
     given = frame_sharpness(p) if fmt == "transforms_json" else None
     return drop_blurred(dataset, min_sharpness=min_sharpness, min_relative_sharpness=min_relative_sharpness,
                         given=given, log=log)  # fmt: skip
+
+
+def without_distortion(dataset: Dataset, log: Callable[[str], None] | None = None) -> Dataset:
+    """``dataset`` with its images taken as they are on disk (pinhole cameras, same K): for a
+    calibration whose distortion coefficients do not fit the photos. ``log`` gets one line
+    naming what was dropped."""
+    dropped = []
+    splits = {}
+    for name in ("train", "test"):
+        split = getattr(dataset, name)
+        src = split.source_cameras
+        if src is not None and src.model != "pinhole":
+            dropped.append((src.model, src.distortion))
+            splits[name] = replace(split, source_cameras=replace(src, model="pinhole", distortion=None))
+    if log is not None:
+        if dropped:
+            model, coeffs = dropped[0]
+            first = " ".join(f"{float(v):.4g}" for v in coeffs[0]) if coeffs is not None and len(coeffs) else "-"
+            log(f"lens distortion: ignored (--lens-distortion ignore): the {model} coefficients ({first} for the "
+                f"first camera) are not applied; images are used as they are on disk")  # fmt: skip
+        else:
+            log("lens distortion: --lens-distortion ignore has nothing to ignore (the cameras are pinhole)")
+    return replace(dataset, **splits)
 
 
 def drop_blurred(dataset: Dataset, *, min_sharpness: float | None = None, min_relative_sharpness: float | None = None,

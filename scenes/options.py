@@ -37,6 +37,10 @@ class DataConfig:
     """What masks mean: ignore (black pixels are left out of the loss) or object (the
     object's silhouette: images composited over the background, rendered alpha trained
     towards it); auto: object for NeRD's <stem>_mask naming, else ignore."""
+    lens_distortion: Literal["given", "ignore"] = "given"
+    """given: undistort the photos with the dataset's distortion coefficients (OPENCV,
+    fisheye); ignore: use them as they are, pinhole (for a calibration whose coefficients do
+    not fit its photos, as instant-ngp's fox: docs/TRAINING.md)."""
     min_sharpness: Optional[float] = None
     """Drop training frames whose sharpness is below this (the score the log shows: the
     variance of the Laplacian at 512 px, or transforms.json's own sharpness field; None: off)."""

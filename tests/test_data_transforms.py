@@ -165,3 +165,34 @@ def test_cache_goes_to_splatfield_cache_and_is_atomic(tmp_path, monkeypatch):
     assert m.dtype == torch.bool and m.shape == (6, 8) and not m.any()
     files = list((tmp_path / "envcache" / "images").rglob("*"))
     assert [f.name for f in files if f.is_file()] == ["a.png.png"]  # no temp files left behind
+
+
+def test_opencv_distortion_is_colmaps():
+    """The convention anchored outside this project: pycolmap's OPENCV camera projects the
+    same normalised points to the same pixels (fox's calibration)."""
+    pycolmap = pytest.importorskip("pycolmap")  # a dependency (SfM): installed by `make setup`
+    params = [1375.52, 1374.49, 554.558, 965.268, 0.0578421, -0.0805099, -0.000980296, 0.00015575]
+    camera = pycolmap.Camera(model="OPENCV", width=1080, height=1920, params=params)
+    xy = torch.tensor([[0.3, 0.5], [-0.35, -0.6], [0.1, 0.0], [-0.2, 0.45]], dtype=torch.float64)
+    rays = torch.cat([xy, torch.ones(len(xy), 1, dtype=torch.float64)], 1).numpy()  # points at depth 1
+    expected = torch.as_tensor(camera.img_from_cam(rays), dtype=torch.float64)
+    xd, yd = distort(xy[:, 0], xy[:, 1], "opencv", torch.tensor(params[4:], dtype=torch.float64))
+    got = torch.stack([xd * params[0] + params[2], yd * params[1] + params[3]], 1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)  # pixels; pycolmap works in float64 too
+
+
+@needs_fox
+def test_lens_distortion_ignore_takes_the_photos_as_they_are(tmp_path):
+    from splatfield.data import load
+
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        given = load(FOX, downscale=8, test_every=0, cache_dir=tmp_path)
+        plain = load(FOX, downscale=8, test_every=0, cache_dir=tmp_path, lens_distortion="ignore", log=lines.append)
+    assert plain.train.source_cameras.model == "pinhole" and plain.train.source_cameras.distortion is None
+    torch.testing.assert_close(plain.train.cameras.Ks, given.train.cameras.Ks)  # same K, same poses
+    torch.testing.assert_close(plain.train.cameras.world_to_camera, given.train.cameras.world_to_camera)
+    a, b = given.train.image(3).float(), plain.train.image(3).float()
+    assert (a - b).abs().mean() > 1.0  # undistortion moved the pixels; ignoring it did not
+    assert len(lines) == 1 and "opencv coefficients (0.05784 -0.08051" in lines[0], lines
