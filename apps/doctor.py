@@ -22,6 +22,7 @@ DEPENDENCIES = {
     ("pycolmap", "pycolmap"): "SfM",
     ("viser", "viser"): "viewer",
     ("imageio_ffmpeg", "imageio-ffmpeg"): "video",
+    ("diffusers", "diffusers"): "lifting guidance",
     ("playwright", "playwright"): "browser tests",
 }
 

@@ -6,11 +6,13 @@ pushes renders of a scene toward what it finds likely.
   guidance;
 - :mod:`.analytic` — exact priors (point mass, Gaussian, Gaussian mixture) and a Gaussian
   fit of a set of renders, for tests and for the variational model of the toy problems;
+- :mod:`.diffusers_guidance` — a diffusers checkpoint from a local folder;
 - :mod:`.estimators` — the gradients on a render: SDS, VSD/ESD, the Stein control variate,
   and the loss that hands any of them to autograd.
 """
 
 from .analytic import GaussianMixture, RenderGaussians, fit_gaussian, point_mass
+from .diffusers_guidance import DiffusersGuidance, GuidanceError
 from .estimators import (
     Weighting,
     distillation_loss,
@@ -22,6 +24,6 @@ from .guidance import Guidance, classifier_free
 from .schedule import NoiseSchedule
 
 __all__ = [
-    "GaussianMixture", "Guidance", "RenderGaussians", "NoiseSchedule", "Weighting", "classifier_free", "distillation_loss", "fit_gaussian",
+    "DiffusersGuidance", "GaussianMixture", "Guidance", "GuidanceError", "RenderGaussians", "NoiseSchedule", "Weighting", "classifier_free", "distillation_loss", "fit_gaussian",
     "point_mass", "sds_gradient", "stein_control_variate", "variational_gradient",
 ]  # fmt: skip

@@ -1,0 +1,112 @@
+"""Guidance from a diffusers checkpoint in a local folder (never a download).
+
+Supported layout (diffusers' ``save_pretrained`` of a text-to-image pipeline, the layout
+Stable Diffusion 1.x/2.x checkpoints are published in)::
+
+    PATH/unet/config.json + diffusion_pytorch_model.safetensors (or .bin)   required
+    PATH/scheduler/scheduler_config.json                                  required
+    PATH/vae/config.json + weights            optional: the UNet then works in the VAE's latents
+
+The UNet is a ``UNet2DConditionModel`` conditioned through cross-attention on
+``encoder_hidden_states``: ``condition`` is that tensor ([L, C] or [B, L, C]); ``None`` is a
+zero embedding of length 1 (a stand-in for an empty prompt: text prompts need a text
+encoder, not wired yet). The scheduler's ``prediction_type`` (``epsilon``, ``v_prediction``
+or ``sample``) is converted to a noise prediction. The model is frozen: no parameter
+requires grad, and predictions run without building a graph.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .schedule import NoiseSchedule
+
+WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+class GuidanceError(Exception):
+    """A guidance folder that cannot be used; the message is one line naming the path."""
+
+
+def _check_component(root: Path, name: str, config: str, weights: bool) -> list[str]:
+    missing = [] if (root / name / config).is_file() else [f"{name}/{config}"]
+    if weights and not any((root / name / w).is_file() for w in WEIGHTS):
+        missing.append(f"{name}/{WEIGHTS[0]}")
+    return missing
+
+
+class DiffusersGuidance:
+    def __init__(self, path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        root = Path(path)
+        if not root.is_dir():
+            raise GuidanceError(f"{root}: no such folder (--guidance takes a diffusers checkpoint folder)")
+        missing = _check_component(root, "unet", "config.json", True) + _check_component(root, "scheduler", "scheduler_config.json", False)
+        has_vae = (root / "vae").is_dir()
+        if has_vae:
+            missing += _check_component(root, "vae", "config.json", True)
+        if missing:
+            raise GuidanceError(f"{root}: not a complete diffusers checkpoint, missing {', '.join(missing)}")
+        try:
+            from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        except ImportError as e:  # a dependency of the project: only a broken install gets here
+            raise GuidanceError(f"{root}: diffusers does not import ({e})") from None
+        config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+        self.prediction = config.get("prediction_type", "epsilon")
+        if self.prediction not in ("epsilon", "v_prediction", "sample"):
+            raise GuidanceError(f"{root / 'scheduler' / 'scheduler_config.json'}: prediction_type {self.prediction!r} is not supported")
+        try:
+            scheduler = DDPMScheduler.from_config(config)
+            self.unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False)
+            self.vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False) if has_vae else None
+        except Exception as e:  # diffusers raises many kinds; the user needs the first line of any
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise GuidanceError(f"{root}: cannot load the checkpoint: {first}") from None
+        self.schedule = NoiseSchedule(scheduler.alphas_cumprod.to(torch.float64))
+        self.device, self.dtype = torch.device(device), dtype
+        for module in (self.unet, self.vae):
+            if module is not None:
+                module.requires_grad_(False).eval().to(self.device)
+
+    @property
+    def sample_size(self) -> int:
+        """The side of the images the model works on (pixels; for a latent model, the latents' side times the VAE's factor)."""
+        size = int(self.unet.config.sample_size)
+        if self.vae is not None:
+            size *= 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return size
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Renders [B, H, W, 3] in [0, 1] to the model's input space, differentiably: resized to
+        the model's size, scaled to [-1, 1], and through the VAE's encoder (its mean) if any."""
+        x = images.permute(0, 3, 1, 2).to(self.dtype) * 2 - 1
+        size = self.sample_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if self.vae is None:
+            return x
+        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+
+    def _embedding(self, condition: Any, batch: int) -> Tensor:
+        if condition is None:
+            return torch.zeros(batch, 1, self.unet.config.cross_attention_dim, dtype=self.dtype, device=self.device)
+        c = torch.as_tensor(condition, dtype=self.dtype, device=self.device)
+        return c.expand(batch, *c.shape) if c.ndim == 2 else c
+
+    @torch.no_grad()
+    def predict_noise(self, x_t: Tensor, t: Tensor, condition: Any = None) -> Tensor:
+        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=self._embedding(condition, x_t.shape[0])).sample
+        out = out.to(x_t.dtype)
+        if self.prediction == "epsilon":
+            return out
+        shape = (-1,) + (1,) * (x_t.ndim - 1)
+        alpha = self.schedule.alpha(t).to(x_t.dtype).view(shape)
+        sigma = self.schedule.sigma(t).to(x_t.dtype).view(shape)
+        if self.prediction == "v_prediction":  # v = alpha eps - sigma x0
+            return sigma * x_t + alpha * out
+        return (x_t - alpha * out) / sigma  # sample: the clean image x0

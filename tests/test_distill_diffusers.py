@@ -1,0 +1,120 @@
+"""Guidance from a diffusers checkpoint folder (issue 17's plumbing): a tiny randomly
+initialised UNet (and VAE) saved with ``save_pretrained`` loads through the same path a
+user's Stable Diffusion folder would, stays frozen, and SDS through it reaches only the
+scene being rendered; a missing or incomplete folder is a one-line error naming what is
+missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from .scenes import SceneSpec, make_cameras, make_gaussians
+from splatfield.render import rasterize
+from splatfield.scenes.distill import (
+    DiffusersGuidance,
+    GuidanceError,
+    NoiseSchedule,
+    distillation_loss,
+    sds_gradient,
+)
+
+diffusers = pytest.importorskip("diffusers")  # a project dependency: installed by `make setup`
+
+
+def tiny_unet(in_channels: int = 3):
+    torch.manual_seed(0)
+    return diffusers.UNet2DConditionModel(
+        sample_size=16, in_channels=in_channels, out_channels=in_channels, layers_per_block=1,
+        block_out_channels=(8, 16), norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )  # fmt: skip
+
+
+def save_checkpoint(root: Path, *, prediction: str = "epsilon", vae: bool = False) -> Path:
+    tiny_unet(4 if vae else 3).save_pretrained(root / "unet")
+    diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                            prediction_type=prediction).save_pretrained(root / "scheduler")  # fmt: skip
+    if vae:
+        torch.manual_seed(1)
+        diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                                norm_num_groups=4, layers_per_block=1, sample_size=32,
+                                down_block_types=("DownEncoderBlock2D",) * 2,
+                                up_block_types=("UpDecoderBlock2D",) * 2).save_pretrained(root / "vae")  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("tiny-sd"))
+
+
+def test_the_schedule_is_the_checkpoints(checkpoint):
+    guidance = DiffusersGuidance(checkpoint)
+    assert torch.allclose(guidance.schedule.alphas_cumprod, NoiseSchedule.from_betas("scaled_linear").alphas_cumprod, rtol=1e-5)
+    assert guidance.sample_size == 16
+    assert not any(p.requires_grad for p in guidance.unet.parameters())
+
+
+def render_scene(spec: SceneSpec):
+    gen = torch.Generator().manual_seed(spec.seed)
+    cameras = make_cameras(spec, gen)
+    gaussians = make_gaussians(spec, gen, cameras).requires_grad_()
+    return gaussians, cameras
+
+
+@pytest.mark.parametrize("vae", [False, True], ids=["pixels", "latents"])
+def test_sds_through_the_unet_reaches_only_the_scene(vae, tmp_path, native):
+    guidance = DiffusersGuidance(save_checkpoint(tmp_path / "ckpt", vae=vae))
+    before = {k: v.clone() for k, v in guidance.unet.state_dict().items()}
+    gaussians, cameras = render_scene(SceneSpec(seed=3, n=60, width=24, height=24, cameras=2))
+    image = rasterize(gaussians, cameras, background=[1.0, 1.0, 1.0]).image  # [2, 24, 24, 3]
+    x = guidance.encode(image)
+    assert x.shape == ((2, 4, 16, 16) if vae else (2, 3, 16, 16))
+    gen = torch.Generator().manual_seed(0)
+    t = torch.tensor([200, 700])
+    grad = sds_gradient(guidance, x, t, torch.randn(x.shape, generator=gen), torch.randn(4, 8, generator=gen),
+                        guidance_scale=7.5)  # fmt: skip
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    opt = torch.optim.Adam(gaussians.tensors(), lr=1e-2)
+    distillation_loss(x, grad).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (gaussians.means, gaussians.sh0, gaussians.opacity_logits))
+    assert all(p.grad is None for p in guidance.unet.parameters())
+    if vae:
+        assert all(p.grad is None for p in guidance.vae.parameters())
+    opt.step()
+    after = guidance.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_v_prediction_is_converted_to_noise(tmp_path):
+    eps_model = DiffusersGuidance(save_checkpoint(tmp_path / "eps"))
+    v_model = DiffusersGuidance(save_checkpoint(tmp_path / "v", prediction="v_prediction"))
+    gen = torch.Generator().manual_seed(2)
+    x_t, t = torch.randn(2, 3, 16, 16, generator=gen), torch.tensor([10, 900])
+    raw = eps_model.predict_noise(x_t, t)  # the same weights: the UNet's raw output
+    a = v_model.schedule.alpha(t).float().view(-1, 1, 1, 1)
+    s = v_model.schedule.sigma(t).float().view(-1, 1, 1, 1)
+    assert torch.allclose(v_model.predict_noise(x_t, t), s * x_t + a * raw, rtol=1e-5, atol=1e-6)
+
+
+def one_line_error(path) -> str:
+    with pytest.raises(GuidanceError) as e:
+        DiffusersGuidance(path)
+    message = str(e.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_missing_or_incomplete_folders_are_one_line_errors(checkpoint, tmp_path):
+    assert "no such folder" in one_line_error(tmp_path / "nowhere")
+    partial = tmp_path / "partial"
+    tiny_unet().save_pretrained(partial / "unet")
+    assert "missing scheduler/scheduler_config.json" in one_line_error(partial)
+    (partial / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    assert "missing unet/diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json" in one_line_error(partial)
+    broken = save_checkpoint(tmp_path / "broken")
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    assert "cannot load the checkpoint" in one_line_error(broken)
