@@ -7,6 +7,8 @@ pushes renders of a scene toward what it finds likely.
 - :mod:`.analytic` — exact priors (point mass, Gaussian, Gaussian mixture) and a Gaussian
   fit of a set of renders, for tests and for the variational model of the toy problems;
 - :mod:`.diffusers_guidance` — a diffusers checkpoint from a local folder;
+- :mod:`.render_model` — VSD/ESD's second model: the guidance's UNet adapted online (LoRA
+  or a copy) to the current renders, camera-conditioned;
 - :mod:`.estimators` — the gradients on a render: SDS, VSD/ESD, the Stein control variate,
   and the loss that hands any of them to autograd.
 """
@@ -21,9 +23,10 @@ from .estimators import (
     variational_gradient,
 )
 from .guidance import Guidance, classifier_free
+from .render_model import RenderModel
 from .schedule import NoiseSchedule
 
 __all__ = [
-    "DiffusersGuidance", "GaussianMixture", "Guidance", "GuidanceError", "RenderGaussians", "NoiseSchedule", "Weighting", "classifier_free", "distillation_loss", "fit_gaussian",
+    "DiffusersGuidance", "GaussianMixture", "Guidance", "GuidanceError", "RenderGaussians", "RenderModel", "NoiseSchedule", "Weighting", "classifier_free", "distillation_loss", "fit_gaussian",
     "point_mass", "sds_gradient", "stein_control_variate", "variational_gradient",
 ]  # fmt: skip

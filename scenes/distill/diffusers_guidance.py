@@ -92,21 +92,37 @@ class DiffusersGuidance:
             return x
         return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
-    def _embedding(self, condition: Any, batch: int) -> Tensor:
+    def embedding(self, condition: Any, batch: int) -> Tensor:
+        """``encoder_hidden_states`` for a batch: ``condition`` ([L, C] broadcast, or [B, L, C]),
+        or a zero embedding of length 1 for ``None``."""
         if condition is None:
             return torch.zeros(batch, 1, self.unet.config.cross_attention_dim, dtype=self.dtype, device=self.device)
         c = torch.as_tensor(condition, dtype=self.dtype, device=self.device)
         return c.expand(batch, *c.shape) if c.ndim == 2 else c
 
-    @torch.no_grad()
-    def predict_noise(self, x_t: Tensor, t: Tensor, condition: Any = None) -> Tensor:
-        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=self._embedding(condition, x_t.shape[0])).sample
-        out = out.to(x_t.dtype)
+    def _coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        shape = (-1,) + (1,) * (like.ndim - 1)
+        return self.schedule.alpha(t).to(like.dtype).view(shape), self.schedule.sigma(t).to(like.dtype).view(shape)
+
+    def noise_from_output(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The noise prediction for the UNet's output ``out`` in its ``prediction_type``."""
         if self.prediction == "epsilon":
             return out
-        shape = (-1,) + (1,) * (x_t.ndim - 1)
-        alpha = self.schedule.alpha(t).to(x_t.dtype).view(shape)
-        sigma = self.schedule.sigma(t).to(x_t.dtype).view(shape)
+        alpha, sigma = self._coefficients(t, x_t)
         if self.prediction == "v_prediction":  # v = alpha eps - sigma x0
             return sigma * x_t + alpha * out
         return (x_t - alpha * out) / sigma  # sample: the clean image x0
+
+    def training_target(self, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """What the UNet's output should be for ``x_t = alpha x + sigma eps`` (for adapting a copy of it)."""
+        if self.prediction == "epsilon":
+            return eps
+        if self.prediction == "v_prediction":
+            alpha, sigma = self._coefficients(t, x)
+            return alpha * eps - sigma * x
+        return x
+
+    @torch.no_grad()
+    def predict_noise(self, x_t: Tensor, t: Tensor, condition: Any = None) -> Tensor:
+        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=self.embedding(condition, x_t.shape[0])).sample
+        return self.noise_from_output(out.to(x_t.dtype), x_t, t)
