@@ -30,6 +30,7 @@ from splatfield.scenes.options import RunConfig
 from splatfield.scenes.parallel import DataParallel, PeerLost
 from splatfield.scenes.run import Run, RunError, scene_from_state_dict
 from splatfield.scenes.scene import Scene
+from splatfield.scenes.strategies.distill import Distill
 from splatfield.scenes.strategies.registry import make_strategies
 from splatfield.scenes.trainer import StepInfo, Trainer
 from splatfield.scenes.views import Views
@@ -108,7 +109,8 @@ def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state:
     """A trainer at step 0 (the initial scene), or in the state of a checkpoint, on ``device``
     (the views stay in host memory, pinned for a GPU, and travel a batch at a time)."""
     strategies = make_strategies(config.strategies, scene_kind=config.scene_kind, adc=config.adc,
-                                 steepest=config.steepest, elastic=config.elastic, steps=config.trainer.steps,
+                                 steepest=config.steepest, elastic=config.elastic, distill=config.distill,
+                                 steps=config.trainer.steps,
                                  background=background_of(dataset), ssim_weight=config.trainer.ssim_weight)  # fmt: skip
     if state is None:
         scene = initial_scene(config, dataset, torch.Generator().manual_seed(config.trainer.seed), device,
@@ -218,6 +220,9 @@ def train(
             f"{' '.join(config.strategy)}, {config.trainer.steps} steps")  # fmt: skip
     for line in trainer.corrections.describe():
         log(line)
+    for strategy in trainer.strategies.items:
+        if isinstance(strategy, Distill):
+            log(strategy.describe())
     steps = config.trainer.steps
     every = config.outputs.checkpoint_every
 

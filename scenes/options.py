@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Optional
 
 from .config import ConfigError, at_least, finite_at_least, from_dict, require, to_dict
-from .strategies.options import DENSIFYING, AdcConfig, ElasticConfig, SteepestConfig, StrategyName
+from .strategies.options import DENSIFYING, AdcConfig, DistillConfig, ElasticConfig, SteepestConfig, StrategyName
 
 SceneKind = Literal["gaussians", "field"]
 CameraOptMode = Literal["off", "pose", "pose+intrinsics"]
@@ -271,6 +271,7 @@ class RunConfig:
     adc: AdcConfig = field(default_factory=AdcConfig)
     steepest: SteepestConfig = field(default_factory=SteepestConfig)
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     corrections: CorrectionConfig = field(default_factory=CorrectionConfig)
     field: FieldConfig = field(default_factory=FieldConfig)  # (shadows dataclasses.field below this line)
 
@@ -364,9 +365,10 @@ def _from_first_layout(flat: Any) -> RunConfig:
 
 # Sections whose options are named plainly (``--steps``); the density control's carry its name
 # (``--adc.refine-every``), since steepest shares them and a plain ``--refine-every`` would hide that;
-# the radiance field's and the elastic phase's too (``--field.resolution``, ``--elastic.hidden``).
+# the radiance field's, the elastic phase's and distillation's too (``--field.resolution``,
+# ``--elastic.hidden``, ``--distill.guidance``).
 PLAIN_SECTIONS = ("dataset", "scene", "trainer", "outputs", "steepest", "corrections")
-PREFIXED_SECTIONS = ("adc", "field", "elastic")
+PREFIXED_SECTIONS = ("adc", "field", "elastic", "distill")
 
 
 def option_names() -> dict[str, str]:

@@ -38,12 +38,13 @@ CAMERA_FEATURES = 12  # the camera-to-world matrix's first three rows
 class LoRALinear(nn.Module):
     """``base(x) + scale/rank * up(down(x))`` while ``enabled``; ``base(x)`` otherwise."""
 
-    def __init__(self, base: nn.Linear, rank: int, scale: float = 1.0) -> None:
+    def __init__(self, base: nn.Linear, rank: int, scale: float = 1.0, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.base = base
         self.down = nn.Linear(base.in_features, rank, bias=False, device=base.weight.device, dtype=base.weight.dtype)
         self.up = nn.Linear(rank, base.out_features, bias=False, device=base.weight.device, dtype=base.weight.dtype)
-        nn.init.normal_(self.down.weight, std=1.0 / rank)
+        with torch.no_grad():  # drawn on the CPU from ``generator``: the same start on any device
+            self.down.weight.copy_(torch.randn(self.down.weight.shape, generator=generator) / rank)
         nn.init.zeros_(self.up.weight)
         self.scaling = scale / rank
         self.enabled = False
@@ -53,7 +54,7 @@ class LoRALinear(nn.Module):
         return out + self.scaling * self.up(self.down(x)) if self.enabled else out
 
 
-def add_lora(unet: nn.Module, rank: int) -> list[LoRALinear]:
+def add_lora(unet: nn.Module, rank: int, generator: torch.Generator | None = None) -> list[LoRALinear]:
     """Wraps the projections of every attention block of ``unet`` (``to_q``, ``to_k``,
     ``to_v`` and ``to_out[0]``, diffusers' ``Attention``) in a disabled :class:`LoRALinear`."""
     layers = []
@@ -63,10 +64,10 @@ def add_lora(unet: nn.Module, rank: int) -> list[LoRALinear]:
         for name in ("to_q", "to_k", "to_v"):
             base = getattr(module, name)
             if isinstance(base, nn.Linear):
-                layers.append(LoRALinear(base, rank))
+                layers.append(LoRALinear(base, rank, generator=generator))
                 setattr(module, name, layers[-1])
         if isinstance(module.to_out, nn.ModuleList) and isinstance(module.to_out[0], nn.Linear):
-            layers.append(LoRALinear(module.to_out[0], rank))
+            layers.append(LoRALinear(module.to_out[0], rank, generator=generator))
             module.to_out[0] = layers[-1]
     if not layers:
         raise ValueError("the UNet has no attention projections to adapt (to_q, to_k, to_v, to_out)")
@@ -76,8 +77,10 @@ def add_lora(unet: nn.Module, rank: int) -> list[LoRALinear]:
 class RenderModel:
     def __init__(
         self, guidance: DiffusersGuidance, *, adapter: Adapter = "lora", rank: int = 4, lr: float = 1e-3,
-        camera_dropout: float = 0.1, condition: Any = None, generator: torch.Generator | None = None,
+        camera_dropout: float = 0.1, condition: Any = None, generator: torch.Generator | None = None, seed: int = 0,
     ) -> None:  # fmt: skip
+        """``seed`` draws the adapters' start (the same model every time); ``generator`` the
+        timesteps, noise and camera dropout of its training steps."""
         if not 0.0 <= camera_dropout < 1.0:
             raise ValueError(f"camera dropout {camera_dropout} is outside [0, 1)")
         self.guidance, self.schedule, self.condition = guidance, guidance.schedule, condition
@@ -85,7 +88,7 @@ class RenderModel:
         device, dtype = guidance.device, guidance.dtype
         if adapter == "lora":
             self.unet = guidance.unet
-            self.lora = add_lora(self.unet, rank)
+            self.lora = add_lora(self.unet, rank, torch.Generator().manual_seed(seed))
             trainable = [p for layer in self.lora for p in (*layer.down.parameters(), *layer.up.parameters())]
         elif adapter == "copy":
             self.unet = copy.deepcopy(guidance.unet).requires_grad_(True)
@@ -95,8 +98,11 @@ class RenderModel:
             raise ValueError(f"unknown adapter {adapter!r}")
         width = self.unet.time_embedding.linear_2.out_features
         self.camera_mlp = nn.Sequential(nn.Linear(CAMERA_FEATURES, width), nn.SiLU(), nn.Linear(width, width)).to(device, dtype)
-        nn.init.zeros_(self.camera_mlp[2].weight)
-        nn.init.zeros_(self.camera_mlp[2].bias)
+        with torch.no_grad():
+            first = torch.randn(width, CAMERA_FEATURES, generator=torch.Generator().manual_seed(seed + 1))
+            self.camera_mlp[0].weight.copy_(first / CAMERA_FEATURES**0.5)
+            for t in (self.camera_mlp[0].bias, self.camera_mlp[2].weight, self.camera_mlp[2].bias):
+                t.zero_()
         self.no_camera = nn.Parameter(torch.zeros(width, device=device, dtype=dtype))
         self.parameters = [*trainable, *self.camera_mlp.parameters(), self.no_camera]
         for p in self.parameters:

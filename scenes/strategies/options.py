@@ -11,7 +11,9 @@ from typing import Literal, Optional
 
 from ..config import at_least, finite_at_least, require
 
-StrategyName = Literal["adc", "steepest", "elastic", "none"]
+StrategyName = Literal["adc", "steepest", "elastic", "distill", "none"]
+Estimator = Literal["sds", "vsd", "esd"]
+AdapterKind = Literal["lora", "copy"]
 SplitCriterion = Literal["curvature", "loss-change"]
 
 # Strategies that add and remove Gaussians; two of them would edit the same scene twice per step.
@@ -160,3 +162,62 @@ class ElasticConfig:
                 and 0.0 < self.knots[-1] and self.knots[0] < 1.0, "elastic.knots",
                 f"must be descending ratios in (0, 1) (got {self.knots})")  # fmt: skip
         finite_at_least(self.table_lr, "elastic.table_lr", 0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Score distillation (METHODS.md §4, docs/LIFTING.md): every step, random views on a
+    sphere around the world origin are rendered and pushed toward what a diffusion prior finds
+    likely, beside the photometric loss of the training views."""
+
+    guidance: str = ""
+    """A diffusers checkpoint folder (unet/, scheduler/, optional vae/; read locally, never
+    downloaded): required with --strategy distill."""
+    estimator: Estimator = "sds"
+    """sds (score distillation sampling), vsd (variational: a second model adapted to the
+    renders) or esd (vsd plus the entropy of the renders over all cameras, --distill.entropy-weight)."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance s in eps_u + s (eps_c - eps_u): 1 is the conditional prediction alone."""
+    entropy_weight: float = 0.5
+    """ESD's lambda in [0, 1] (0 is vsd)."""
+    weight: float = 1.0
+    """Weight of the distillation loss (the sum over the render's values of 1/2 |x - stopgrad(x - grad)|^2, per view)."""
+    views: int = 1
+    """Random views per step."""
+    t_range: tuple[float, float] = (0.02, 0.98)
+    """Timesteps drawn in this range (fractions of the schedule) at the start ..."""
+    t_max_end: float = 0.5
+    """... with the upper end moved linearly to this by the end of the run (NeuralLift-360's annealing)."""
+    elevation: tuple[float, float] = (-10.0, 45.0)
+    """Elevation range of the random views in degrees, above the plane through the origin
+    orthogonal to the training cameras' mean up direction."""
+    radius: Optional[float] = None
+    """Distance of the random views from the origin (None: the training cameras' mean)."""
+    fov: Optional[float] = None
+    """Vertical field of view of the random views in degrees (None: the training cameras')."""
+    adapter: AdapterKind = "lora"
+    """vsd/esd's second model: lora (low-rank updates of the guidance's attention) or copy (a
+    trainable copy of the UNet, for small models)."""
+    lora_rank: int = 4
+    """Rank of the low-rank updates."""
+    model_lr: float = 1e-3
+    """Adam learning rate of the second model."""
+    seed: int = 0
+    """Seed of the random views, timesteps and noise."""
+
+    def __post_init__(self) -> None:
+        finite_at_least(self.guidance_scale, "distill.guidance_scale", 0.0)
+        require(0.0 <= self.entropy_weight <= 1.0, "distill.entropy_weight", f"must be in [0, 1] (got {self.entropy_weight})")
+        finite_at_least(self.weight, "distill.weight", 0.0)
+        at_least(self.views, "distill.views", 1)
+        lo, hi = self.t_range
+        require(0.0 <= lo < hi <= 1.0, "distill.t_range", f"must be 0 <= low < high <= 1 (got {lo} {hi})")
+        require(lo < self.t_max_end <= 1.0, "distill.t_max_end", f"must be in (t_range low, 1] (got {self.t_max_end})")
+        require(-90.0 <= self.elevation[0] <= self.elevation[1] <= 90.0, "distill.elevation",
+                f"must be low <= high within [-90, 90] degrees (got {self.elevation[0]} {self.elevation[1]})")  # fmt: skip
+        if self.radius is not None:
+            finite_at_least(self.radius, "distill.radius", 0.0, strict=True)
+        if self.fov is not None:
+            require(0.0 < self.fov < 180.0, "distill.fov", f"must be in (0, 180) degrees (got {self.fov})")
+        at_least(self.lora_rank, "distill.lora_rank", 1)
+        finite_at_least(self.model_lr, "distill.model_lr", 0.0, strict=True)

@@ -6,14 +6,16 @@ from typing import Sequence
 
 from ..config import ConfigError
 from .adc import ADC
+from .distill import Distill
 from .base import Strategies, Strategy
 from .elastic import Elastic
-from .options import DENSIFYING, AdcConfig, ElasticConfig, SteepestConfig
+from .options import DENSIFYING, AdcConfig, DistillConfig, ElasticConfig, SteepestConfig
 from .steepest import Steepest
 
 
 def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: SteepestConfig = SteepestConfig(),
-                  elastic: ElasticConfig = ElasticConfig(), steps: int | None = None,
+                  elastic: ElasticConfig = ElasticConfig(), distill: DistillConfig = DistillConfig(),
+                  steps: int | None = None,
                   background: tuple[float, float, float] = (0.0, 0.0, 0.0), densified: bool = False,
                   ssim_weight: float = 0.2) -> Strategy:  # fmt: skip
     """One strategy; ``steps`` (the run's length) and ``background`` (the run's: white
@@ -31,6 +33,15 @@ def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: Steepest
         if start is None:
             start = adc.resolved(steps, white_background).refine_stop if densified else 1
         return Elastic(elastic, start=max(1, start), background=tuple(background), ssim_weight=ssim_weight)
+    if name == "distill":
+        from ..distill import GuidanceError
+
+        if not distill.guidance:
+            raise ConfigError("--distill.guidance", "distill needs a diffusers checkpoint folder (unet/, scheduler/)")
+        try:
+            return Distill(distill, steps=steps or 1, background=tuple(background))
+        except GuidanceError as e:
+            raise ConfigError("--distill.guidance", str(e)) from None
     raise ConfigError("--strategy", f"unknown strategy {name!r}")
 
 

@@ -1,0 +1,151 @@
+"""Score distillation as a strategy (METHODS.md §4): each step, ``views`` random cameras on a
+sphere around the world origin render the scene, the guidance's estimator (SDS, VSD or ESD)
+gives the gradient on those renders, and :func:`~splatfield.scenes.distill.distillation_loss`
+hands it to the scene beside the photometric loss of the training views. With vsd/esd, the
+second model (:class:`~splatfield.scenes.distill.RenderModel`) then takes one training step
+on the same renders.
+
+The random cameras share the training cameras' frame: the world's up is their mean up
+direction, the distance their mean distance from the origin and the field of view the first
+one's, unless given (``--distill.radius``, ``--distill.fov``); their images are the guidance's
+size. Timesteps are drawn uniformly in ``t_range`` (fractions of the schedule), its upper end
+moved linearly to ``t_max_end`` over the run. Randomness comes from the strategy's own
+generator, saved with it, so a resumed run draws what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from splatfield.render import Cameras, RenderOutput, Statistic, rasterize
+from splatfield.render.camera_paths import scene_frame
+
+from ..distill import DiffusersGuidance, RenderModel, distillation_loss, sds_gradient, variational_gradient
+from ..gaussian_scene import GaussianScene
+from .options import DistillConfig
+
+
+class Distill:
+    name = "distill"
+    scene_kinds = frozenset({"gaussians"})
+
+    def __init__(self, config: DistillConfig, *, steps: int, background: tuple[float, float, float],
+                 load_guidance: Callable[[str], DiffusersGuidance] = DiffusersGuidance) -> None:  # fmt: skip
+        self.config = config
+        self.steps = int(steps)
+        self.background = tuple(background)
+        self.guidance = load_guidance(config.guidance)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.model: RenderModel | None = None
+        if config.estimator != "sds":
+            self.model = RenderModel(self.guidance, adapter=config.adapter, rank=config.lora_rank, lr=config.model_lr,
+                                     generator=self.generator, seed=config.seed)  # fmt: skip
+        self.frame: tuple[Tensor, float, float] | None = None  # up, radius, fov (degrees): from the first batch
+        self._last: tuple[Tensor, Cameras] | None = None  # the step's renders (model space) for the second model
+        self.last_loss = 0.0
+
+    def describe(self) -> str:
+        """One line for the run's log."""
+        c, g = self.config, self.guidance
+        unet = sum(p.numel() for p in g.unet.parameters() if not p.requires_grad)  # the frozen base, not the adapter
+        second = "" if self.model is None else f", second model: {c.adapter}" + (f" rank {c.lora_rank}" if c.adapter == "lora" else "")
+        lam = f" (lambda {c.entropy_weight:g})" if c.estimator == "esd" else ""
+        return (f"distillation: {c.estimator}{lam} from {c.guidance} ({unet:,}-parameter UNet, {g.prediction}, "
+                f"{'latent' if g.vae is not None else 'pixel'} space, {g.sample_size} px), {c.views} random view(s) per step, "
+                f"guidance scale {c.guidance_scale:g}, weight {c.weight:g}{second}")  # fmt: skip
+
+    @property
+    def statistics(self) -> tuple[Statistic, ...]:
+        return ()
+
+    # ------------------------------------------------------------------ views and timesteps
+
+    def _fit_frame(self, cameras: Cameras) -> tuple[Tensor, float, float]:
+        if self.frame is None:
+            up, radius, height = scene_frame(cameras.to(device="cpu", dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+            distance = self.config.radius or math.hypot(radius, height)
+            fov = self.config.fov or math.degrees(2 * math.atan(0.5 * cameras.height / float(cameras.fy[0])))
+            self.frame = (up, float(distance), float(fov))
+        return self.frame
+
+    def random_cameras(self, cameras: Cameras) -> Cameras:
+        """``views`` cameras on the sphere, looking at the origin, at the guidance's size."""
+        up, distance, fov = self._fit_frame(cameras)
+        n, g = self.config.views, self.generator
+        lo, hi = (math.radians(v) for v in self.config.elevation)
+        elevation = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+        azimuth = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+        helper = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+        if abs(float(helper @ up)) > 0.9:
+            helper = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+        a = torch.nn.functional.normalize(torch.linalg.cross(up, helper), dim=0)
+        b = torch.linalg.cross(up, a)
+        around = torch.cos(azimuth)[:, None] * a + torch.sin(azimuth)[:, None] * b
+        eyes = distance * (torch.cos(elevation)[:, None] * around + torch.sin(elevation)[:, None] * up)
+        size = self.guidance.sample_size
+        out = Cameras.look_at(eyes, torch.zeros_like(eyes), tuple(float(v) for v in up), fov, size, size)
+        return out.to(device=cameras.device, dtype=cameras.fx.dtype)
+
+    def t_max(self, step: int) -> float:
+        lo, hi = self.config.t_range
+        f = min(max((step - 1) / max(1, self.steps - 1), 0.0), 1.0)
+        return hi + f * (self.config.t_max_end - hi)
+
+    def timesteps(self, step: int, n: int) -> Tensor:
+        T = self.guidance.schedule.steps
+        lo = int(round(self.config.t_range[0] * (T - 1)))
+        hi = max(lo + 1, int(round(self.t_max(step) * (T - 1))))
+        return torch.randint(lo, hi + 1, (n,), generator=self.generator)
+
+    # ------------------------------------------------------------------ hooks
+
+    def extra_loss(self, step: int, scene: GaussianScene, batch, out: RenderOutput) -> Tensor | None:
+        c = self.config
+        cameras = self.random_cameras(batch.cameras)
+        render = rasterize(scene.gaussians, cameras, sh_degree=scene.sh_degree_at(step - 1), background=self.background)
+        x = self.guidance.encode(render.image)
+        t = self.timesteps(step, x.shape[0]).to(x.device)
+        eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+        if self.model is None:
+            grad = sds_gradient(self.guidance, x, t, eps, guidance_scale=c.guidance_scale)
+        else:
+            c2w = cameras.camera_to_world.to(x.dtype)
+            grad = variational_gradient(self.guidance, self.model, x, t, eps, camera=c2w, guidance_scale=c.guidance_scale,
+                                        entropy_weight=c.entropy_weight if c.estimator == "esd" else 0.0)  # fmt: skip
+            self._last = (x.detach(), c2w)
+        loss = distillation_loss(x, grad) / x.shape[0]
+        self.last_loss = float(loss.detach())
+        return c.weight * loss
+
+    def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None:
+        if self.model is not None and self._last is not None:
+            renders, c2w = self._last
+            self.model.train_step(renders, c2w)
+            self._last = None
+
+    def after_step(self, step: int, scene: GaussianScene, generator: torch.Generator) -> dict[str, float]:
+        return {}
+
+    def schedule_at(self, step: int) -> dict[str, float]:
+        return {"distill_t_max": self.t_max(step)}
+
+    # ------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "frame": None if self.frame is None else (self.frame[0].clone(), self.frame[1], self.frame[2]),
+            "model": None if self.model is None else self.model.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.frame = None if state["frame"] is None else (state["frame"][0].clone(), state["frame"][1], state["frame"][2])
+        if (state["model"] is None) != (self.model is None):
+            raise ValueError("the checkpoint's distillation used another estimator")
+        if self.model is not None:
+            self.model.load_state_dict(state["model"])

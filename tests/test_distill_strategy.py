@@ -1,0 +1,84 @@
+"""The distill strategy (issue 17, in part): score distillation from a diffusers checkpoint
+on random views, inside the one training loop, with its state in the checkpoint. Guidance:
+the tiny random UNet of test_distill_diffusers (plumbing, not quality)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from splatfield.apps import training
+from splatfield.data import procedural
+from splatfield.scenes import checkpoint as ckpt
+from splatfield.scenes.config import ConfigError
+from splatfield.scenes.options import run_config
+from splatfield.scenes.strategies.registry import make_strategies
+
+from .test_distill_diffusers import save_checkpoint
+
+pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    return procedural.write_demo_dataset(tmp_path_factory.mktemp("distill") / "data", size=32, train_views=6, test_views=2)
+
+
+@pytest.fixture(scope="module")
+def guidance(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("tiny-sd"))
+
+
+def _config(data: Path, out: Path, guidance: Path, steps: int, estimator: str = "sds", **kw):
+    base = dict(steps=steps, init_points=1500, init_half_size=1.0, sh_degree=1, save_renders=False, eval=False,
+                distill_guidance=str(guidance), distill_estimator=estimator)  # fmt: skip
+    base.update(kw)
+    return run_config(str(data), str(out), strategy=("adc", "distill"), **base)
+
+
+@pytest.mark.parametrize("estimator", ["sds", "esd"])
+def test_resume_continues_distillation_exactly(estimator, demo_data, guidance, tmp_path, native):
+    whole = tmp_path / "whole"
+    training.train(_config(demo_data, whole, guidance, 12, estimator, checkpoint_every=6), log=lambda m: None)
+    part = tmp_path / "part"
+    training.train(_config(demo_data, part, guidance, 12, estimator, checkpoint_every=6), log=lambda m: None)
+    training.train(_config(demo_data, part, guidance, 12, estimator, checkpoint_every=6), run_path=part, resume_from=6,
+                   log=lambda m: None)  # fmt: skip
+    a = ckpt.load_checkpoint(ckpt.latest_checkpoint(whole / "checkpoints"))
+    b = ckpt.load_checkpoint(ckpt.latest_checkpoint(part / "checkpoints"))
+    for name, value in a["scene"]["params"].items():
+        assert torch.equal(value, b["scene"]["params"][name]), name
+    state_a, state_b = (next(s["state"] for s in c["strategies"] if s["name"] == "distill") for c in (a, b))
+    assert torch.equal(state_a["generator"], state_b["generator"])
+    if estimator == "esd":
+        for p, q in zip(state_a["model"]["parameters"], state_b["model"]["parameters"]):
+            assert torch.equal(p, q)
+        assert any(p.abs().sum() > 0 for p in state_a["model"]["parameters"][1::2])  # the adapter trained
+
+
+def test_distillation_moves_the_scene_beyond_the_photometric_loss(demo_data, guidance, tmp_path, native):
+    """The same run with the distillation's weight 0 and 10: the random views' gradient changes the scene."""
+    scenes = []
+    for weight in (0.0, 10.0):
+        out = tmp_path / f"w{weight}"
+        training.train(_config(demo_data, out, guidance, 5, distill_weight=weight), log=lambda m: None)
+        scenes.append(ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"))["scene"])
+    means = [s["params"]["means"] for s in scenes]
+    assert not torch.equal(means[0], means[1])
+
+
+def test_distill_without_a_guidance_folder_is_refused():
+    with pytest.raises(ConfigError, match="--distill.guidance: distill needs a diffusers checkpoint folder"):
+        make_strategies(("adc", "distill"), scene_kind="gaussians", steps=10)
+
+
+def test_a_broken_guidance_folder_is_one_line_on_the_command_line(demo_data, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "splatfield.apps.cli", "train", str(demo_data), "--strategy", "adc", "distill",
+                        "--distill.guidance", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), "--no-viewer"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "no such folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
