@@ -37,6 +37,7 @@ from .doctor import Doctor
 from .errors import CLIError, is_input_error
 from .eval import Eval
 from .export import Export
+from .lift import Lift
 from .render import Render
 from .sfm import Sfm
 from .train import Train
@@ -57,6 +58,7 @@ Command = Union[
     Annotated[Export, subcommand("export")],
     Annotated[Render, subcommand("render")],
     Annotated[Sfm, subcommand("sfm")],
+    Annotated[Lift, subcommand("lift")],
     Annotated[View, subcommand("view")],
     Annotated[Demo, subcommand("demo")],
     Annotated[Doctor, subcommand("doctor")],
@@ -65,7 +67,7 @@ Command = Union[
 # command dataclass -> the module whose run(cfg) handles it
 HANDLERS: dict[type, str] = {
     Train: ".train", Eval: ".eval", Export: ".export", Render: ".render", Sfm: ".sfm", View: ".view", Demo: ".demo",
-    Doctor: ".doctor",
+    Doctor: ".doctor", Lift: ".lift",
     BenchRaster: ".bench.raster", BenchTrain: ".bench.train", BenchSfm: ".bench.sfm", BenchViewer: ".bench.viewer",
     BenchCurve: ".bench.curve",
 }  # fmt: skip

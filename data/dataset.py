@@ -251,13 +251,19 @@ class Dataset:
     masks_note: str | None = None  # where the masks came from and what they mean, for the log
 
     def scene_extent(self) -> float:
-        """1.1 x the largest distance of a train camera centre from their mean (as 3DGS)."""
+        """1.1 x the largest distance of a train camera centre from their mean (as 3DGS). With
+        one camera (or all at one place: a single-view capture, ``lift``) that is 0, which would
+        freeze the Gaussians' positions (their learning rate is proportional): then 1.1 x the
+        camera's distance from the world origin, where a single-view capture puts its object."""
         c = self.train.cameras.centers
         if c.shape[0] == 0:
             c = self.test.cameras.centers
         if c.shape[0] == 0:
             return 1.0
-        return float(1.1 * (c - c.mean(dim=0)).norm(dim=-1).max())
+        spread = float(1.1 * (c - c.mean(dim=0)).norm(dim=-1).max())
+        if spread > 1e-9:
+            return spread
+        return float(1.1 * c[0].norm()) or 1.0
 
 
 def make_split(
