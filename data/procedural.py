@@ -48,7 +48,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -289,12 +289,13 @@ def _rows(a: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.broadcast_to(a, (len(index), 3)) if a.ndim == 1 else a[index]
 
 
-def _first_hit(o: np.ndarray, d: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(t, index of the primitive hit or -1, part) of the nearest hit of each of ``n`` rays."""
+def _first_hit(o: np.ndarray, d: np.ndarray, n: int, scene: Sequence = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t, index of the primitive hit or -1, part) of the nearest hit of each of ``n`` rays
+    among the primitives of ``scene`` (default: the demo scene)."""
     best = np.full(n, np.inf)
     which = np.full(n, -1, dtype=np.int64)
     part = np.zeros(n, dtype=np.int8)
-    for k, prim in enumerate(_SCENE):
+    for k, prim in enumerate(scene or _SCENE):
         rays = np.nonzero(_may_hit(o, d, *prim.bound))[0]  # bounding-sphere cull
         if len(rays) == 0:
             continue
@@ -305,10 +306,11 @@ def _first_hit(o: np.ndarray, d: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
     return best, which, part
 
 
-def _shade(eye: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _shade(eye: np.ndarray, d: np.ndarray, scene: Sequence = ()) -> tuple[np.ndarray, np.ndarray]:
     """Colour [N, 3] (0 on a miss) and hit mask [N] of rays from ``eye`` [3] along ``d`` [N, 3]."""
+    scene = scene or _SCENE
     colour = np.zeros((len(d), 3))
-    t, which, part = _first_hit(eye, d, len(d))
+    t, which, part = _first_hit(eye, d, len(d), scene)
     hit = which >= 0
     if not hit.any():
         return colour, hit
@@ -317,7 +319,7 @@ def _shade(eye: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = eye + t[:, None] * d
     n = np.zeros_like(p)
     albedo = np.zeros_like(p)
-    for k, prim in enumerate(_SCENE):
+    for k, prim in enumerate(scene):
         sel = which == k
         if sel.any():
             n[sel], albedo[sel] = prim.surface(p[sel], part[sel])
@@ -326,7 +328,7 @@ def _shade(eye: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lit = ndotl > 0.0
     if lit.any():
         li = np.nonzero(lit)[0]
-        _, blocker, _ = _first_hit(p[li] + _SHADOW_OFFSET * n[li], LIGHT_DIR, len(li))
+        _, blocker, _ = _first_hit(p[li] + _SHADOW_OFFSET * n[li], LIGHT_DIR, len(li), scene)
         lit[li[blocker >= 0]] = False
     diffuse = np.where(lit, ndotl, 0.0)
     colour[idx] = albedo * (AMBIENT + (1.0 - AMBIENT) * diffuse)[:, None]
@@ -337,8 +339,9 @@ def _shade(eye: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_view(c2w_opengl: np.ndarray, size: int, camera_angle_x: float = CAMERA_ANGLE_X, *,
-                samples: int = 2) -> np.ndarray:
-    """Renders the scene through an OpenGL camera-to-world [4, 4] (or [3, 4]) pinhole camera.
+                samples: int = 2, scene: Sequence = ()) -> np.ndarray:
+    """Renders the scene (default the demo's; ``scene``: other primitives, as
+    :mod:`.arrangements` makes) through an OpenGL camera-to-world [4, 4] (or [3, 4]) pinhole camera.
 
     Square ``size`` x ``size`` image, focal ``0.5 size / tan(camera_angle_x / 2)``, principal
     point at the centre, pixel (i, j) covering [j, j+1) x [i, i+1) (centres at +0.5); each
@@ -348,7 +351,7 @@ def render_view(c2w_opengl: np.ndarray, size: int, camera_angle_x: float = CAMER
     if size <= 0 or samples <= 0:
         raise ValueError(f"size and samples must be positive, got {size} and {samples}")
     eye, d = _camera_rays(c2w_opengl, size, camera_angle_x, samples)
-    colour, hit = _shade(eye, d)
+    colour, hit = _shade(eye, d, scene)
     colour = colour.reshape(size, samples, size, samples, 3).sum(axis=(1, 3))
     hits = hit.reshape(size, samples, size, samples).sum(axis=(1, 3)).astype(np.float64)
     rgb = colour / np.maximum(hits, 1.0)[..., None]

@@ -1,0 +1,85 @@
+"""A family of procedural objects for lifting (issue 17): random arrangements of one to three
+primitives (spheres, oriented boxes, capped cylinders) with random sizes, colours and
+patterns around the origin, ray cast by :func:`splatfield.data.procedural.render_view` (exact
+intersections, Lambertian shading with the demo's light and cast shadows, no ground: the
+background is transparent, alpha is coverage).
+
+Arrangement ``k`` is drawn from seed ``k`` alone, so a set of arrangements is a set of seeds.
+:data:`HELD_OUT` are the seeds lifting is measured on; a prior trained on this family draws
+its arrangements from seeds at or above :data:`TRAIN_SEED_START`, so it never sees them.
+
+Views: cameras on a sphere of radius ``radius`` around the origin (world z up, OpenGL
+camera-to-world as Blender), looking at it, with a vertical field of view ``fov`` degrees:
+the reference camera of ``splatfield lift`` (elevation, azimuth 0) is one of them.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from typing import Callable
+
+import numpy as np
+
+from .procedural import _Box, _Cylinder, _Sphere, look_at_c2w, render_view
+
+HELD_OUT = (0, 1, 2, 3, 4)
+TRAIN_SEED_START = 1000
+RADIUS = 2.5
+FOV = 40.0  # degrees (square images: horizontal = vertical)
+
+
+def _colour(rng: np.random.Generator) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.45, 0.9), rng.uniform(0.55, 0.95)))
+
+
+def _striped(a: np.ndarray, b: np.ndarray, wedges: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A sphere's albedo of its unit normal: ``wedges`` alternating wedges in longitude."""
+
+    def albedo(n: np.ndarray) -> np.ndarray:
+        k = np.floor((np.arctan2(n[:, 1], n[:, 0]) + math.pi) / (2 * math.pi) * wedges).astype(np.int64) % 2
+        return np.where(k[:, None] == 0, a, b)
+
+    return albedo
+
+
+def _cylinder_albedo(side: np.ndarray, cap: np.ndarray, bands: int, z0: float, z1: float) -> Callable:
+    def albedo(local: np.ndarray, part: np.ndarray) -> np.ndarray:
+        band = np.floor((local[:, 2] - z0) / max(z1 - z0, 1e-9) * bands).astype(np.int64) % 2
+        on_side = np.where(band[:, None] == 0, side, 0.5 * side + 0.5)
+        return np.where((part == 0)[:, None], on_side, cap)
+
+    return albedo
+
+
+def random_arrangement(seed: int) -> list:
+    """The primitives of arrangement ``seed``: one to three, within about 0.8 of the origin."""
+    rng = np.random.default_rng(seed)
+    prims = []
+    for _ in range(int(rng.integers(1, 4))):
+        angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.35)
+        x, y, z = dist * math.cos(angle), dist * math.sin(angle), rng.uniform(-0.25, 0.25)
+        kind = int(rng.integers(0, 3))
+        a = _colour(rng)
+        if kind == 0:
+            prims.append(_Sphere((x, y, z), rng.uniform(0.2, 0.4), _striped(a, _colour(rng), 2 * int(rng.integers(1, 5)))))
+        elif kind == 1:
+            faces = np.stack([np.clip(a * rng.uniform(0.6, 1.2, 3), 0.05, 1.0) for _ in range(6)])
+            prims.append(_Box((x, y, z), rng.uniform(0.15, 0.35, 3), rng.uniform(0, math.pi), faces))
+        else:
+            r, h = rng.uniform(0.15, 0.3), rng.uniform(0.2, 0.4)
+            prims.append(_Cylinder((x, y), r, z - h, z + h, _cylinder_albedo(a, _colour(rng), int(rng.integers(2, 6)),
+                                                                           z - h, z + h)))  # fmt: skip
+    return prims
+
+
+def camera(elevation: float, azimuth: float, radius: float = RADIUS) -> np.ndarray:
+    """OpenGL camera-to-world [4, 4] at ``elevation``, ``azimuth`` (degrees), looking at the origin."""
+    e, a = math.radians(elevation), math.radians(azimuth)
+    return look_at_c2w((radius * math.cos(e) * math.cos(a), radius * math.cos(e) * math.sin(a), radius * math.sin(e)))
+
+
+def render(seed_or_prims, c2w: np.ndarray, size: int = 64, fov: float = FOV, samples: int = 2) -> np.ndarray:
+    """RGBA float32 [size, size, 4] of an arrangement (a seed or its primitives) through ``c2w``."""
+    prims = random_arrangement(seed_or_prims) if isinstance(seed_or_prims, (int, np.integer)) else seed_or_prims
+    return render_view(c2w, size, math.radians(fov), samples=samples, scene=prims)
