@@ -38,6 +38,7 @@ from .errors import CLIError, is_input_error
 from .eval import Eval
 from .export import Export
 from .lift import Lift
+from .lift_prior import LiftPriorShow, LiftPriorTrain
 from .render import Render
 from .sfm import Sfm
 from .train import Train
@@ -51,6 +52,8 @@ BenchCommand = Union[
     Annotated[BenchCurve, subcommand("curve")],
 ]
 
+LiftPriorCommand = Union[Annotated[LiftPriorTrain, subcommand("train")], Annotated[LiftPriorShow, subcommand("show")]]
+
 Command = Union[
     Annotated[Any, subcommand("bench", description="Benchmarks.", constructor_factory=lambda: BenchCommand)],
     Annotated[Train, subcommand("train")],
@@ -59,6 +62,8 @@ Command = Union[
     Annotated[Render, subcommand("render")],
     Annotated[Sfm, subcommand("sfm")],
     Annotated[Lift, subcommand("lift")],
+    Annotated[Any, subcommand("lift-prior", description="The lifting prior of our own.",
+                              constructor_factory=lambda: LiftPriorCommand)],
     Annotated[View, subcommand("view")],
     Annotated[Demo, subcommand("demo")],
     Annotated[Doctor, subcommand("doctor")],
@@ -67,7 +72,7 @@ Command = Union[
 # command dataclass -> the module whose run(cfg) handles it
 HANDLERS: dict[type, str] = {
     Train: ".train", Eval: ".eval", Export: ".export", Render: ".render", Sfm: ".sfm", View: ".view", Demo: ".demo",
-    Doctor: ".doctor", Lift: ".lift",
+    Doctor: ".doctor", Lift: ".lift", LiftPriorTrain: ".lift_prior", LiftPriorShow: ".lift_prior",
     BenchRaster: ".bench.raster", BenchTrain: ".bench.train", BenchSfm: ".bench.sfm", BenchViewer: ".bench.viewer",
     BenchCurve: ".bench.curve",
 }  # fmt: skip

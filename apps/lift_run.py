@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ def orbit(cfg: Lift, size: int) -> Cameras:
 
 
 def lift_config(cfg: Lift, reference: Path, run: Path) -> RunConfig:
-    distill = with_guidance(cfg)
+    distill = dataclasses.replace(with_guidance(cfg), up=(0.0, 0.0, 1.0))  # the reference dataset's world
     return RunConfig(data=str(reference.resolve()), out=str(run), strategy=("adc", "distill") if distill.guidance else ("adc",),
                      scene=GaussianConfig(sh_degree=cfg.sh_degree, init_points=cfg.init_points,
                                           init_half_size=cfg.init_half_size),

@@ -83,3 +83,25 @@ def render(seed_or_prims, c2w: np.ndarray, size: int = 64, fov: float = FOV, sam
     """RGBA float32 [size, size, 4] of an arrangement (a seed or its primitives) through ``c2w``."""
     prims = random_arrangement(seed_or_prims) if isinstance(seed_or_prims, (int, np.integer)) else seed_or_prims
     return render_view(c2w, size, math.radians(fov), samples=samples, scene=prims)
+
+
+def training_views(seeds, views: int, size: int = 64, *, elevation: tuple[float, float] = (-10.0, 45.0),
+                   rng: np.random.Generator | None = None,
+                   on_seed: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``views`` random views of each arrangement in ``seeds``: images over white, float32
+    [S, V, size, size, 3] in [0, 1], and their cameras [S, V, 2] (elevation, azimuth in
+    degrees; elevation uniform in ``elevation``, azimuth uniform)."""
+    rng = rng or np.random.default_rng(0)
+    seeds = list(seeds)
+    images = np.zeros((len(seeds), views, size, size, 3), dtype=np.float32)
+    cams = np.zeros((len(seeds), views, 2), dtype=np.float32)
+    for i, seed in enumerate(seeds):
+        prims = random_arrangement(int(seed))
+        for v in range(views):
+            e, a = rng.uniform(*elevation), rng.uniform(0.0, 360.0)
+            rgba = render(prims, camera(e, a), size)
+            images[i, v] = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+            cams[i, v] = (e, a)
+        if on_seed is not None:
+            on_seed(i)
+    return images, cams

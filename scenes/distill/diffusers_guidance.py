@@ -6,6 +6,7 @@ Stable Diffusion 1.x/2.x checkpoints are published in)::
     PATH/unet/config.json + diffusion_pytorch_model.safetensors (or .bin)   required
     PATH/scheduler/scheduler_config.json                                  required
     PATH/vae/config.json + weights            optional: the UNet then works in the VAE's latents
+    PATH/splatfield_prior.json                optional: a prior of ours conditioned on a reference view and a camera (:mod:`.prior`)
 
 The UNet is a ``UNet2DConditionModel`` conditioned through cross-attention on
 ``encoder_hidden_states``: ``condition`` is that tensor ([L, C] or [B, L, C]); ``None`` is a
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .prior import MARKER, ReferenceCondition, read_marker
 from .schedule import NoiseSchedule
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -68,6 +70,10 @@ class DiffusersGuidance:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise GuidanceError(f"{root}: cannot load the checkpoint: {first}") from None
         self.schedule = NoiseSchedule(scheduler.alphas_cumprod.to(torch.float64))
+        marker = read_marker(root)
+        self.conditioning = "embedding" if marker is None else str(marker.get("conditioning"))
+        if self.conditioning not in ("embedding", "reference+camera"):
+            raise GuidanceError(f"{root / MARKER}: conditioning {self.conditioning!r} is not supported")
         self.device, self.dtype = torch.device(device), dtype
         for module in (self.unet, self.vae):
             if module is not None:
@@ -91,6 +97,22 @@ class DiffusersGuidance:
         if self.vae is None:
             return x
         return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+
+    def unet_inputs(self, x_t: Tensor, condition: Any) -> tuple[Tensor, Tensor]:
+        """(sample, encoder_hidden_states) for the UNet: ``x_t`` and the condition's embedding,
+        or, for a reference-conditioned prior (:mod:`.prior`), ``x_t`` with the reference view
+        concatenated and the camera tokens (``None``: zeros, the unconditional prediction)."""
+        x = x_t.to(self.dtype)
+        if self.conditioning == "embedding":
+            return x, self.embedding(condition, x.shape[0])
+        if condition is None:
+            reference = torch.zeros_like(x)
+            tokens = torch.zeros(x.shape[0], 1, self.unet.config.cross_attention_dim, dtype=self.dtype, device=x.device)
+        elif isinstance(condition, ReferenceCondition):
+            reference, tokens = condition.reference.to(x), condition.tokens.to(x)
+        else:
+            raise TypeError("a reference-conditioned prior takes a ReferenceCondition (or None)")
+        return torch.cat([x, reference.expand(x.shape[0], -1, -1, -1)], 1), tokens.expand(x.shape[0], -1, -1)
 
     def embedding(self, condition: Any, batch: int) -> Tensor:
         """``encoder_hidden_states`` for a batch: ``condition`` ([L, C] broadcast, or [B, L, C]),
@@ -124,5 +146,6 @@ class DiffusersGuidance:
 
     @torch.no_grad()
     def predict_noise(self, x_t: Tensor, t: Tensor, condition: Any = None) -> Tensor:
-        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=self.embedding(condition, x_t.shape[0])).sample
+        sample, states = self.unet_inputs(x_t, condition)
+        out = self.unet(sample, t.to(self.device), encoder_hidden_states=states).sample
         return self.noise_from_output(out.to(x_t.dtype), x_t, t)

@@ -138,9 +138,9 @@ class RenderModel:
             self._camera_term = None
 
     def _raw(self, x_t: Tensor, t: Tensor, term: Tensor) -> Tensor:
-        embedding = self.guidance.embedding(self.condition, x_t.shape[0])
+        sample, states = self.guidance.unet_inputs(x_t, self.condition)
         with self._active(term):
-            return self.unet(x_t.to(self.guidance.dtype), t, encoder_hidden_states=embedding).sample
+            return self.unet(sample, t, encoder_hidden_states=states).sample
 
     # ------------------------------------------------------------------ use and training
 

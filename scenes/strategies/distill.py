@@ -6,9 +6,10 @@ second model (:class:`~splatfield.scenes.distill.RenderModel`) then takes one tr
 on the same renders.
 
 The random cameras share the training cameras' frame: the world's up is their mean up
-direction, the distance their mean distance from the origin and the field of view the first
+direction (or ``--distill.up``), the distance their mean distance from the origin and the field of view the first
 one's, unless given (``--distill.radius``, ``--distill.fov``); their images are the guidance's
-size. Timesteps are drawn uniformly in ``t_range`` (fractions of the schedule), its upper end
+size. A reference-conditioned prior (:mod:`splatfield.scenes.distill.prior`) is given the
+batch's first view as its reference and the camera change from it to each random view. Timesteps are drawn uniformly in ``t_range`` (fractions of the schedule), its upper end
 moved linearly to ``t_max_end`` over the run. Randomness comes from the strategy's own
 generator, saved with it, so a resumed run draws what the uninterrupted one would have.
 """
@@ -25,6 +26,7 @@ from splatfield.render import Cameras, RenderOutput, Statistic, rasterize
 from splatfield.render.camera_paths import scene_frame
 
 from ..distill import DiffusersGuidance, RenderModel, distillation_loss, sds_gradient, variational_gradient
+from ..distill.prior import ReferenceCondition, camera_features, camera_tokens
 from ..gaussian_scene import GaussianScene
 from .options import DistillConfig
 
@@ -66,11 +68,45 @@ class Distill:
 
     def _fit_frame(self, cameras: Cameras) -> tuple[Tensor, float, float]:
         if self.frame is None:
-            up, radius, height = scene_frame(cameras.to(device="cpu", dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
-            distance = self.config.radius or math.hypot(radius, height)
+            centres = cameras.centers.detach().to(device="cpu", dtype=torch.float64)
+            if self.config.up is None:
+                up, _, _ = scene_frame(cameras.to(device="cpu", dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+            else:
+                up = torch.nn.functional.normalize(torch.tensor(self.config.up, dtype=torch.float64), dim=0)
+            distance = self.config.radius or float(centres.norm(dim=-1).mean())
             fov = self.config.fov or math.degrees(2 * math.atan(0.5 * cameras.height / float(cameras.fy[0])))
             self.frame = (up, float(distance), float(fov))
         return self.frame
+
+    @staticmethod
+    def _horizontal_axes(up: Tensor) -> tuple[Tensor, Tensor]:
+        """Two unit vectors spanning the plane orthogonal to ``up``, ``b = up x a``: azimuths
+        measured from ``a`` towards ``b`` turn counter-clockwise seen from above."""
+        helper = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+        if abs(float(helper @ up)) > 0.9:
+            helper = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+        a = torch.nn.functional.normalize(torch.linalg.cross(up, helper), dim=0)
+        return a, torch.linalg.cross(up, a)
+
+    def angles(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
+        """Elevation and azimuth (degrees, [B] float64) of the camera centres around the origin."""
+        up, _, _ = self._fit_frame(cameras)
+        a, b = self._horizontal_axes(up)
+        c = cameras.centers.detach().to(device="cpu", dtype=torch.float64)
+        elevation = torch.rad2deg(torch.asin((c @ up / c.norm(dim=-1)).clamp(-1.0, 1.0)))
+        return elevation, torch.rad2deg(torch.atan2(c @ b, c @ a))
+
+    def condition_for(self, batch, cameras: Cameras) -> ReferenceCondition | None:
+        """A reference-conditioned prior's condition for the random ``cameras``: the batch's
+        first view (``lift``'s reference) and the camera change from it; None for other guidance."""
+        if self.guidance.conditioning != "reference+camera":
+            return None
+        reference = self.guidance.encode(batch.target[:1]).detach()
+        ref_el, ref_az = self.angles(batch.cameras[:1])
+        el, az = self.angles(cameras)
+        n = len(cameras)
+        features = camera_features(ref_el.expand(n), ref_az.expand(n), el, az).to(reference)
+        return ReferenceCondition(reference.expand(n, -1, -1, -1), camera_tokens(features))
 
     def random_cameras(self, cameras: Cameras) -> Cameras:
         """``views`` cameras on the sphere, looking at the origin, at the guidance's size."""
@@ -79,11 +115,7 @@ class Distill:
         lo, hi = (math.radians(v) for v in self.config.elevation)
         elevation = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
         azimuth = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
-        helper = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-        if abs(float(helper @ up)) > 0.9:
-            helper = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
-        a = torch.nn.functional.normalize(torch.linalg.cross(up, helper), dim=0)
-        b = torch.linalg.cross(up, a)
+        a, b = self._horizontal_axes(up)
         around = torch.cos(azimuth)[:, None] * a + torch.sin(azimuth)[:, None] * b
         eyes = distance * (torch.cos(elevation)[:, None] * around + torch.sin(elevation)[:, None] * up)
         size = self.guidance.sample_size
@@ -110,11 +142,13 @@ class Distill:
         x = self.guidance.encode(render.image)
         t = self.timesteps(step, x.shape[0]).to(x.device)
         eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+        condition = self.condition_for(batch, cameras)
         if self.model is None:
-            grad = sds_gradient(self.guidance, x, t, eps, guidance_scale=c.guidance_scale)
+            grad = sds_gradient(self.guidance, x, t, eps, condition, guidance_scale=c.guidance_scale)
         else:
             c2w = cameras.camera_to_world.to(x.dtype)
-            grad = variational_gradient(self.guidance, self.model, x, t, eps, camera=c2w, guidance_scale=c.guidance_scale,
+            grad = variational_gradient(self.guidance, self.model, x, t, eps, condition, camera=c2w,
+                                        guidance_scale=c.guidance_scale,
                                         entropy_weight=c.entropy_weight if c.estimator == "esd" else 0.0)  # fmt: skip
             self._last = (x.detach(), c2w)
         loss = distillation_loss(x, grad) / x.shape[0]

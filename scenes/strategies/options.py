@@ -6,6 +6,7 @@ are in :mod:`.adc`, :mod:`.steepest` and built by :mod:`.registry`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal, Optional
 
@@ -195,6 +196,9 @@ class DistillConfig:
     elevation: tuple[float, float] = (-10.0, 45.0)
     """Elevation range of the random views in degrees, above the plane through the origin
     orthogonal to the training cameras' mean up direction."""
+    up: Optional[tuple[float, float, float]] = None
+    """The world's up direction (None: the training cameras' mean up; lift gives 0 0 1: a
+    single camera's own up is tilted by its elevation)."""
     radius: Optional[float] = None
     """Distance of the random views from the origin (None: the training cameras' mean)."""
     fov: Optional[float] = None
@@ -219,6 +223,9 @@ class DistillConfig:
         require(lo < self.t_max_end <= 1.0, "distill.t_max_end", f"must be in (t_range low, 1] (got {self.t_max_end})")
         require(-90.0 <= self.elevation[0] <= self.elevation[1] <= 90.0, "distill.elevation",
                 f"must be low <= high within [-90, 90] degrees (got {self.elevation[0]} {self.elevation[1]})")  # fmt: skip
+        if self.up is not None:
+            require(len(self.up) == 3 and all(math.isfinite(v) for v in self.up) and any(v != 0 for v in self.up),
+                    "distill.up", f"must be three finite numbers, not all zero (got {self.up})")  # fmt: skip
         if self.radius is not None:
             finite_at_least(self.radius, "distill.radius", 0.0, strict=True)
         if self.fov is not None:
