@@ -11,7 +11,6 @@ must beat). The result is a normal run directory (``view``, ``render``, ``export
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -100,7 +99,3 @@ def run(cfg: Lift) -> int:
     print(f"orbit: {res.video}; frames: {res.frames_dir}/")
     return 0
 
-
-def with_guidance(cfg: Lift) -> DistillConfig:
-    """The run's distillation options: ``--distill.*`` with ``--guidance`` as its folder."""
-    return dataclasses.replace(cfg.distill, guidance="" if cfg.guidance == "none" else cfg.guidance)

@@ -6,7 +6,7 @@ import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -17,7 +17,8 @@ from splatfield.scenes.distill.prior import (
     ReferenceCondition, camera_features, camera_tokens, denoising_loss, new_scheduler, new_unet, save_prior,
 )  # fmt: skip
 
-from .lift_prior import LiftPriorTrain
+if TYPE_CHECKING:
+    from .lift_prior import LiftPriorTrain
 
 
 @dataclass

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -17,8 +17,10 @@ from splatfield.scenes.run import Run
 from splatfield.scenes.trainer import StepInfo
 
 from . import training
-from .lift import Lift, with_guidance
 from .media import save_png, to_uint8, write_video
+
+if TYPE_CHECKING:
+    from .lift import Lift
 
 BACKGROUND = (1.0, 1.0, 1.0)
 
@@ -46,7 +48,8 @@ def orbit(cfg: Lift, size: int) -> Cameras:
 
 
 def lift_config(cfg: Lift, reference: Path, run: Path) -> RunConfig:
-    distill = dataclasses.replace(with_guidance(cfg), up=(0.0, 0.0, 1.0))  # the reference dataset's world
+    # --guidance is the distillation's folder; the reference dataset's world has z up
+    distill = dataclasses.replace(cfg.distill, guidance="" if cfg.guidance == "none" else cfg.guidance, up=(0.0, 0.0, 1.0))
     return RunConfig(data=str(reference.resolve()), out=str(run), strategy=("adc", "distill") if distill.guidance else ("adc",),
                      scene=GaussianConfig(sh_degree=cfg.sh_degree, init_points=cfg.init_points,
                                           init_half_size=cfg.init_half_size),

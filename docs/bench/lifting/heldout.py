@@ -2,6 +2,9 @@
 
     python docs/bench/lifting/heldout.py --guidance none --steps 1500 --out runs/lift-heldout > heldout_none.json
 
+(``--seeds 500 501`` for arrangements that are neither held out nor a prior's training seeds:
+where to choose settings.)
+
 For each held-out seed (data/arrangements.HELD_OUT): the reference view (elevation
 --elevation, azimuth 0, 64 x 64, RGBA) is written as a PNG and lifted with `splatfield lift`
 (the same defaults: distance 2.5, field of view 40 degrees); the lifted scene is then
@@ -47,6 +50,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--guidance", default="none")
     ap.add_argument("--estimator", default="sds")
+    ap.add_argument("--weight", type=float, default=None, help="--distill.weight (default: the option's)")
+    ap.add_argument("--guidance-scale", type=float, default=None, help="--distill.guidance-scale (default: the option's)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--elevation", type=float, default=15.0)
@@ -63,7 +68,8 @@ def main() -> None:
         t0 = time.perf_counter()
         cfg = Lift(image=folder / "reference_input.png", guidance=a.guidance, out=folder, steps=a.steps, frames=8,
                    elevation=a.elevation)  # fmt: skip
-        cfg = replace(cfg, distill=replace(cfg.distill, estimator=a.estimator))
+        tuned = {k: v for k, v in (("weight", a.weight), ("guidance_scale", a.guidance_scale)) if v is not None}
+        cfg = replace(cfg, distill=replace(cfg.distill, estimator=a.estimator, **tuned))
         res = run_lift(cfg, log=lambda m: None)
         seconds = time.perf_counter() - t0
         scene = Run.open(res.run).scene()
@@ -82,6 +88,7 @@ def main() -> None:
         tiles = np.concatenate([np.concatenate(list(strip[1 : 1 + a.views]), 1), np.concatenate(list(strip[1 + a.views :]), 1)], 0)
         Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / "novel_truth_vs_lifted.png")
     out = {"guidance": a.guidance, "estimator": a.estimator if a.guidance != "none" else None, "steps": a.steps,
+           "weight": a.weight, "guidance_scale": a.guidance_scale, "seeds": a.seeds,
            "size": a.size, "elevation": a.elevation, "views": a.views, "machine": machine_info(),
            "novel_psnr_mean": float(np.mean([r["novel_psnr"] for r in rows])),
            "novel_ssim_mean": float(np.mean([r["novel_ssim"] for r in rows])), "runs": rows}  # fmt: skip
