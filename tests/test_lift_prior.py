@@ -84,6 +84,16 @@ def test_lift_prior_train_saves_resumes_and_shows(tmp_path):
     r = subprocess.run([*base, "--steps", "5"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert read_marker(out / "prior")["steps"] == 5
+    # the saved (averaged) weights follow the training from the start: nearer the trained
+    # weights than the random start (a plain 0.999 average would still be 99.5% the start)
+    from diffusers import UNet2DConditionModel
+
+    ema = UNet2DConditionModel.from_pretrained(out / "prior", subfolder="unet").state_dict()
+    raw = torch.load(out / "state.pt", weights_only=False)["unet"]
+    torch.manual_seed(0)
+    init = new_unet(16).state_dict()
+    dist = lambda a, b: sum(float((a[k] - b[k]).square().sum()) for k in a)  # noqa: E731
+    assert dist(ema, raw) < dist(ema, init)
     r = subprocess.run([*base, "--steps", "7"], capture_output=True, text=True)
     assert r.returncode == 0 and "resumed at step 5" in r.stdout + r.stderr, r.stdout + r.stderr
     assert read_marker(out / "prior")["steps"] == 7
