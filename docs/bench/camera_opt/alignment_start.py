@@ -19,17 +19,8 @@ from splatfield.apps import training
 from splatfield.apps.run_data import background_of, load_dataset, load_views
 from splatfield.render import rasterize
 from splatfield.scenes import checkpoint as ckpt
+from splatfield.scenes.camera_opt import frame_change
 from splatfield.scenes.run import Run
-
-
-def mean_rigid(changes: torch.Tensor) -> torch.Tensor:
-    mean = changes.mean(0)
-    U, _, Vt = torch.linalg.svd(mean[:3, :3])
-    D = torch.eye(3, dtype=torch.float64)
-    D[2, 2] = torch.sign(torch.det(U @ Vt))
-    out = torch.eye(4, dtype=torch.float64)
-    out[:3, :3], out[:3, 3] = U @ D @ Vt, mean[:3, 3]
-    return out
 
 
 def main() -> None:
@@ -44,8 +35,7 @@ def main() -> None:
     trainer = training.new_trainer(run.config, ds, load_views(ds.train), state)
     cams = trainer.corrections.cameras
     given = ds.train.cameras.to(dtype=torch.float32)
-    g = given.world_to_camera.double()
-    changes = torch.linalg.inv(g) @ cams.refined(given).world_to_camera.double()
+    refined = cams.refined(given)
     centres = given.centers.double()
     idx = list(range(0, len(ds.test), a.every))
     test = ds.test.cameras.to(dtype=torch.float32)[torch.tensor(idx)]
@@ -56,7 +46,7 @@ def main() -> None:
         moved = []
         for c in test.centers.double():
             near = (centres - c).norm(dim=-1).argsort()[:k]
-            moved.append(mean_rigid(changes[near]))
+            moved.append(frame_change(given[near], refined[near]))
         start = cams.refined_intrinsics(replace(test, world_to_camera=test.world_to_camera @ torch.stack(moved).float()))
         psnrs = []
         with torch.no_grad():
