@@ -48,7 +48,6 @@ class Distill:
                                      generator=self.generator, seed=config.seed)  # fmt: skip
         self.frame: tuple[Tensor, float, float] | None = None  # up, radius, fov (degrees): from the first batch
         self._last: tuple[Tensor, Cameras] | None = None  # the step's renders (model space) for the second model
-        self.last_loss = 0.0
 
     def describe(self) -> str:
         """One line for the run's log."""
@@ -152,7 +151,6 @@ class Distill:
                                         entropy_weight=c.entropy_weight if c.estimator == "esd" else 0.0)  # fmt: skip
             self._last = (x.detach(), c2w)
         loss = distillation_loss(x, grad) / x.shape[0]
-        self.last_loss = float(loss.detach())
         return c.weight * loss
 
     def after_backward(self, step: int, scene: GaussianScene, out: RenderOutput) -> None:
