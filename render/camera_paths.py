@@ -40,13 +40,19 @@ def scene_frame(cameras: Cameras, centre: Tensor) -> tuple[Tensor, float, float]
     return up, float(radius.mean()), float(height.mean())
 
 
-def _ring(centre: Tensor, up: Tensor, radius: float, heights: Tensor, angles: Tensor) -> Tensor:  # [F, 3] eyes
-    # two unit vectors spanning the plane orthogonal to up
+def horizontal_axes(up: Tensor) -> tuple[Tensor, Tensor]:
+    """Two unit vectors (float64) spanning the plane orthogonal to the unit vector ``up``,
+    ``b = up x a``: angles measured from ``a`` towards ``b`` turn counter-clockwise seen from above."""
+    up = up.to(torch.float64)
     helper = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
     if abs(float(helper @ up)) > 0.9:
         helper = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
     a = torch.nn.functional.normalize(torch.linalg.cross(up, helper), dim=0)
-    b = torch.linalg.cross(up, a)
+    return a, torch.linalg.cross(up, a)
+
+
+def _ring(centre: Tensor, up: Tensor, radius: float, heights: Tensor, angles: Tensor) -> Tensor:  # [F, 3] eyes
+    a, b = horizontal_axes(up)
     return centre + radius * (torch.cos(angles)[:, None] * a + torch.sin(angles)[:, None] * b) + heights[:, None] * up
 
 

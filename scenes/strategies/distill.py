@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from splatfield.render import Cameras, RenderOutput, Statistic, rasterize
-from splatfield.render.camera_paths import scene_frame
+from splatfield.render.camera_paths import horizontal_axes, scene_frame
 
 from ..distill import DiffusersGuidance, RenderModel, distillation_loss, sds_gradient, variational_gradient
 from ..distill.prior import ReferenceCondition, camera_features, camera_tokens
@@ -77,20 +77,10 @@ class Distill:
             self.frame = (up, float(distance), float(fov))
         return self.frame
 
-    @staticmethod
-    def _horizontal_axes(up: Tensor) -> tuple[Tensor, Tensor]:
-        """Two unit vectors spanning the plane orthogonal to ``up``, ``b = up x a``: azimuths
-        measured from ``a`` towards ``b`` turn counter-clockwise seen from above."""
-        helper = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-        if abs(float(helper @ up)) > 0.9:
-            helper = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
-        a = torch.nn.functional.normalize(torch.linalg.cross(up, helper), dim=0)
-        return a, torch.linalg.cross(up, a)
-
     def angles(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
         """Elevation and azimuth (degrees, [B] float64) of the camera centres around the origin."""
         up, _, _ = self._fit_frame(cameras)
-        a, b = self._horizontal_axes(up)
+        a, b = horizontal_axes(up)
         c = cameras.centers.detach().to(device="cpu", dtype=torch.float64)
         elevation = torch.rad2deg(torch.asin((c @ up / c.norm(dim=-1)).clamp(-1.0, 1.0)))
         return elevation, torch.rad2deg(torch.atan2(c @ b, c @ a))
@@ -114,7 +104,7 @@ class Distill:
         lo, hi = (math.radians(v) for v in self.config.elevation)
         elevation = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
         azimuth = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
-        a, b = self._horizontal_axes(up)
+        a, b = horizontal_axes(up)
         around = torch.cos(azimuth)[:, None] * a + torch.sin(azimuth)[:, None] * b
         eyes = distance * (torch.cos(elevation)[:, None] * around + torch.sin(elevation)[:, None] * up)
         size = self.guidance.sample_size
