@@ -13,6 +13,7 @@ import torch
 
 from splatfield.data import arrangements as A
 from splatfield.scenes.checkpoint import atomic_write
+from splatfield.scenes.distill import NoiseSchedule
 from splatfield.scenes.distill.prior import (
     ReferenceCondition, camera_features, camera_tokens, denoising_loss, new_scheduler, new_unet, save_prior,
 )  # fmt: skip
@@ -71,7 +72,7 @@ def train_prior(cfg: LiftPriorTrain, *, on_phase: Callable | None = None, log: C
         gen.set_state(state["generator"])
         step, seconds = state["step"], state["seconds"]
         log(f"resumed at step {step} ({seconds / 60:.1f} min of training)")
-    alphas = scheduler.alphas_cumprod.to(torch.float32)
+    schedule = NoiseSchedule(scheduler.alphas_cumprod.to(torch.float64))
     n = sum(p.numel() for p in unet.parameters())
     log(f"prior: {n:,} parameters, {cfg.arrangements} arrangements x {cfg.views} views at {cfg.size}x{cfg.size}, "
         f"batch {cfg.batch}, lr {cfg.lr:g}, {torch.get_num_threads()} thread(s)")  # fmt: skip
@@ -97,7 +98,7 @@ def train_prior(cfg: LiftPriorTrain, *, on_phase: Callable | None = None, log: C
             tgt_v = (ref_v + torch.randint(1, V, (cfg.batch,), generator=gen)) % V  # another view of the same object
             feats = camera_features(cams_t[s, ref_v, 0], cams_t[s, ref_v, 1], cams_t[s, tgt_v, 0], cams_t[s, tgt_v, 1])
             cond = ReferenceCondition(images_t[s, ref_v], camera_tokens(feats))
-            loss = denoising_loss(unet, alphas, images_t[s, tgt_v], cond, gen)
+            loss = denoising_loss(unet, schedule, images_t[s, tgt_v], cond, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -122,15 +122,11 @@ class DiffusersGuidance:
         c = torch.as_tensor(condition, dtype=self.dtype, device=self.device)
         return c.expand(batch, *c.shape) if c.ndim == 2 else c
 
-    def _coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        shape = (-1,) + (1,) * (like.ndim - 1)
-        return self.schedule.alpha(t).to(like.dtype).view(shape), self.schedule.sigma(t).to(like.dtype).view(shape)
-
     def noise_from_output(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """The noise prediction for the UNet's output ``out`` in its ``prediction_type``."""
         if self.prediction == "epsilon":
             return out
-        alpha, sigma = self._coefficients(t, x_t)
+        alpha, sigma = self.schedule.coefficients(t, x_t)
         if self.prediction == "v_prediction":  # v = alpha eps - sigma x0
             return sigma * x_t + alpha * out
         return (x_t - alpha * out) / sigma  # sample: the clean image x0
@@ -140,7 +136,7 @@ class DiffusersGuidance:
         if self.prediction == "epsilon":
             return eps
         if self.prediction == "v_prediction":
-            alpha, sigma = self._coefficients(t, x)
+            alpha, sigma = self.schedule.coefficients(t, x)
             return alpha * eps - sigma * x
         return x
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .schedule import NoiseSchedule
+
 MARKER = "splatfield_prior.json"
 TOKEN_WIDTH = 32  # cross-attention width: 4 camera numbers x 4 frequencies x (sin, cos)
 FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
@@ -69,16 +71,15 @@ def new_scheduler():
                          prediction_type="epsilon")  # fmt: skip
 
 
-def denoising_loss(unet, alphas_cumprod: Tensor, target: Tensor, condition: ReferenceCondition, generator: torch.Generator,
+def denoising_loss(unet, schedule: NoiseSchedule, target: Tensor, condition: ReferenceCondition, generator: torch.Generator,
                    drop: float = 0.1) -> Tensor:  # fmt: skip
     """The epsilon-prediction loss of ``target`` [B, 3, H, W] (model space) given the
     condition; ``drop`` of the samples lose their condition (zero reference and tokens) so
     that the model also learns the unconditional prediction classifier-free guidance needs."""
     B = target.shape[0]
-    t = torch.randint(0, alphas_cumprod.numel(), (B,), generator=generator)
+    t = torch.randint(0, schedule.steps, (B,), generator=generator)
     eps = torch.randn(target.shape, generator=generator)
-    a = alphas_cumprod[t].to(target.dtype).view(B, 1, 1, 1)
-    x_t = a.sqrt() * target + (1 - a).sqrt() * eps
+    x_t = schedule.add_noise(target, t, eps)
     keep = (torch.rand(B, generator=generator) >= drop).to(target.dtype)
     reference = condition.reference * keep.view(B, 1, 1, 1)
     tokens = condition.tokens * keep.view(B, 1, 1)

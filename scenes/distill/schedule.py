@@ -46,7 +46,12 @@ class NoiseSchedule:
     def sigma(self, t: Tensor) -> Tensor:
         return (1.0 - self.alphas_cumprod.to(t.device)[t]).sqrt()
 
+    def coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``alpha_t``, ``sigma_t`` for ``t`` [B], shaped [B, 1, ...] to broadcast against ``like`` [B, ...]."""
+        shape = (-1,) + (1,) * (like.ndim - 1)
+        return self.alpha(t).to(like.dtype).view(shape), self.sigma(t).to(like.dtype).view(shape)
+
     def add_noise(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """``x_t`` for a batch: ``x`` [B, ...], ``t`` [B] integer timesteps, ``eps`` like ``x``."""
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        return self.alpha(t).to(x.dtype).view(shape) * x + self.sigma(t).to(x.dtype).view(shape) * eps
+        alpha, sigma = self.coefficients(t, x)
+        return alpha * x + sigma * eps
