@@ -6,7 +6,7 @@ import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,8 +18,7 @@ from splatfield.scenes.distill.prior import (
     ReferenceCondition, camera_features, camera_tokens, denoising_loss, new_scheduler, new_unet, save_prior,
 )  # fmt: skip
 
-if TYPE_CHECKING:
-    from .lift_prior import LiftPriorTrain
+from .lift_options import LiftPriorTrain
 
 
 @dataclass

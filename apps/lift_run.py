@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
@@ -17,10 +17,9 @@ from splatfield.scenes.run import Run
 from splatfield.scenes.trainer import StepInfo
 
 from . import training
+from .lift_options import Lift
 from .media import save_png, to_uint8, write_video
 
-if TYPE_CHECKING:
-    from .lift import Lift
 
 BACKGROUND = (1.0, 1.0, 1.0)
 

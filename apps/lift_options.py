@@ -1,0 +1,122 @@
+"""The options of ``splatfield lift`` and ``splatfield lift-prior`` (torch-free: parsed by the
+command line, read by the work modules :mod:`.lift_run` and :mod:`.lift_prior_run`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+from typing_extensions import Annotated
+
+from splatfield.scenes.config import at_least, check_device, finite_at_least, require
+from splatfield.scenes.strategies.options import DistillConfig
+
+
+@dataclass(frozen=True)
+class Lift:
+    """Lifts one image of an object into 3D Gaussians: its reference view's colour and
+    silhouette, plus score distillation from a diffusion prior on random views around it
+    (--guidance). Prompts and Zero-1-to-3-style priors are not supported yet (docs/LIFTING.md)."""
+
+    image: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="IMAGE")]
+    """A square image of the object (PNG with alpha, or any image with --mask)."""
+    mask: Optional[Path] = None
+    """The object's silhouette (white = object); default: the image's alpha channel."""
+    guidance: str = "none"
+    """A diffusers checkpoint folder (unet/, scheduler/, optional vae/; read locally), or none
+    (the reference view alone)."""
+    out: Path = Path("runs/lift")
+    """Output folder: reference/ (the one-view dataset), run/ (a run directory), orbit.mp4."""
+    steps: int = 1000
+    """Training steps."""
+    size: Optional[int] = None
+    """Resize the image to SIZE x SIZE (None: as it is)."""
+    elevation: float = 0.0
+    """Elevation of the reference camera above the object's horizontal plane, in degrees."""
+    fov: float = 40.0
+    """Field of view of the reference camera, in degrees."""
+    radius: float = 2.5
+    """Distance of the reference camera from the object's centre (the object should fill a
+    good part of the image: at 40 degrees it sees about +-0.9 units around the centre)."""
+    init_points: int = 5000
+    """Random initial Gaussians in a cube around the centre."""
+    init_half_size: float = 0.5
+    """Half size of that cube."""
+    sh_degree: int = 0
+    """Spherical-harmonics degree (0: one colour per Gaussian; one view cannot teach more)."""
+    frames: int = 24
+    """Frames of the orbit video."""
+    seed: int = 0
+    """Seed of the initial Gaussians, training and distillation."""
+    distill: DistillConfig = DistillConfig()
+    """Score distillation's options (--distill.estimator, --distill.guidance-scale, ...); its
+    guidance folder is --guidance."""
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        at_least(self.steps, "steps", 1)
+        at_least(self.size, "size", 8)
+        require(-89.0 <= self.elevation <= 89.0, "elevation", f"must be within [-89, 89] degrees (got {self.elevation})")
+        require(0.0 < self.fov < 180.0, "fov", f"must be in (0, 180) degrees (got {self.fov})")
+        finite_at_least(self.radius, "radius", 0.0, strict=True)
+        at_least(self.init_points, "init_points", 1)
+        finite_at_least(self.init_half_size, "init_half_size", 0.0, strict=True)
+        require(self.sh_degree in (0, 1, 2, 3), "sh_degree", f"must be 0, 1, 2 or 3 (got {self.sh_degree})")
+        at_least(self.frames, "frames", 1)
+        require(self.guidance.strip() != "", "guidance", "give a diffusers checkpoint folder or none")
+
+
+@dataclass(frozen=True)
+class LiftPriorTrain:
+    """Trains the lifting prior of our own (a 64x64 denoiser conditioned on another view of the
+    object and the camera change) on renders of procedural arrangements; saves it in diffusers'
+    layout for --guidance. Runs again from where it stopped (Ctrl-C saves)."""
+
+    out: Path = Path("runs/lift-prior")
+    """Output folder: prior/ (the checkpoint, diffusers layout), data.npz (the rendered views), state.pt (to resume)."""
+    arrangements: int = 2000
+    """Training arrangements (seeds from data.arrangements.TRAIN_SEED_START)."""
+    views: int = 8
+    """Rendered views per arrangement (pairs are drawn among them)."""
+    size: int = 64
+    """Image size."""
+    steps: int = 100_000
+    """Training steps at most (--minutes usually stops it first)."""
+    minutes: Optional[float] = None
+    """Stop after this many minutes of training (None: --steps)."""
+    batch: int = 16
+    """Pairs per step."""
+    lr: float = 2e-4
+    """Adam learning rate."""
+    ema: float = 0.999
+    """Decay of the exponential moving average of the weights (what is saved)."""
+    save_every: int = 200
+    """Save the checkpoint every N steps."""
+    seed: int = 0
+    """Seed of the views, pairs, noise and the network's start."""
+    threads: Optional[int] = None
+    """torch.set_num_threads(T)."""
+
+    def __post_init__(self) -> None:
+        for name in ("arrangements", "steps", "batch", "save_every"):
+            at_least(getattr(self, name), name, 1)
+        at_least(self.views, "views", 2)
+        require(self.size % 8 == 0 and self.size >= 16, "size", f"must be a multiple of 8, at least 16 (got {self.size})")
+        if self.minutes is not None:
+            finite_at_least(self.minutes, "minutes", 0.0, strict=True)
+        finite_at_least(self.lr, "lr", 0.0, strict=True)
+        require(0.0 <= self.ema < 1.0, "ema", f"must be in [0, 1) (got {self.ema})")
+        at_least(self.threads, "threads", 1)
+
+
+@dataclass(frozen=True)
+class LiftPriorShow:
+    """Says what a prior folder holds: how it is conditioned, its size, and the steps, time
+    and command that trained it."""
+
+    prior: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="PRIOR")]
+    """A prior folder (lift-prior train's out/prior)."""
