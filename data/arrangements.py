@@ -21,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from .procedural import _Box, _Cylinder, _Sphere, look_at_c2w, render_view
+from .procedural import _Box, _Cylinder, _Sphere, render_view
+from .single_view import object_camera
 
 HELD_OUT = (0, 1, 2, 3, 4)
 TRAIN_SEED_START = 1000
@@ -74,9 +75,9 @@ def random_arrangement(seed: int) -> list:
 
 
 def camera(elevation: float, azimuth: float, radius: float = RADIUS) -> np.ndarray:
-    """OpenGL camera-to-world [4, 4] at ``elevation``, ``azimuth`` (degrees), looking at the origin."""
-    e, a = math.radians(elevation), math.radians(azimuth)
-    return look_at_c2w((radius * math.cos(e) * math.cos(a), radius * math.cos(e) * math.sin(a), radius * math.sin(e)))
+    """OpenGL camera-to-world [4, 4] at ``elevation``, ``azimuth`` (degrees), looking at the
+    origin: ``lift``'s cameras (:func:`.single_view.object_camera`) at this family's distance."""
+    return object_camera(elevation, azimuth, radius)
 
 
 def render(seed_or_prims, c2w: np.ndarray, size: int = 64, fov: float = FOV, samples: int = 2) -> np.ndarray:

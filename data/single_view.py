@@ -22,10 +22,12 @@ from .dataset import DatasetError
 from .procedural import look_at_c2w
 
 
-def reference_c2w(elevation: float, radius: float) -> np.ndarray:
-    """The reference camera's OpenGL camera-to-world [4, 4]."""
-    e = math.radians(elevation)
-    return look_at_c2w((radius * math.cos(e), 0.0, radius * math.sin(e)))
+def object_camera(elevation: float, azimuth: float, radius: float) -> np.ndarray:
+    """OpenGL camera-to-world [4, 4] of a camera around the object: at ``elevation`` and
+    ``azimuth`` (degrees; azimuth 0 on +x, counter-clockwise about +z), ``radius`` from the
+    origin, looking at it. The reference camera is the one at azimuth 0."""
+    e, a = math.radians(elevation), math.radians(azimuth)
+    return look_at_c2w((radius * math.cos(e) * math.cos(a), radius * math.cos(e) * math.sin(a), radius * math.sin(e)))
 
 
 def rgba_with_mask(image: Path, mask: Path | None) -> np.ndarray:
@@ -69,7 +71,7 @@ def write_single_view_dataset(out: Path, image: Path, mask: Path | None = None, 
         picture = picture.resize((size, size), Image.Resampling.LANCZOS)
     picture.save(out / "reference.png")
     doc = {"camera_angle_x": math.radians(fov),  # square: the horizontal angle is the vertical one
-           "frames": [{"file_path": "./reference", "transform_matrix": reference_c2w(elevation, radius).tolist()}]}  # fmt: skip
+           "frames": [{"file_path": "./reference", "transform_matrix": object_camera(elevation, 0.0, radius).tolist()}]}  # fmt: skip
     for split in ("train", "test"):
         (out / f"transforms_{split}.json").write_text(json.dumps(doc, indent=1))
     return out
