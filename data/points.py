@@ -11,7 +11,9 @@ from splatfield.render.camera import Cameras
 
 def look_at_centre(cameras: Cameras) -> Tensor:  # [3] float64
     """The point closest (least squares) to every camera's optical axis; the mean of the
-    camera centres when the axes are (nearly) parallel."""
+    camera centres when the axes are (nearly) parallel. A single camera has no such point:
+    the point of its axis nearest the world origin stands in (the object's centre in the
+    Blender convention and in lift's one-view datasets), or its centre if it looks away."""
     c2w = cameras.camera_to_world.to(torch.float64)
     origins = c2w[:, :3, 3]
     dirs = torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1)  # OpenCV: +z looks forward
@@ -19,7 +21,10 @@ def look_at_centre(cameras: Cameras) -> Tensor:  # [3] float64
     proj = eye - dirs[:, :, None] * dirs[:, None, :]  # [B, 3, 3] projects out the axis
     A = proj.sum(dim=0)
     b = (proj @ origins[:, :, None]).sum(dim=0)[:, 0]
-    if len(cameras) < 2 or torch.linalg.cond(A) > 1e6:
+    if len(cameras) == 1:
+        along = float(-(origins[0] @ dirs[0]))
+        return origins[0] + max(along, 0.0) * dirs[0]
+    if torch.linalg.cond(A) > 1e6:
         return origins.mean(dim=0)
     return torch.linalg.solve(A, b)
 

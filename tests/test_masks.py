@@ -150,6 +150,26 @@ def test_visual_hull_of_a_sphere(tmp_path):
     assert visual_hull_points(cams, empty, extent=4.0, n=100, generator=torch.Generator()) is None
 
 
+def test_one_camera_centres_its_start_on_its_axis_nearest_the_origin():
+    """A one-view dataset (lift's) has no meeting point of optical axes: the start must be
+    around the object at the origin, not around the camera (which left lift's Gaussians as a
+    screen in front of the lens, fitting the reference view and nothing else)."""
+    from splatfield.data import look_at_centre
+    from splatfield.data.procedural import look_at_c2w
+    from splatfield.render import Cameras
+
+    c2w_cv = torch.from_numpy(look_at_c2w(np.array([2.0, -1.5, 0.7])) @ np.diag([1.0, -1.0, -1.0, 1.0]))
+    cams = Cameras.from_intrinsics(torch.linalg.inv(c2w_cv)[None], 40.0, 40.0, 16.0, 16.0, 32, 32)
+    torch.testing.assert_close(look_at_centre(cams), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-9)
+    yy, xx = np.mgrid[0:32, 0:32]
+    sil = torch.from_numpy(np.where((xx - 16) ** 2 + (yy - 16) ** 2 < 36, 255, 0).astype(np.uint8))[None]
+    pts, _ = visual_hull_points(cams, sil, extent=2.8, n=2000, generator=torch.Generator().manual_seed(0), half_size=0.5)
+    assert pts.abs().max() <= 0.5 + 1e-5  # in the cube around the origin, none near the camera 2.6 away
+    away = torch.from_numpy(look_at_c2w(np.array([0.0, 0.0, 3.0]), target=np.array([0.0, 3.0, 6.0])) @ np.diag([1.0, -1.0, -1.0, 1.0]))
+    cams_away = Cameras.from_intrinsics(torch.linalg.inv(away)[None], 40.0, 40.0, 16.0, 16.0, 32, 32)
+    torch.testing.assert_close(look_at_centre(cams_away), torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64))
+
+
 def test_alpha_loss_only_with_an_object_mask():
     """The L1 of the alpha to the silhouette is added only when the batch has one; its
     gradient raises the alpha inside and lowers it outside (no scene state is involved)."""
