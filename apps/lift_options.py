@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import tyro
 from typing_extensions import Annotated
@@ -25,8 +25,9 @@ class Lift:
     mask: Optional[Path] = None
     """The object's silhouette (white = object); default: the image's alpha channel."""
     guidance: str = "none"
-    """A diffusers checkpoint folder (unet/, scheduler/, optional vae/; read locally), or none
-    (the reference view alone)."""
+    """procedural (the prior of our own shipped with splatfield: objects seen at lift's default
+    camera distance and field of view), a diffusers checkpoint folder (unet/, scheduler/,
+    optional vae/; read locally), or none (the reference view alone)."""
     out: Path = Path("runs/lift")
     """Output folder: reference/ (the one-view dataset), run/ (a run directory), orbit.mp4."""
     steps: int = 1000
@@ -67,7 +68,7 @@ class Lift:
         finite_at_least(self.init_half_size, "init_half_size", 0.0, strict=True)
         require(self.sh_degree in (0, 1, 2, 3), "sh_degree", f"must be 0, 1, 2 or 3 (got {self.sh_degree})")
         at_least(self.frames, "frames", 1)
-        require(self.guidance.strip() != "", "guidance", "give a diffusers checkpoint folder or none")
+        require(self.guidance.strip() != "", "guidance", "give procedural, a diffusers checkpoint folder or none")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class LiftPriorTrain:
     """Pairs per step."""
     lr: float = 2e-4
     """Adam learning rate."""
+    prediction: Literal["epsilon", "v_prediction", "sample"] = "sample"
+    """What the UNet predicts: the clean view (sample: its error counts the same at every noise
+    level, so the view a camera change gives is learnt at high noise, where SDS leans on it),
+    v, or the noise (which neglects high noise)."""
     ema: float = 0.999
     """Decay of the exponential moving average of the weights (what is saved)."""
     save_every: int = 200
@@ -119,4 +124,4 @@ class LiftPriorShow:
     and command that trained it."""
 
     prior: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="PRIOR")]
-    """A prior folder (lift-prior train's out/prior)."""
+    """A prior folder (lift-prior train's out/prior), or procedural (the shipped one)."""

@@ -24,15 +24,19 @@ def run(cfg: LiftPriorTrain | LiftPriorShow) -> int:
 
 
 def show(cfg: LiftPriorShow) -> int:
-    from splatfield.scenes.distill.prior import MARKER, read_marker
+    from splatfield.scenes.distill.prior import MARKER, guidance_folder, read_marker
 
     from .errors import CLIError
     from .lift_prior_run import folder_megabytes
 
-    meta = read_marker(cfg.prior) if cfg.prior.is_dir() else None
+    try:
+        folder = guidance_folder(cfg.prior)
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from None
+    meta = read_marker(folder) if folder.is_dir() else None
     if meta is None:
-        raise CLIError(f"{cfg.prior}: not a prior folder (no {MARKER})")
-    print(f"{cfg.prior}: {meta.get('conditioning')} prior, {folder_megabytes(cfg.prior):.1f} MB, {meta.get('steps')} steps in "
+        raise CLIError(f"{folder}: not a prior folder (no {MARKER})")
+    print(f"{folder}: {meta.get('conditioning')} prior, {folder_megabytes(folder):.1f} MB, {meta.get('steps')} steps in "
           f"{float(meta.get('train_seconds', 0)) / 60:.1f} min")  # fmt: skip
     print(f"made by: {meta.get('command')}")
     return 0

@@ -57,7 +57,7 @@ def train_prior(cfg: LiftPriorTrain, *, on_phase: Callable | None = None, log: C
     images_t = torch.from_numpy(images.astype(np.float32)).permute(0, 1, 4, 2, 3) * 2 - 1  # [S, V, 3, H, W] in [-1, 1]
     cams_t = torch.from_numpy(cams.astype(np.float32))
     torch.manual_seed(cfg.seed)  # the network's start (diffusers draws it from torch's global generator)
-    unet, scheduler = new_unet(cfg.size), new_scheduler()
+    unet, scheduler = new_unet(cfg.size), new_scheduler(cfg.prediction)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -74,12 +74,12 @@ def train_prior(cfg: LiftPriorTrain, *, on_phase: Callable | None = None, log: C
     schedule = NoiseSchedule(scheduler.alphas_cumprod.to(torch.float64))
     n = sum(p.numel() for p in unet.parameters())
     log(f"prior: {n:,} parameters, {cfg.arrangements} arrangements x {cfg.views} views at {cfg.size}x{cfg.size}, "
-        f"batch {cfg.batch}, lr {cfg.lr:g}, {torch.get_num_threads()} thread(s)")  # fmt: skip
+        f"batch {cfg.batch}, lr {cfg.lr:g}, predicting {cfg.prediction}, {torch.get_num_threads()} thread(s)")  # fmt: skip
 
     def save() -> None:
         meta = {"steps": step, "train_seconds": round(seconds, 1), "settings": {k: str(v) for k, v in asdict(cfg).items()},
                 "command": f"splatfield lift-prior train --arrangements {cfg.arrangements} --views {cfg.views} "
-                           f"--size {cfg.size} --batch {cfg.batch} --lr {cfg.lr:g} --seed {cfg.seed}"}  # fmt: skip
+                           f"--size {cfg.size} --batch {cfg.batch} --lr {cfg.lr:g} --prediction {cfg.prediction} --seed {cfg.seed}"}  # fmt: skip
         save_prior(prior, ema, scheduler, meta)
         state = {"unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                  "generator": gen.get_state(), "step": step, "seconds": seconds}
@@ -97,7 +97,7 @@ def train_prior(cfg: LiftPriorTrain, *, on_phase: Callable | None = None, log: C
             tgt_v = (ref_v + torch.randint(1, V, (cfg.batch,), generator=gen)) % V  # another view of the same object
             feats = camera_features(cams_t[s, ref_v, 0], cams_t[s, ref_v, 1], cams_t[s, tgt_v, 0], cams_t[s, tgt_v, 1])
             cond = ReferenceCondition(images_t[s, ref_v], camera_tokens(feats))
-            loss = denoising_loss(unet, schedule, images_t[s, tgt_v], cond, gen)
+            loss = denoising_loss(unet, schedule, images_t[s, tgt_v], cond, gen, prediction=cfg.prediction)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -100,9 +100,31 @@ def training_views(seeds, views: int, size: int = 64, *, elevation: tuple[float,
         prims = random_arrangement(int(seed))
         for v in range(views):
             e, a = rng.uniform(*elevation), rng.uniform(0.0, 360.0)
-            rgba = render(prims, camera(e, a), size)
-            images[i, v] = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+            images[i, v] = over_white(render(prims, camera(e, a), size))
             cams[i, v] = (e, a)
         if on_seed is not None:
             on_seed(i)
     return images, cams
+
+
+def over_white(rgba: np.ndarray) -> np.ndarray:
+    """RGB of an RGBA view composited over white (how the prior sees views and lift scores them)."""
+    return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+
+
+def novel_view_angles(elevation: float, views: int) -> list[tuple[float, float]]:
+    """The views a lift from (``elevation``, azimuth 0) is scored on: azimuths evenly around,
+    half a step off the reference's, elevations alternating ``elevation`` and ``elevation + 20``."""
+    return [(elevation + (20.0 if k % 2 else 0.0), 360.0 * (k + 0.5) / views) for k in range(views)]
+
+
+def as_cameras(angles, size: int, fov: float = FOV, radius: float = RADIUS):
+    """:class:`splatfield.render.Cameras` (float32) of (elevation, azimuth) pairs, as :func:`camera` places them."""
+    import torch
+
+    from splatfield.render import Cameras
+    from splatfield.render.camera import opengl_to_opencv_c2w
+
+    c2w = torch.tensor(np.stack([camera(e, a, radius) for e, a in angles]), dtype=torch.float64)
+    f = 0.5 * size / math.tan(math.radians(fov) / 2)
+    return Cameras.from_intrinsics(opengl_to_opencv_c2w(c2w), f, f, size / 2, size / 2, size, size).to(dtype=torch.float32)

@@ -100,6 +100,19 @@ def test_v_prediction_is_converted_to_noise(tmp_path):
     assert torch.allclose(v_model.predict_noise(x_t, t), s * x_t + a * raw, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_a_perfect_output_in_each_prediction_type_is_read_back_as_the_noise(tmp_path, prediction):
+    """The target a prior trains on (NoiseSchedule.training_target, lift-prior's loss) and
+    the guidance's reading of the UNet's output are inverse to each other, for each type."""
+    guidance = DiffusersGuidance(save_checkpoint(tmp_path, prediction=prediction))
+    gen = torch.Generator().manual_seed(3)
+    x, eps = torch.randn(3, 3, 16, 16, generator=gen), torch.randn(3, 3, 16, 16, generator=gen)
+    t = torch.tensor([0, 500, 999])
+    x_t = guidance.schedule.add_noise(x, t, eps)
+    out = guidance.schedule.training_target(prediction, x, eps, t)
+    torch.testing.assert_close(guidance.noise_from_output(out, x_t, t), eps, rtol=0, atol=1e-4)
+
+
 def one_line_error(path) -> str:
     with pytest.raises(GuidanceError) as e:
         DiffusersGuidance(path)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .prior import MARKER, ReferenceCondition, read_marker
+from .prior import MARKER, ReferenceCondition, guidance_folder, read_marker
 from .schedule import NoiseSchedule
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -45,7 +45,10 @@ def _check_component(root: Path, name: str, config: str, weights: bool) -> list[
 
 class DiffusersGuidance:
     def __init__(self, path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        root = Path(path)
+        try:
+            root = guidance_folder(path)
+        except FileNotFoundError as e:
+            raise GuidanceError(str(e)) from None
         if not root.is_dir():
             raise GuidanceError(f"{root}: no such folder (--guidance takes a diffusers checkpoint folder)")
         missing = _check_component(root, "unet", "config.json", True) + _check_component(root, "scheduler", "scheduler_config.json", False)
@@ -133,12 +136,7 @@ class DiffusersGuidance:
 
     def training_target(self, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         """What the UNet's output should be for ``x_t = alpha x + sigma eps`` (for adapting a copy of it)."""
-        if self.prediction == "epsilon":
-            return eps
-        if self.prediction == "v_prediction":
-            alpha, sigma = self.schedule.coefficients(t, x)
-            return alpha * eps - sigma * x
-        return x
+        return self.schedule.training_target(self.prediction, x, eps, t)
 
     @torch.no_grad()
     def predict_noise(self, x_t: Tensor, t: Tensor, condition: Any = None) -> Tensor:

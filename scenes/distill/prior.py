@@ -23,9 +23,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, Prediction
 
 MARKER = "splatfield_prior.json"
+PROCEDURAL = "procedural"  # --guidance procedural: the weights shipped beside this module
+SHIPPED = Path(__file__).parent / "procedural_prior"
 TOKEN_WIDTH = 32  # cross-attention width: 4 camera numbers x 4 frequencies x (sin, cos)
 FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
 
@@ -64,18 +66,19 @@ def new_unet(size: int = 64, channels: tuple[int, int, int] = (32, 64, 96)):
     )  # fmt: skip
 
 
-def new_scheduler():
+def new_scheduler(prediction: Prediction = "sample"):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                         prediction_type="epsilon")  # fmt: skip
+                         prediction_type=prediction)  # fmt: skip
 
 
 def denoising_loss(unet, schedule: NoiseSchedule, target: Tensor, condition: ReferenceCondition, generator: torch.Generator,
-                   drop: float = 0.1) -> Tensor:  # fmt: skip
-    """The epsilon-prediction loss of ``target`` [B, 3, H, W] (model space) given the
-    condition; ``drop`` of the samples lose their condition (zero reference and tokens) so
-    that the model also learns the unconditional prediction classifier-free guidance needs."""
+                   drop: float = 0.1, prediction: Prediction = "sample") -> Tensor:  # fmt: skip
+    """The denoising loss of ``target`` [B, 3, H, W] (model space) given the condition, in the
+    model's ``prediction`` (:meth:`NoiseSchedule.training_target`); ``drop`` of the samples lose their
+    condition (zero reference and tokens) so that the model also learns the unconditional
+    prediction classifier-free guidance needs."""
     B = target.shape[0]
     t = torch.randint(0, schedule.steps, (B,), generator=generator)
     eps = torch.randn(target.shape, generator=generator)
@@ -84,7 +87,7 @@ def denoising_loss(unet, schedule: NoiseSchedule, target: Tensor, condition: Ref
     reference = condition.reference * keep.view(B, 1, 1, 1)
     tokens = condition.tokens * keep.view(B, 1, 1)
     out = unet(torch.cat([x_t, reference], 1), t, encoder_hidden_states=tokens).sample
-    return (out - eps).square().mean()
+    return (out - schedule.training_target(prediction, target, eps, t)).square().mean()
 
 
 def save_prior(folder: Path, unet, scheduler, meta: dict) -> None:
@@ -110,3 +113,13 @@ def save_prior(folder: Path, unet, scheduler, meta: dict) -> None:
 def read_marker(folder: Path) -> dict | None:
     path = Path(folder) / MARKER
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def guidance_folder(name: str | Path) -> Path:
+    """The folder ``--guidance`` names: a path, or ``procedural`` for the shipped prior."""
+    if str(name) != PROCEDURAL:
+        return Path(name)
+    if read_marker(SHIPPED) is None:
+        raise FileNotFoundError(f"{SHIPPED}: the shipped procedural prior is missing from this install "
+                                "(pass a folder made by splatfield lift-prior train instead)")  # fmt: skip
+    return SHIPPED

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 BetaSchedule = Literal["linear", "scaled_linear"]
+Prediction = Literal["epsilon", "v_prediction", "sample"]  # diffusers' prediction_type
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,16 @@ class NoiseSchedule:
         """``x_t`` for a batch: ``x`` [B, ...], ``t`` [B] integer timesteps, ``eps`` like ``x``."""
         alpha, sigma = self.coefficients(t, x)
         return alpha * x + sigma * eps
+
+    def training_target(self, prediction: Prediction, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """What a model predicting ``prediction`` should output for ``x_t = alpha_t x + sigma_t eps``.
+        In terms of the clean ``x``, the plain loss on ``epsilon`` weighs the error by the
+        signal-to-noise ratio ``alpha^2/sigma^2`` (0.005 at the last step of Stable Diffusion's
+        schedule: high noise is hardly learnt), ``v_prediction`` (``alpha eps - sigma x``) by
+        ``1 + alpha^2/sigma^2`` and ``sample`` (``x`` itself) by 1."""
+        if prediction == "epsilon":
+            return eps
+        if prediction == "v_prediction":
+            alpha, sigma = self.coefficients(t, x)
+            return alpha * eps - sigma * x
+        return x

@@ -173,7 +173,7 @@ class DistillConfig:
 
     guidance: str = ""
     """A diffusers checkpoint folder (unet/, scheduler/, optional vae/; read locally, never
-    downloaded): required with --strategy distill."""
+    downloaded), or procedural (the shipped prior of our own): required with --strategy distill."""
     estimator: Estimator = "sds"
     """sds (score distillation sampling), vsd (variational: a second model adapted to the
     renders) or esd (vsd plus the entropy of the renders over all cameras, --distill.entropy-weight)."""

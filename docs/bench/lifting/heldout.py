@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,20 +29,12 @@ from splatfield.apps.lift import Lift
 from splatfield.apps.lift_run import run_lift
 from splatfield.apps.machine import machine_info
 from splatfield.data import arrangements as A
-from splatfield.render import Cameras
-from splatfield.render.camera import opengl_to_opencv_c2w
 from splatfield.scenes.metrics import psnr, ssim
 from splatfield.scenes.run import Run
 
 
-def cameras_of(c2ws: list[np.ndarray], size: int, fov: float) -> Cameras:
-    w2c = opengl_to_opencv_c2w(torch.tensor(np.stack(c2ws), dtype=torch.float64))  # (its name: to OpenCV world-to-camera)
-    f = 0.5 * size / math.tan(math.radians(fov) / 2)
-    return Cameras.from_intrinsics(w2c, f, f, size / 2, size / 2, size, size).to(dtype=torch.float32)
-
-
-def on_white(rgba: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])).float()
+def on_white_t(rgba: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(A.over_white(rgba)).float()
 
 
 def main() -> None:
@@ -73,18 +64,16 @@ def main() -> None:
         res = run_lift(cfg, log=lambda m: None)
         seconds = time.perf_counter() - t0
         scene = Run.open(res.run).scene()
-        azimuths = [360.0 * (k + 0.5) / a.views for k in range(a.views)]
-        elevations = [a.elevation + (20.0 if k % 2 else 0.0) for k in range(a.views)]
-        c2ws = [A.camera(e, az) for e, az in zip(elevations, azimuths)]
-        truth = torch.stack([on_white(A.render(seed, c, a.size)) for c in c2ws])
+        angles = A.novel_view_angles(a.elevation, a.views)
+        truth = torch.stack([on_white_t(A.render(seed, A.camera(e, az), a.size)) for e, az in angles])
         with torch.no_grad():
-            got = scene.render(cameras_of(c2ws, a.size, A.FOV), background=(1.0, 1.0, 1.0)).image.clamp(0, 1)
-            ref_got = scene.render(cameras_of([A.camera(a.elevation, 0.0)], a.size, A.FOV), background=(1.0, 1.0, 1.0)).image.clamp(0, 1)
+            got = scene.render(A.as_cameras(angles, a.size), background=(1.0, 1.0, 1.0)).image.clamp(0, 1)
+            ref_got = scene.render(A.as_cameras([(a.elevation, 0.0)], a.size), background=(1.0, 1.0, 1.0)).image.clamp(0, 1)
         p, s = psnr(got, truth), ssim(got, truth)
         rows.append({"seed": seed, "seconds": round(seconds, 1), "novel_psnr": float(p.mean()), "novel_ssim": float(s.mean()),
                      "novel_psnr_per_view": [round(float(v), 2) for v in p],
-                     "reference_psnr": float(psnr(ref_got, on_white(ref)[None]).mean())})  # fmt: skip
-        strip = torch.cat([on_white(ref)[None], truth, got], 0).numpy()  # reference, then truth and lifted views
+                     "reference_psnr": float(psnr(ref_got, on_white_t(ref)[None]).mean())})  # fmt: skip
+        strip = torch.cat([on_white_t(ref)[None], truth, got], 0).numpy()  # reference, then truth and lifted views
         tiles = np.concatenate([np.concatenate(list(strip[1 : 1 + a.views]), 1), np.concatenate(list(strip[1 + a.views :]), 1)], 0)
         Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / "novel_truth_vs_lifted.png")
     out = {"guidance": a.guidance, "estimator": a.estimator if a.guidance != "none" else None, "steps": a.steps,
