@@ -24,6 +24,13 @@ class Lift:
     """A square image of the object (PNG with alpha, or any image with --mask)."""
     mask: Optional[Path] = None
     """The object's silhouette (white = object); default: the image's alpha channel."""
+    depth: Optional[Path] = None
+    """A depth map of the image (a monocular estimate: an image or .npy at any size): its
+    near-far order is taught to the reference view on sampled pixel pairs (depth_rank)."""
+    depth_kind: Literal["disparity", "depth"] = "disparity"
+    """How --depth is written: disparity (larger is nearer, as MiDaS/DPT-style estimators write) or depth."""
+    depth_weight: float = 1.0
+    """Weight of the depth-ranking loss (with --depth)."""
     guidance: str = "none"
     """procedural (the prior of our own shipped with splatfield: objects seen at lift's default
     camera distance and field of view), a diffusers checkpoint folder (unet/, scheduler/,
@@ -68,6 +75,7 @@ class Lift:
         finite_at_least(self.init_half_size, "init_half_size", 0.0, strict=True)
         require(self.sh_degree in (0, 1, 2, 3), "sh_degree", f"must be 0, 1, 2 or 3 (got {self.sh_degree})")
         at_least(self.frames, "frames", 1)
+        finite_at_least(self.depth_weight, "depth_weight", 0.0)
         require(self.guidance.strip() != "", "guidance", "give procedural, a diffusers checkpoint folder or none")
 
 

@@ -13,6 +13,7 @@ import torch
 from splatfield.data.single_view import write_single_view_dataset
 from splatfield.render import Cameras
 from splatfield.scenes.options import GaussianConfig, OutputConfig, RunConfig, TrainerConfig
+from splatfield.scenes.strategies.options import DepthRankConfig
 from splatfield.scenes.run import Run
 from splatfield.scenes.trainer import StepInfo
 
@@ -49,7 +50,10 @@ def orbit(cfg: Lift, size: int) -> Cameras:
 def lift_config(cfg: Lift, reference: Path, run: Path) -> RunConfig:
     # --guidance is the distillation's folder; the reference dataset's world has z up
     distill = dataclasses.replace(cfg.distill, guidance="" if cfg.guidance == "none" else cfg.guidance, up=(0.0, 0.0, 1.0))
-    return RunConfig(data=str(reference.resolve()), out=str(run), strategy=("adc", "distill") if distill.guidance else ("adc",),
+    depth = DepthRankConfig() if cfg.depth is None else DepthRankConfig(depth=str(cfg.depth.resolve()), kind=cfg.depth_kind,
+                                                                         weight=cfg.depth_weight, seed=cfg.seed)  # fmt: skip
+    strategy = ("adc",) + (("depth_rank",) if depth.depth else ()) + (("distill",) if distill.guidance else ())
+    return RunConfig(data=str(reference.resolve()), out=str(run), strategy=strategy, depth_rank=depth,
                      scene=GaussianConfig(sh_degree=cfg.sh_degree, init_points=cfg.init_points,
                                           init_half_size=cfg.init_half_size),
                      trainer=TrainerConfig(steps=cfg.steps, seed=cfg.seed),
@@ -69,7 +73,9 @@ def run_lift(
     config = Run.open(run).config if resume else lift_config(cfg, reference, run)
     log(f"lift: reference camera at elevation {cfg.elevation:g} deg, distance {cfg.radius:g}, field of view {cfg.fov:g} deg; "
         + ("no prior (--guidance none): the reference view alone" if not config.distill.guidance else
-           f"prior {config.distill.guidance}") + "; its test view is the reference view")  # fmt: skip
+           f"prior {config.distill.guidance}")
+        + (f"; depth order from {config.depth_rank.depth} ({config.depth_rank.kind})" if config.depth_rank.depth else "")
+        + "; its test view is the reference view")  # fmt: skip
     res = training.train(config, run_path=run, resume=resume, on_step=on_step, on_phase=phase, log=log, device=device)
     if not res.finished:
         return LiftResult(reference, run, res.step, False, res.stop_signal, None, None, None)

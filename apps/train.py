@@ -25,7 +25,9 @@ from splatfield.scenes.options import (
     TrainerConfig,
     check_corrections, check_strategies, option_names, option_paths, with_options,
 )  # fmt: skip
-from splatfield.scenes.strategies.options import AdcConfig, DistillConfig, ElasticConfig, SteepestConfig, StrategyName
+from splatfield.scenes.strategies.options import (
+    AdcConfig, DepthRankConfig, DistillConfig, ElasticConfig, SteepestConfig, StrategyName,
+)  # fmt: skip
 
 from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, sfm_console, train_progress
 from .errors import CLIError, require_exists
@@ -50,7 +52,8 @@ class Train:
     """Training strategies, run in order around each step: adc (3DGS adaptive density control),
     steepest (SteepGS: split only at saddle points), elastic (FlexGS: servable at any size ratio,
     options under --elastic.; docs/TRAINING.md), distill (score distillation from a diffusion
-    prior on random views, options under --distill.; docs/LIFTING.md), none (fixed Gaussians). adc and steepest exclude
+    prior on random views, options under --distill.; docs/LIFTING.md), depth_rank (a depth map's
+    order taught to one view, options under --depth-rank.), none (fixed Gaussians). adc and steepest exclude
     each other (both densify). A field has none (the default with --model field)."""
     out: Annotated[Optional[Path], tyro.conf.arg(metavar="RUN", help_behavior_hint="(default: runs/<data>-<time>)")] = None
     """Run directory to create."""
@@ -71,6 +74,7 @@ class Train:
     field: FieldConfig = FieldConfig()
     elastic: ElasticConfig = ElasticConfig()
     distill: DistillConfig = DistillConfig()
+    depth_rank: DepthRankConfig = DepthRankConfig()
     threads: Annotated[Optional[int], tyro.conf.arg(metavar="T", help_behavior_hint="(default: torch's choice)")] = None
     """torch.set_num_threads(T)."""
     viewer: bool = True
@@ -134,7 +138,8 @@ def _as_run_config(cfg: Train, data: str, out: str) -> RunConfig:
     strategy = cfg.strategy if cfg.model == "gaussians" or "--strategy" in cfg.given else ("none",)
     return RunConfig(data=data, out=out, scene_kind=cfg.model, strategy=strategy, dataset=cfg.dataset,
                      scene=cfg.scene, trainer=cfg.trainer, outputs=cfg.outputs, adc=cfg.adc, steepest=cfg.steepest,
-                     field=cfg.field, elastic=cfg.elastic, distill=cfg.distill, corrections=cfg.corrections)  # fmt: skip
+                     field=cfg.field, elastic=cfg.elastic, distill=cfg.distill, depth_rank=cfg.depth_rank,
+                     corrections=cfg.corrections)  # fmt: skip
 
 
 def resumed_config(saved: RunConfig, given: dict[str, Any]) -> RunConfig:

@@ -110,6 +110,7 @@ def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state:
     (the views stay in host memory, pinned for a GPU, and travel a batch at a time)."""
     strategies = make_strategies(config.strategies, scene_kind=config.scene_kind, adc=config.adc,
                                  steepest=config.steepest, elastic=config.elastic, distill=config.distill,
+                                 depth_rank=config.depth_rank,
                                  steps=config.trainer.steps,
                                  background=background_of(dataset), ssim_weight=config.trainer.ssim_weight)  # fmt: skip
     if state is None:

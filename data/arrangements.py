@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .procedural import _Box, _Cylinder, _Sphere, render_view
+from .procedural import _Box, _Cylinder, _Sphere, depth_view, render_view
 from .single_view import object_camera
 
 HELD_OUT = (0, 1, 2, 3, 4)
@@ -84,6 +84,12 @@ def render(seed_or_prims, c2w: np.ndarray, size: int = 64, fov: float = FOV, sam
     """RGBA float32 [size, size, 4] of an arrangement (a seed or its primitives) through ``c2w``."""
     prims = random_arrangement(seed_or_prims) if isinstance(seed_or_prims, (int, np.integer)) else seed_or_prims
     return render_view(c2w, size, math.radians(fov), samples=samples, scene=prims)
+
+
+def depth(seed_or_prims, c2w: np.ndarray, size: int = 64, fov: float = FOV) -> np.ndarray:
+    """The true depth of :func:`render`'s view at each pixel centre, float32 [size, size] (inf: background)."""
+    prims = random_arrangement(seed_or_prims) if isinstance(seed_or_prims, (int, np.integer)) else seed_or_prims
+    return depth_view(c2w, size, math.radians(fov), scene=prims)
 
 
 def training_views(seeds, views: int, size: int = 64, *, elevation: tuple[float, float] = (-10.0, 45.0),

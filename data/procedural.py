@@ -359,6 +359,17 @@ def render_view(c2w_opengl: np.ndarray, size: int, camera_angle_x: float = CAMER
     return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
 
 
+def depth_view(c2w_opengl: np.ndarray, size: int, camera_angle_x: float = CAMERA_ANGLE_X, *,
+               scene: Sequence = ()) -> np.ndarray:  # fmt: skip
+    """The true depth (distance along the camera's forward axis) at each pixel centre of
+    :func:`render_view`'s image, float32 [size, size]; ``inf`` where the ray misses."""
+    eye, d = _camera_rays(c2w_opengl, size, camera_angle_x, 1)
+    t, which, _ = _first_hit(eye, d, len(d), scene or _SCENE)
+    forward = -np.asarray(c2w_opengl, dtype=np.float64)[:3, 2]  # OpenGL cameras look down -z
+    z = np.where(which >= 0, t * (d @ forward), np.inf)
+    return z.reshape(size, size).astype(np.float32)
+
+
 def _camera_rays(c2w_opengl: np.ndarray, size: int, camera_angle_x: float,
                  samples: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(eye [3], unit directions [size * samples * size * samples, 3]) of a pixel grid, rays

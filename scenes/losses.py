@@ -15,7 +15,7 @@ from torch import Tensor
 
 from splatfield.scenes.metrics import ssim_map
 
-__all__ = ["l1", "dssim", "photometric"]
+__all__ = ["l1", "dssim", "photometric", "depth_ranking"]
 
 
 def _check(pred: Tensor, target: Tensor, mask: Tensor | None) -> None:
@@ -69,3 +69,40 @@ def photometric(
     if ssim_weight == 0.0:
         return loss
     return (1.0 - ssim_weight) * loss + ssim_weight * dssim(pred, target, mask)
+
+
+def depth_ranking(
+    depth: Tensor,  # [H, W] rendered depth
+    prior: Tensor,  # [H, W] a depth map's order (larger = farther); only its order counts
+    mask: Tensor | None,  # [H, W] bool: where pairs are drawn (None: everywhere)
+    pairs: int,
+    generator,
+    *,
+    tie: float = 0.01,
+    margin: float = 1e-3,
+) -> Tensor:  # []
+    """NeuralLift-360's scale-invariant depth ranking: ``pairs`` random pixel pairs (i, j)
+    inside ``mask``, each ordered by the prior (``s = sign(prior_j - prior_i)``; pairs whose
+    prior values differ by less than ``tie`` of the prior's range are dropped), and the hinge
+    ``max(0, margin - s (d_j - d_i) / mean(d))`` on the rendered depths, averaged over the
+    pairs kept. Only the prior's order enters (a monocular estimate's unknown scale and
+    shift do not matter) and the render's depths are divided by their mean (nor does the
+    scene's scale); sampled pairs instead of all O(N^2)."""
+    import torch
+
+    flat_d, flat_p = depth.reshape(-1), prior.reshape(-1).to(depth)
+    where = torch.arange(flat_d.numel(), device=depth.device)
+    if mask is not None:
+        where = where[mask.reshape(-1).to(device=depth.device)]
+    if where.numel() < 2:
+        return depth.sum() * 0.0
+    pick = torch.randint(0, where.numel(), (2, pairs), generator=generator).to(depth.device)
+    i, j = where[pick[0]], where[pick[1]]
+    span = (flat_p[where].max() - flat_p[where].min()).clamp_min(1e-12)
+    diff = flat_p[j] - flat_p[i]
+    keep = diff.abs() > tie * span
+    if not bool(keep.any()):
+        return depth.sum() * 0.0
+    i, j, s = i[keep], j[keep], torch.sign(diff[keep])
+    scale = 0.5 * (flat_d[i] + flat_d[j]).mean().detach().clamp_min(1e-12)
+    return torch.relu(margin - s * (flat_d[j] - flat_d[i]) / scale).mean()

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Optional
 
 from .config import ConfigError, at_least, finite_at_least, from_dict, require, to_dict
-from .strategies.options import DENSIFYING, AdcConfig, DistillConfig, ElasticConfig, SteepestConfig, StrategyName
+from .strategies.options import (
+    DENSIFYING, AdcConfig, DepthRankConfig, DistillConfig, ElasticConfig, SteepestConfig, StrategyName,
+)  # fmt: skip
 
 SceneKind = Literal["gaussians", "field"]
 CameraOptMode = Literal["off", "pose", "pose+intrinsics"]
@@ -272,6 +274,7 @@ class RunConfig:
     steepest: SteepestConfig = field(default_factory=SteepestConfig)
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    depth_rank: DepthRankConfig = field(default_factory=DepthRankConfig)
     corrections: CorrectionConfig = field(default_factory=CorrectionConfig)
     field: FieldConfig = field(default_factory=FieldConfig)  # (shadows dataclasses.field below this line)
 
@@ -368,7 +371,7 @@ def _from_first_layout(flat: Any) -> RunConfig:
 # the radiance field's, the elastic phase's and distillation's too (``--field.resolution``,
 # ``--elastic.hidden``, ``--distill.guidance``).
 PLAIN_SECTIONS = ("dataset", "scene", "trainer", "outputs", "steepest", "corrections")
-PREFIXED_SECTIONS = ("adc", "field", "elastic", "distill")
+PREFIXED_SECTIONS = ("adc", "field", "elastic", "distill", "depth_rank")
 
 
 def option_names() -> dict[str, str]:

@@ -6,16 +6,17 @@ from typing import Sequence
 
 from ..config import ConfigError
 from .adc import ADC
+from .depth_rank import DepthRank
 from .distill import Distill
 from .base import Strategies, Strategy
 from .elastic import Elastic
-from .options import DENSIFYING, AdcConfig, DistillConfig, ElasticConfig, SteepestConfig
+from .options import DENSIFYING, AdcConfig, DepthRankConfig, DistillConfig, ElasticConfig, SteepestConfig
 from .steepest import Steepest
 
 
 def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: SteepestConfig = SteepestConfig(),
                   elastic: ElasticConfig = ElasticConfig(), distill: DistillConfig = DistillConfig(),
-                  steps: int | None = None,
+                  depth_rank: DepthRankConfig = DepthRankConfig(), steps: int | None = None,
                   background: tuple[float, float, float] = (0.0, 0.0, 0.0), densified: bool = False,
                   ssim_weight: float = 0.2) -> Strategy:  # fmt: skip
     """One strategy; ``steps`` (the run's length) and ``background`` (the run's: white
@@ -42,6 +43,10 @@ def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: Steepest
             return Distill(distill, steps=steps or 1, background=tuple(background))
         except GuidanceError as e:
             raise ConfigError("--distill.guidance", str(e)) from None
+    if name == "depth_rank":
+        if not depth_rank.depth:
+            raise ConfigError("--depth-rank.depth", "depth_rank needs a depth map (an image or a .npy array)")
+        return DepthRank(depth_rank)
     raise ConfigError("--strategy", f"unknown strategy {name!r}")
 
 
