@@ -24,6 +24,10 @@ class Lift:
     """A square image of the object (PNG with alpha, or any image with --mask)."""
     mask: Optional[Path] = None
     """The object's silhouette (white = object); default: the image's alpha channel."""
+    prompt: str = ""
+    """What the object is, for a text-to-image --guidance checkpoint (Stable Diffusion layout
+    with text_encoder/ and tokenizer/); the procedural prior ignores words and takes the
+    image. (A prompt without an image is not supported yet.)"""
     depth: Optional[Path] = None
     """A depth map of the image (a monocular estimate: an image or .npy at any size): its
     near-far order is taught to the reference view on sampled pixel pairs (depth_rank)."""

@@ -49,7 +49,8 @@ def orbit(cfg: Lift, size: int) -> Cameras:
 
 def lift_config(cfg: Lift, reference: Path, run: Path) -> RunConfig:
     # --guidance is the distillation's folder; the reference dataset's world has z up
-    distill = dataclasses.replace(cfg.distill, guidance="" if cfg.guidance == "none" else cfg.guidance, up=(0.0, 0.0, 1.0))
+    distill = dataclasses.replace(cfg.distill, guidance="" if cfg.guidance == "none" else cfg.guidance, up=(0.0, 0.0, 1.0),
+                                  prompt=cfg.prompt or cfg.distill.prompt)  # fmt: skip
     depth = DepthRankConfig() if cfg.depth is None else DepthRankConfig(depth=str(cfg.depth.resolve()), kind=cfg.depth_kind,
                                                                          weight=cfg.depth_weight, seed=cfg.seed)  # fmt: skip
     strategy = ("adc",) + (("depth_rank",) if depth.depth else ()) + (("distill",) if distill.guidance else ())

@@ -33,7 +33,30 @@ def tiny_unet(in_channels: int = 3):
     )  # fmt: skip
 
 
-def save_checkpoint(root: Path, *, prediction: str = "epsilon", vae: bool = False) -> Path:
+def save_text_encoder(root: Path) -> None:
+    """A tiny CLIP tokenizer (byte-level, no merges: one token per character) and a random
+    8-wide CLIP text encoder in Stable Diffusion's layout (tokenizer/, text_encoder/)."""
+    import json
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = [chr(b) for b in printable] + [chr(256 + k) for k in range(256 - len(printable))]  # GPT-2's byte alphabet
+    words = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    raw = root / "tokenizer-files"
+    raw.mkdir(parents=True)
+    (raw / "vocab.json").write_text(json.dumps({w: i for i, w in enumerate(words)}))
+    (raw / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt"), model_max_length=12).save_pretrained(root / "tokenizer")
+    torch.manual_seed(2)
+    CLIPTextModel(CLIPTextConfig(vocab_size=len(words), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=12, bos_token_id=len(words) - 2,
+                                 eos_token_id=len(words) - 1, pad_token_id=len(words) - 1)).save_pretrained(root / "text_encoder")  # fmt: skip
+
+
+def save_checkpoint(root: Path, *, prediction: str = "epsilon", vae: bool = False, text: bool = False) -> Path:
+    if text:
+        save_text_encoder(root)
     tiny_unet(4 if vae else 3).save_pretrained(root / "unet")
     diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                             prediction_type=prediction).save_pretrained(root / "scheduler")  # fmt: skip
@@ -111,6 +134,22 @@ def test_a_perfect_output_in_each_prediction_type_is_read_back_as_the_noise(tmp_
     x_t = guidance.schedule.add_noise(x, t, eps)
     out = guidance.schedule.training_target(prediction, x, eps, t)
     torch.testing.assert_close(guidance.noise_from_output(out, x_t, t), eps, rtol=0, atol=1e-4)
+
+
+def test_a_prompt_goes_through_the_checkpoints_tokenizer_and_text_encoder(tmp_path):
+    guidance = DiffusersGuidance(save_checkpoint(tmp_path / "sd", text=True))
+    red, blue, empty = (guidance.encode_prompt(p) for p in ("a red cube", "a blue ball", ""))
+    assert red.shape == (1, 12, 8) and not torch.allclose(red, blue) and not torch.allclose(red, empty)
+    assert not any(p.requires_grad for p in guidance.text_encoder.parameters())
+    x_t, t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([400])
+    assert not torch.allclose(guidance.predict_noise(x_t, t, red), guidance.predict_noise(x_t, t, blue))
+    torch.testing.assert_close(guidance.encode_prompt("a red cube"), red, rtol=0, atol=0)  # deterministic
+
+
+def test_a_prompt_without_a_text_encoder_is_one_line(checkpoint):
+    with pytest.raises(GuidanceError, match="a prompt needs the checkpoint's text encoder and tokenizer, missing text_encoder/config.json") as e:
+        DiffusersGuidance(checkpoint).encode_prompt("a red cube")
+    assert "\n" not in str(e.value) and str(checkpoint) in str(e.value)
 
 
 def one_line_error(path) -> str:

@@ -16,6 +16,8 @@ from splatfield.data import procedural
 from splatfield.scenes import checkpoint as ckpt
 from splatfield.scenes.config import ConfigError
 from splatfield.scenes.options import run_config
+from splatfield.scenes.run import Run
+from splatfield.scenes.strategies.options import DistillConfig
 from splatfield.scenes.strategies.registry import make_strategies
 
 from .test_distill_diffusers import save_checkpoint
@@ -82,3 +84,20 @@ def test_a_broken_guidance_folder_is_one_line_on_the_command_line(demo_data, tmp
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "no such folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_prompt_conditions_the_distillation_and_is_logged(demo_data, tmp_path, native):
+    """--distill.prompt: the views are pushed by the prompt's embedding (another prompt moves
+    the scene elsewhere), with "" as the unconditional side of the guidance."""
+    sd = save_checkpoint(tmp_path / "sd", text=True)
+    ends = {}
+    for prompt in ("a red cube", "a blue ball"):
+        res = training.train(_config(demo_data, tmp_path / prompt.replace(" ", "-"), sd, 4, distill_prompt=prompt), log=lambda m: None)
+        assert res.finished
+        ends[prompt] = Run.open(tmp_path / prompt.replace(" ", "-")).scene().gaussians.means
+    assert not torch.allclose(ends["a red cube"], ends["a blue ball"])
+    from splatfield.scenes.strategies.distill import Distill
+
+    strategy = Distill(DistillConfig(guidance=str(sd), prompt="a red cube"), steps=4, background=(1.0, 1.0, 1.0))
+    assert "prompt 'a red cube'" in strategy.describe()
+    torch.testing.assert_close(strategy.negative, strategy.guidance.encode_prompt(""))

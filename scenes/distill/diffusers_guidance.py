@@ -77,6 +77,8 @@ class DiffusersGuidance:
         self.conditioning = "embedding" if marker is None else str(marker.get("conditioning"))
         if self.conditioning not in ("embedding", "reference+camera"):
             raise GuidanceError(f"{root / MARKER}: conditioning {self.conditioning!r} is not supported")
+        self.root = root
+        self.text_encoder = self.tokenizer = None  # read on the first prompt (SD 1.5's encoder is 123M parameters)
         self.device, self.dtype = torch.device(device), dtype
         for module in (self.unet, self.vae):
             if module is not None:
@@ -116,6 +118,39 @@ class DiffusersGuidance:
         else:
             raise TypeError("a reference-conditioned prior takes a ReferenceCondition (or None)")
         return torch.cat([x, reference.expand(x.shape[0], -1, -1, -1)], 1), tokens.expand(x.shape[0], -1, -1)
+
+    @torch.no_grad()
+    def encode_prompt(self, text: str) -> Tensor:
+        """[1, L, C]: a prompt through the checkpoint's CLIP tokenizer (``tokenizer/``, padded
+        to its length) and text encoder (``text_encoder/``, its last hidden state), the
+        condition a Stable Diffusion UNet cross-attends to; ``""`` is its unconditional one."""
+        if self.conditioning != "embedding":
+            raise GuidanceError(f"{self.root}: this prior is conditioned on a reference view and a camera, not on a prompt")
+        if self.text_encoder is None:
+            self._load_text_encoder()
+        ids = self.tokenizer(text, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+                             return_tensors="pt").input_ids  # fmt: skip
+        return self.text_encoder(ids.to(self.device))[0].to(self.dtype)
+
+    def _load_text_encoder(self) -> None:
+        root = self.root
+        missing = _check_component(root, "text_encoder", "config.json", False)
+        if not any((root / "text_encoder" / w).is_file() for w in ("model.safetensors", "pytorch_model.bin")):
+            missing.append("text_encoder/model.safetensors")
+        if not any((root / "tokenizer" / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+            missing.append("tokenizer/tokenizer.json (or vocab.json and merges.txt)")
+        if missing:
+            raise GuidanceError(f"{root}: a prompt needs the checkpoint's text encoder and tokenizer, missing {', '.join(missing)}")
+        try:
+            from transformers import CLIPTextModel, CLIPTokenizer
+
+            self.tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
+            self.text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True,
+                                                              torch_dtype=self.dtype)  # fmt: skip
+        except Exception as e:  # transformers raises many kinds; the user needs the first line of any
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise GuidanceError(f"{root}: cannot load the text encoder: {first}") from None
+        self.text_encoder.requires_grad_(False).eval().to(self.device)
 
     def embedding(self, condition: Any, batch: int) -> Tensor:
         """``encoder_hidden_states`` for a batch: ``condition`` ([L, C] broadcast, or [B, L, C]),

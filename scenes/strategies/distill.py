@@ -46,6 +46,11 @@ class Distill:
         if config.estimator != "sds":
             self.model = RenderModel(self.guidance, adapter=config.adapter, rank=config.lora_rank, lr=config.model_lr,
                                      generator=self.generator, seed=config.seed)  # fmt: skip
+        self.prompt: Tensor | None = None  # [1, L, C] embeddings of the prompt and the negative one
+        self.negative: Tensor | None = None
+        if config.prompt or config.negative_prompt:
+            self.prompt = self.guidance.encode_prompt(config.prompt)
+            self.negative = self.guidance.encode_prompt(config.negative_prompt)
         self.frame: tuple[Tensor, float, float] | None = None  # up, radius, fov (degrees): from the first batch
         self._last: tuple[Tensor, Cameras] | None = None  # the step's renders (model space) for the second model
 
@@ -55,9 +60,10 @@ class Distill:
         unet = sum(p.numel() for p in g.unet.parameters() if not p.requires_grad)  # the frozen base, not the adapter
         second = "" if self.model is None else f", second model: {c.adapter}" + (f" rank {c.lora_rank}" if c.adapter == "lora" else "")
         lam = f" (lambda {c.entropy_weight:g})" if c.estimator == "esd" else ""
+        prompt = f", prompt {c.prompt!r}" + (f" (negative {c.negative_prompt!r})" if c.negative_prompt else "") if self.prompt is not None else ""
         return (f"distillation: {c.estimator}{lam} from {c.guidance} ({unet:,}-parameter UNet, {g.prediction}, "
                 f"{'latent' if g.vae is not None else 'pixel'} space, {g.sample_size} px), {c.views} random view(s) per step, "
-                f"guidance scale {c.guidance_scale:g}, weight {c.weight:g}{second}")  # fmt: skip
+                f"guidance scale {c.guidance_scale:g}, weight {c.weight:g}{second}{prompt}")  # fmt: skip
 
     @property
     def statistics(self) -> tuple[Statistic, ...]:
@@ -85,11 +91,12 @@ class Distill:
         elevation = torch.rad2deg(torch.asin((c @ up / c.norm(dim=-1)).clamp(-1.0, 1.0)))
         return elevation, torch.rad2deg(torch.atan2(c @ b, c @ a))
 
-    def condition_for(self, batch, cameras: Cameras) -> ReferenceCondition | None:
+    def condition_for(self, batch, cameras: Cameras) -> ReferenceCondition | Tensor | None:
         """A reference-conditioned prior's condition for the random ``cameras``: the batch's
-        first view (``lift``'s reference) and the camera change from it; None for other guidance."""
+        first view (``lift``'s reference) and the camera change from it; for a text-to-image
+        checkpoint, the prompt's embedding (None without a prompt)."""
         if self.guidance.conditioning != "reference+camera":
-            return None
+            return self.prompt
         reference = self.guidance.encode(batch.target[:1]).detach()
         ref_el, ref_az = self.angles(batch.cameras[:1])
         el, az = self.angles(cameras)
@@ -133,11 +140,11 @@ class Distill:
         eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
         condition = self.condition_for(batch, cameras)
         if self.model is None:
-            grad = sds_gradient(self.guidance, x, t, eps, condition, guidance_scale=c.guidance_scale)
+            grad = sds_gradient(self.guidance, x, t, eps, condition, guidance_scale=c.guidance_scale, negative=self.negative)
         else:
             c2w = cameras.camera_to_world.to(x.dtype)
             grad = variational_gradient(self.guidance, self.model, x, t, eps, condition, camera=c2w,
-                                        guidance_scale=c.guidance_scale,
+                                        guidance_scale=c.guidance_scale, negative=self.negative,
                                         entropy_weight=c.entropy_weight if c.estimator == "esd" else 0.0)  # fmt: skip
             self._last = (x.detach(), c2w)
         loss = distillation_loss(x, grad) / x.shape[0]

@@ -175,6 +175,11 @@ class DistillConfig:
     guidance: str = ""
     """A diffusers checkpoint folder (unet/, scheduler/, optional vae/; read locally, never
     downloaded), or procedural (the shipped prior of our own): required with --strategy distill."""
+    prompt: str = ""
+    """What the views should show, for a text-to-image checkpoint (through its text_encoder/
+    and tokenizer/); the procedural prior takes the reference view instead."""
+    negative_prompt: str = ""
+    """The prompt classifier-free guidance steers away from ("" is the unconditional prediction)."""
     estimator: Estimator = "sds"
     """sds (score distillation sampling), vsd (variational: a second model adapted to the
     renders) or esd (vsd plus the entropy of the renders over all cameras, --distill.entropy-weight)."""
