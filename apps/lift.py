@@ -1,11 +1,12 @@
-"""``splatfield lift``: one image of an object to a 3D scene (issue 17, in part).
+"""``splatfield lift``: one image of an object to a 3D scene.
 
 The image (its alpha, or ``--mask``, as the object's silhouette) becomes a one-view
 Blender-format dataset at a stated reference camera (:mod:`splatfield.data.single_view`);
-Gaussians are trained on it with the density control and, with ``--guidance PATH``, the
-``distill`` strategy (score distillation from a diffusers checkpoint on random views around
-the object); ``--guidance none`` trains on the reference view alone (the baseline a prior
-must beat). The result is a normal run directory (``view``, ``render``, ``export`` and
+Gaussians are trained on it with the density control and the ``distill`` strategy (score
+distillation on random views around the object) from ``--guidance``: ``procedural`` (the
+shipped prior of our own, the default) or a diffusers checkpoint folder (with
+``--prompt``); ``--guidance none`` trains on the reference view alone (the baseline a prior
+must beat). ``--depth`` adds the ``depth_rank`` strategy. The result is a normal run directory (``view``, ``render``, ``export`` and
 ``eval`` work on it), plus an orbit video at the reference elevation and distance.
 """
 

@@ -14,11 +14,16 @@ from splatfield.scenes.config import at_least, check_device, finite_at_least, re
 from splatfield.scenes.strategies.options import DistillConfig
 
 
+# lift's distillation defaults, validated with the procedural prior (docs/LIFTING.md)
+LIFT_DISTILL = DistillConfig(weight=3e-4, guidance_scale=1.0)
+
+
 @dataclass(frozen=True)
 class Lift:
     """Lifts one image of an object into 3D Gaussians: its reference view's colour and
     silhouette, plus score distillation from a diffusion prior on random views around it
-    (--guidance). Prompts and Zero-1-to-3-style priors are not supported yet (docs/LIFTING.md)."""
+    (--guidance: the shipped procedural prior by default, or a local Stable Diffusion folder
+    with --prompt), and a depth map's order with --depth (docs/LIFTING.md)."""
 
     image: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="IMAGE")]
     """A square image of the object (PNG with alpha, or any image with --mask)."""
@@ -35,7 +40,7 @@ class Lift:
     """How --depth is written: disparity (larger is nearer, as MiDaS/DPT-style estimators write) or depth."""
     depth_weight: float = 1.0
     """Weight of the depth-ranking loss (with --depth)."""
-    guidance: str = "none"
+    guidance: str = "procedural"
     """procedural (the prior of our own shipped with splatfield: objects seen at lift's default
     camera distance and field of view), a diffusers checkpoint folder (unet/, scheduler/,
     optional vae/; read locally), or none (the reference view alone)."""
@@ -62,9 +67,12 @@ class Lift:
     """Frames of the orbit video."""
     seed: int = 0
     """Seed of the initial Gaussians, training and distillation."""
-    distill: DistillConfig = DistillConfig()
+    distill: DistillConfig = LIFT_DISTILL
     """Score distillation's options (--distill.estimator, --distill.guidance-scale, ...); its
-    guidance folder is --guidance."""
+    guidance folder is --guidance. The defaults suit the procedural prior (weight 3e-4 and
+    its conditional prediction alone, guidance scale 1: measured best on validation
+    arrangements, docs/LIFTING.md); a Stable Diffusion checkpoint wants a guidance scale of
+    7.5 or more."""
     device: str = "auto"
     """auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N."""
 

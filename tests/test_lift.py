@@ -47,7 +47,7 @@ def test_the_reference_dataset_has_one_view_at_the_stated_camera(image, tmp_path
 
 
 def test_lift_without_a_prior_fits_the_reference_view(image, tmp_path, native):
-    res = run_lift(Lift(image=image, out=tmp_path / "lift", steps=400, frames=3), log=lambda m: None)
+    res = run_lift(Lift(image=image, guidance="none", out=tmp_path / "lift", steps=400, frames=3), log=lambda m: None)
     assert res.finished and res.video is not None and res.video.stat().st_size > 0
     assert len(list(res.frames_dir.glob("frame_*.png"))) == 3
     config = Run.open(res.run).config
