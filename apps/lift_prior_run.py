@@ -79,7 +79,8 @@ def train_prior(cfg: LiftPriorTrain, *, on_phase: Callable | None = None, log: C
     def save() -> None:
         meta = {"steps": step, "train_seconds": round(seconds, 1), "settings": {k: str(v) for k, v in asdict(cfg).items()},
                 "command": f"splatfield lift-prior train --arrangements {cfg.arrangements} --views {cfg.views} "
-                           f"--size {cfg.size} --batch {cfg.batch} --lr {cfg.lr:g} --prediction {cfg.prediction} --seed {cfg.seed}"}  # fmt: skip
+                           f"--size {cfg.size} --batch {cfg.batch} --lr {cfg.lr:g} --prediction {cfg.prediction} --seed {cfg.seed}"
+                           + ("" if cfg.minutes is None else f" --minutes {cfg.minutes:g}")}  # fmt: skip
         save_prior(prior, ema, scheduler, meta)
         state = {"unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                  "generator": gen.get_state(), "step": step, "seconds": seconds}

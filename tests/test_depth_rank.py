@@ -92,8 +92,8 @@ def test_lift_with_a_depth_map_learns_its_order(tmp_path, native):
     np.save(tmp_path / "depth.npy", np.where(inside, truth, truth[inside].max()))
     agreement = {}
     for name, depth in (("without", None), ("with", tmp_path / "depth.npy")):
-        res = run_lift(Lift(image=image, depth=depth, depth_kind="depth", out=tmp_path / name, steps=300, frames=1,
-                            elevation=15.0), log=lambda m: None)  # fmt: skip
+        res = run_lift(Lift(image=image, guidance="none", depth=depth, depth_kind="depth", out=tmp_path / name, steps=300,
+                            frames=1, elevation=15.0), log=lambda m: None)  # fmt: skip
         scene = Run.open(res.run).scene()
         with torch.no_grad():
             got = scene.render(A.as_cameras([(15.0, 0.0)], 32)).depth[0, ..., 0].numpy()

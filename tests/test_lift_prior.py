@@ -103,3 +103,33 @@ def test_lift_prior_train_saves_resumes_and_shows(tmp_path):
     r = subprocess.run([sys.executable, "-m", "splatfield.apps.cli", "lift-prior", "show", str(tmp_path)],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and "not a prior folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_procedural_names_the_shipped_prior_or_says_it_is_missing(tmp_path, monkeypatch):
+    from splatfield.scenes.distill import GuidanceError
+    from splatfield.scenes.distill import prior as prior_module
+
+    shipped = DiffusersGuidance("procedural")
+    assert shipped.conditioning == "reference+camera" and shipped.sample_size == A_SIZE and shipped.prediction == "sample"
+    meta = read_marker(prior_module.SHIPPED)
+    assert meta["command"].startswith("splatfield lift-prior train") and meta["steps"] > 0
+    assert sum(f.stat().st_size for f in prior_module.SHIPPED.rglob("*") if f.is_file()) < 20e6
+    r = subprocess.run([sys.executable, "-m", "splatfield.apps.cli", "lift-prior", "show", "procedural"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0 and "reference+camera prior" in r.stdout and "made by: splatfield lift-prior train" in r.stdout
+    monkeypatch.setattr(prior_module, "SHIPPED", tmp_path / "absent")
+    with pytest.raises(GuidanceError, match="shipped procedural prior is missing") as e:
+        DiffusersGuidance("procedural")
+    assert "\n" not in str(e.value)
+
+
+A_SIZE = 64  # the family's and the shipped prior's image size
+
+
+def test_a_prompt_for_the_reference_conditioned_prior_is_one_line(tiny_prior):
+    from splatfield.scenes.config import ConfigError
+    from splatfield.scenes.strategies.registry import make_strategy
+
+    with pytest.raises(ConfigError, match="conditioned on a reference view and a camera, not on a prompt") as e:
+        make_strategy("distill", distill=DistillConfig(guidance=str(tiny_prior), prompt="a red cube"), steps=10)
+    assert "\n" not in str(e.value)
