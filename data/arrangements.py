@@ -118,6 +118,13 @@ def over_white(rgba: np.ndarray) -> np.ndarray:
     return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
 
 
+def views_over_white(seed_or_prims, angles, size: int = 64) -> np.ndarray:
+    """[V, size, size, 3] float32: the arrangement seen from each (elevation, azimuth) of
+    ``angles`` (:func:`camera`), over white: the truth a lift's views are scored against."""
+    prims = random_arrangement(seed_or_prims) if isinstance(seed_or_prims, (int, np.integer)) else seed_or_prims
+    return np.stack([over_white(render(prims, camera(e, a), size)) for e, a in angles]).astype(np.float32)
+
+
 def novel_view_angles(elevation: float, views: int) -> list[tuple[float, float]]:
     """The views a lift from (``elevation``, azimuth 0) is scored on: azimuths evenly around,
     half a step off the reference's, elevations alternating ``elevation`` and ``elevation + 20``."""

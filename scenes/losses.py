@@ -11,6 +11,7 @@ averaged over the selected pixels only.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from splatfield.scenes.metrics import ssim_map
@@ -88,8 +89,6 @@ def depth_ranking(
     pairs kept. Only the prior's order enters (a monocular estimate's unknown scale and
     shift do not matter) and the render's depths are divided by their mean (nor does the
     scene's scale); sampled pairs instead of all O(N^2)."""
-    import torch
-
     flat_d, flat_p = depth.reshape(-1), prior.reshape(-1).to(depth)
     where = torch.arange(flat_d.numel(), device=depth.device)
     if mask is not None:

@@ -36,10 +36,10 @@ def novel_view_psnr(tmp_path, guidance: str) -> float:
                         elevation=ELEVATION), log=lambda m: None)  # fmt: skip
     assert res.finished
     angles = A.novel_view_angles(ELEVATION, VIEWS)
-    truth = torch.stack([torch.from_numpy(A.over_white(A.render(SEED, A.camera(e, az), SIZE))) for e, az in angles])
+    truth = torch.from_numpy(A.views_over_white(SEED, angles, SIZE))
     with torch.no_grad():
         got = Run.open(res.run).scene().render(A.as_cameras(angles, SIZE), background=(1.0, 1.0, 1.0)).image.clamp(0, 1)
-    return float(psnr(got, truth.float()).mean())
+    return float(psnr(got, truth).mean())
 
 
 def test_the_shipped_prior_lifts_a_held_out_object_beyond_its_reference_view(tmp_path, native):

@@ -60,10 +60,13 @@ class DepthRank:
         return ()
 
     def prior_at(self, height: int, width: int, device: torch.device) -> Tensor:
-        """The map at the render's size (nearest: an order must not be blended across edges)."""
-        if self._sized is None or tuple(self._sized.shape) != (height, width):
-            self._sized = F.interpolate(self.order[None, None].float(), size=(height, width), mode="nearest")[0, 0]
-        return self._sized.to(device)
+        """The map at the render's size (nearest: an order must not be blended across edges),
+        on the render's device; resized and moved once, not every step."""
+        sized = self._sized
+        if sized is None or tuple(sized.shape) != (height, width) or sized.device != device:
+            sized = F.interpolate(self.order[None, None].float(), size=(height, width), mode="nearest")[0, 0]
+            self._sized = sized = sized.to(device)
+        return sized
 
     def extra_loss(self, step: int, scene: GaussianScene, batch, out: RenderOutput) -> Tensor | None:
         rows = [r for r, v in enumerate(batch.views) if v == self.config.view]

@@ -37,7 +37,7 @@ def main() -> None:
     rows = []
     for seed in a.seeds:
         tiles = [A.over_white(A.render(seed, A.camera(a.elevation, 0.0), a.size)), gap]
-        groups = [[A.over_white(A.render(seed, A.camera(e, az), a.size)) for e, az in angles]]
+        groups = [list(A.views_over_white(seed, angles, a.size))]
         for _, folder in runs:
             scene = Run.open(Path(folder) / f"seed{seed}" / "run").scene()
             with torch.no_grad():

@@ -33,10 +33,6 @@ from splatfield.scenes.metrics import psnr, ssim
 from splatfield.scenes.run import Run
 
 
-def on_white_t(rgba: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(A.over_white(rgba)).float()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--guidance", default="none")
@@ -65,15 +61,16 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         scene = Run.open(res.run).scene()
         angles = A.novel_view_angles(a.elevation, a.views)
-        truth = torch.stack([on_white_t(A.render(seed, A.camera(e, az), a.size)) for e, az in angles])
+        truth = torch.from_numpy(A.views_over_white(seed, angles, a.size))
+        ref_white = torch.from_numpy(A.over_white(ref)).float()
         with torch.no_grad():
             got = scene.render(A.as_cameras(angles, a.size), background=(1.0, 1.0, 1.0)).image.clamp(0, 1)
             ref_got = scene.render(A.as_cameras([(a.elevation, 0.0)], a.size), background=(1.0, 1.0, 1.0)).image.clamp(0, 1)
         p, s = psnr(got, truth), ssim(got, truth)
         rows.append({"seed": seed, "seconds": round(seconds, 1), "novel_psnr": float(p.mean()), "novel_ssim": float(s.mean()),
                      "novel_psnr_per_view": [round(float(v), 2) for v in p],
-                     "reference_psnr": float(psnr(ref_got, on_white_t(ref)[None]).mean())})  # fmt: skip
-        strip = torch.cat([on_white_t(ref)[None], truth, got], 0).numpy()  # reference, then truth and lifted views
+                     "reference_psnr": float(psnr(ref_got, ref_white[None]).mean())})  # fmt: skip
+        strip = torch.cat([ref_white[None], truth, got], 0).numpy()  # reference, then truth and lifted views
         tiles = np.concatenate([np.concatenate(list(strip[1 : 1 + a.views]), 1), np.concatenate(list(strip[1 + a.views :]), 1)], 0)
         Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / "novel_truth_vs_lifted.png")
     out = {"guidance": a.guidance, "estimator": a.estimator if a.guidance != "none" else None, "steps": a.steps,
