@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .prior import MARKER, ReferenceCondition, guidance_folder, read_marker
+from .prior import MARKER, ReferenceCondition, camera_features, camera_tokens, guidance_folder, read_marker
 from .schedule import NoiseSchedule
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -118,6 +118,22 @@ class DiffusersGuidance:
         else:
             raise TypeError("a reference-conditioned prior takes a ReferenceCondition (or None)")
         return torch.cat([x, reference.expand(x.shape[0], -1, -1, -1)], 1), tokens.expand(x.shape[0], -1, -1)
+
+    @property
+    def takes_reference(self) -> bool:
+        """Whether the model is conditioned on a reference view and a camera change (else on an embedding)."""
+        return self.conditioning != "embedding"
+
+    @torch.no_grad()
+    def reference_condition(self, reference: Tensor, ref_elevation: Tensor, ref_azimuth: Tensor, elevation: Tensor,
+                            azimuth: Tensor) -> ReferenceCondition:  # fmt: skip
+        """The condition for views at ``elevation``/``azimuth`` [B] (degrees around the object,
+        at the reference's distance) given the reference view ``reference`` [1, H, W, 3] in
+        [0, 1] over white, seen at ``ref_elevation``/``ref_azimuth`` [1]."""
+        n = elevation.shape[0]
+        ref = self.encode(reference[:1])
+        features = camera_features(ref_elevation.expand(n), ref_azimuth.expand(n), elevation, azimuth).to(ref)
+        return ReferenceCondition(ref.expand(n, -1, -1, -1), camera_tokens(features))
 
     @torch.no_grad()
     def encode_prompt(self, text: str) -> Tensor:

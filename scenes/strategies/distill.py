@@ -26,7 +26,7 @@ from splatfield.render import Cameras, RenderOutput, Statistic, rasterize
 from splatfield.render.camera_paths import horizontal_axes, scene_frame
 
 from ..distill import DiffusersGuidance, RenderModel, distillation_loss, sds_gradient, variational_gradient
-from ..distill.prior import ReferenceCondition, camera_features, camera_tokens
+from ..distill.prior import ReferenceCondition
 from ..gaussian_scene import GaussianScene
 from .options import DistillConfig
 
@@ -95,14 +95,11 @@ class Distill:
         """A reference-conditioned prior's condition for the random ``cameras``: the batch's
         first view (``lift``'s reference) and the camera change from it; for a text-to-image
         checkpoint, the prompt's embedding (None without a prompt)."""
-        if self.guidance.conditioning != "reference+camera":
+        if not self.guidance.takes_reference:
             return self.prompt
-        reference = self.guidance.encode(batch.target[:1]).detach()
         ref_el, ref_az = self.angles(batch.cameras[:1])
         el, az = self.angles(cameras)
-        n = len(cameras)
-        features = camera_features(ref_el.expand(n), ref_az.expand(n), el, az).to(reference)
-        return ReferenceCondition(reference.expand(n, -1, -1, -1), camera_tokens(features))
+        return self.guidance.reference_condition(batch.target[:1], ref_el, ref_az, el, az)
 
     def random_cameras(self, cameras: Cameras) -> Cameras:
         """``views`` cameras on the sphere, looking at the origin, at the guidance's size."""
