@@ -42,7 +42,7 @@ def _config(data: Path, out: Path, guidance: Path, steps: int, estimator: str = 
     return run_config(str(data), str(out), strategy=("adc", "distill"), **base)
 
 
-@pytest.mark.parametrize("estimator", ["sds", "esd"])
+@pytest.mark.parametrize("estimator", ["sds", "esd", "stein"])
 def test_resume_continues_distillation_exactly(estimator, demo_data, guidance, tmp_path, native):
     whole = tmp_path / "whole"
     training.train(_config(demo_data, whole, guidance, 12, estimator, checkpoint_every=6), log=lambda m: None)
@@ -60,6 +60,10 @@ def test_resume_continues_distillation_exactly(estimator, demo_data, guidance, t
         for p, q in zip(state_a["model"]["parameters"], state_b["model"]["parameters"]):
             assert torch.equal(p, q)
         assert any(p.abs().sum() > 0 for p in state_a["model"]["parameters"][1::2])  # the adapter trained
+    if estimator == "stein":
+        for k in ("cross", "power"):
+            assert torch.equal(state_a["stein"][k], state_b["stein"][k]), k
+        assert (state_a["stein"]["power"] > 0).any()  # the coefficient was being fitted
 
 
 def test_distillation_moves_the_scene_beyond_the_photometric_loss(demo_data, guidance, tmp_path, native):

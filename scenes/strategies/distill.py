@@ -1,6 +1,7 @@
 """Score distillation as a strategy (METHODS.md §4): each step, ``views`` random cameras on a
 sphere around the world origin render the scene, the guidance's estimator (SDS, VSD or ESD)
-gives the gradient on those renders, and :func:`~splatfield.scenes.distill.distillation_loss`
+gives the gradient on those renders (stein: SDS's, plus the control variate of
+:mod:`~splatfield.scenes.distill.stein`), and :func:`~splatfield.scenes.distill.distillation_loss`
 hands it to the scene beside the photometric loss of the training views. With vsd/esd, the
 second model (:class:`~splatfield.scenes.distill.RenderModel`) then takes one training step
 on the same renders.
@@ -27,6 +28,7 @@ from splatfield.render.camera_paths import horizontal_axes, scene_frame
 
 from ..distill import DiffusersGuidance, RenderModel, distillation_loss, sds_gradient, variational_gradient
 from ..distill.prior import ReferenceCondition
+from ..distill.stein import FittedControlVariate
 from ..gaussian_scene import GaussianScene
 from .options import DistillConfig
 
@@ -43,7 +45,10 @@ class Distill:
         self.guidance = load_guidance(config.guidance)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model: RenderModel | None = None
-        if config.estimator != "sds":
+        self.stein: FittedControlVariate | None = None
+        if config.estimator == "stein":
+            self.stein = FittedControlVariate(self.guidance.schedule.steps, config.stein_bands, config.stein_decay)
+        elif config.estimator != "sds":
             self.model = RenderModel(self.guidance, adapter=config.adapter, rank=config.lora_rank, lr=config.model_lr,
                                      generator=self.generator, seed=config.seed)  # fmt: skip
         self.prompt: Tensor | None = None  # [1, L, C] embeddings of the prompt and the negative one
@@ -59,9 +64,10 @@ class Distill:
         c, g = self.config, self.guidance
         unet = sum(p.numel() for p in g.unet.parameters() if not p.requires_grad)  # the frozen base, not the adapter
         second = "" if self.model is None else f", second model: {c.adapter}" + (f" rank {c.lora_rank}" if c.adapter == "lora" else "")
-        lam = f" (lambda {c.entropy_weight:g})" if c.estimator == "esd" else ""
+        detail = {"esd": f" (lambda {c.entropy_weight:g})",
+                  "stein": f" (sds + a constant-baseline control variate fitted in {c.stein_bands} timestep bands)"}.get(c.estimator, "")
         prompt = f", prompt {c.prompt!r}" + (f" (negative {c.negative_prompt!r})" if c.negative_prompt else "") if self.prompt is not None else ""
-        return (f"distillation: {c.estimator}{lam} from {c.guidance} ({unet:,}-parameter UNet, {g.prediction}, "
+        return (f"distillation: {c.estimator}{detail} from {c.guidance} ({unet:,}-parameter UNet, {g.prediction}, "
                 f"{'latent' if g.vae is not None else 'pixel'} space, {g.sample_size} px), {c.views} random view(s) per step, "
                 f"guidance scale {c.guidance_scale:g}, weight {c.weight:g}{second}{prompt}")  # fmt: skip
 
@@ -138,6 +144,9 @@ class Distill:
         condition = self.condition_for(batch, cameras)
         if self.model is None:
             grad = sds_gradient(self.guidance, x, t, eps, condition, guidance_scale=c.guidance_scale, negative=self.negative)
+            if self.stein is not None:
+                x_t = self.guidance.schedule.add_noise(x.detach(), t, eps)
+                grad = self.stein.apply(grad, x_t, eps, self.guidance.schedule.sigma(t).to(x), t)
         else:
             c2w = cameras.camera_to_world.to(x.dtype)
             grad = variational_gradient(self.guidance, self.model, x, t, eps, condition, camera=c2w,
@@ -157,7 +166,10 @@ class Distill:
         return {}
 
     def schedule_at(self, step: int) -> dict[str, float]:
-        return {"distill_t_max": self.t_max(step)}
+        out = {"distill_t_max": self.t_max(step)}
+        if self.stein is not None:  # > 1: the control variate lowers the gradient's second moment
+            out["stein_ratio"] = self.stein.second_moment_ratio()
+        return out
 
     # ------------------------------------------------------------------ persistence
 
@@ -166,6 +178,7 @@ class Distill:
             "generator": self.generator.get_state(),
             "frame": None if self.frame is None else (self.frame[0].clone(), self.frame[1], self.frame[2]),
             "model": None if self.model is None else self.model.state_dict(),
+            "stein": None if self.stein is None else self.stein.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -175,3 +188,7 @@ class Distill:
             raise ValueError("the checkpoint's distillation used another estimator")
         if self.model is not None:
             self.model.load_state_dict(state["model"])
+        if (state.get("stein") is None) != (self.stein is None):
+            raise ValueError("the checkpoint's distillation used another estimator")
+        if self.stein is not None:
+            self.stein.load_state_dict(state["stein"])

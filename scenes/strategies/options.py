@@ -14,7 +14,7 @@ from ..config import at_least, finite_at_least, require
 
 StrategyName = Literal["adc", "steepest", "elastic", "distill", "depth_rank", "none"]
 DepthKind = Literal["disparity", "depth"]
-Estimator = Literal["sds", "vsd", "esd"]
+Estimator = Literal["sds", "vsd", "esd", "stein"]
 AdapterKind = Literal["lora", "copy"]
 SplitCriterion = Literal["curvature", "loss-change"]
 
@@ -182,7 +182,8 @@ class DistillConfig:
     """The prompt classifier-free guidance steers away from ("" is the unconditional prediction)."""
     estimator: Estimator = "sds"
     """sds (score distillation sampling), vsd (variational: a second model adapted to the
-    renders) or esd (vsd plus the entropy of the renders over all cameras, --distill.entropy-weight)."""
+    renders), esd (vsd plus the entropy of the renders over all cameras, --distill.entropy-weight)
+    or stein (sds plus a Stein control variate with a fitted coefficient: the same mean, less variance)."""
     guidance_scale: float = 7.5
     """Classifier-free guidance s in eps_u + s (eps_c - eps_u): 1 is the conditional prediction alone."""
     entropy_weight: float = 0.5
@@ -216,11 +217,17 @@ class DistillConfig:
     """Rank of the low-rank updates."""
     model_lr: float = 1e-3
     """Adam learning rate of the second model."""
+    stein_bands: int = 10
+    """stein: the control variate's coefficient is fitted per band of timesteps (this many, equal)."""
+    stein_decay: float = 0.98
+    """stein: decay per step of the averages the coefficient is fitted on (earlier steps only)."""
     seed: int = 0
     """Seed of the random views, timesteps and noise."""
 
     def __post_init__(self) -> None:
         finite_at_least(self.guidance_scale, "distill.guidance_scale", 0.0)
+        at_least(self.stein_bands, "distill.stein_bands", 1)
+        require(0.0 <= self.stein_decay < 1.0, "distill.stein_decay", f"must be in [0, 1) (got {self.stein_decay})")
         require(0.0 <= self.entropy_weight <= 1.0, "distill.entropy_weight", f"must be in [0, 1] (got {self.entropy_weight})")
         finite_at_least(self.weight, "distill.weight", 0.0)
         at_least(self.views, "distill.views", 1)
