@@ -12,6 +12,8 @@ must beat). ``--depth`` adds the ``depth_rank`` strategy. The result is a normal
 
 from __future__ import annotations
 
+import shlex
+
 from .console import PROG, bars, phase_bar, print_metrics, report_stop, say, train_progress
 from .errors import CLIError
 from .lift_options import Lift
@@ -28,8 +30,9 @@ def run(cfg: Lift) -> int:
         res = lift_run.run_lift(cfg, on_phase=phase_bar(opened), on_step=train_progress(cfg.steps, opened), log=say,
                                 device=resolve_device(cfg.device))  # fmt: skip
     if not res.finished:
-        return report_stop(res.stop_signal, res.steps, f"run {res.run}", f"{PROG} lift {cfg.image} --out {cfg.out}")
-    print(f"{PROG} lift: run {res.run} (reference view: {res.reference})")
+        what = shlex.quote(str(cfg.image)) if cfg.image is not None else f"--prompt {shlex.quote(cfg.prompt or cfg.distill.prompt)}"
+        return report_stop(res.stop_signal, res.steps, f"run {res.run}", f"{PROG} lift {what} --guidance {shlex.quote(cfg.guidance)} --out {cfg.out}")
+    print(f"{PROG} lift: run {res.run}" + (f" (reference view: {res.reference})" if cfg.image is not None else " (from the prompt alone)"))
     if res.metrics is not None:
         print_metrics(res.metrics)
     print(f"orbit: {res.video}; frames: {res.frames_dir}/")

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import tyro
 from typing_extensions import Annotated
 
-from splatfield.scenes.config import at_least, check_device, finite_at_least, require
+from splatfield.scenes.config import ConfigError, at_least, check_device, finite_at_least, require
 from splatfield.scenes.strategies.options import DistillConfig
 
 
@@ -23,16 +23,18 @@ class Lift:
     """Lifts one image of an object into 3D Gaussians: its reference view's colour and
     silhouette, plus score distillation from a diffusion prior on random views around it
     (--guidance: the shipped procedural prior by default, or a local Stable Diffusion folder
-    with --prompt), and a depth map's order with --depth (docs/LIFTING.md)."""
+    with --prompt), and a depth map's order with --depth; or a prompt alone through a local
+    Stable Diffusion folder (text-to-3D) (docs/LIFTING.md)."""
 
-    image: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="IMAGE")]
-    """A square image of the object (PNG with alpha, or any image with --mask)."""
+    image: Annotated[Optional[Path], tyro.conf.Positional, tyro.conf.arg(metavar="IMAGE")] = None
+    """A square image of the object (PNG with alpha, or any image with --mask); none with
+    --prompt alone (text-to-3D: a text-to-image --guidance checkpoint does all the work)."""
     mask: Optional[Path] = None
     """The object's silhouette (white = object); default: the image's alpha channel."""
     prompt: str = ""
     """What the object is, for a text-to-image --guidance checkpoint (Stable Diffusion layout
     with text_encoder/ and tokenizer/); the procedural prior ignores words and takes the
-    image. (A prompt without an image is not supported yet.)"""
+    image. Without IMAGE, the prompt alone is lifted (text-to-3D)."""
     depth: Optional[Path] = None
     """A depth map of the image (a monocular estimate: an image or .npy at any size): its
     near-far order is taught to the reference view on sampled pixel pairs (depth_rank)."""
@@ -89,6 +91,13 @@ class Lift:
         at_least(self.frames, "frames", 1)
         finite_at_least(self.depth_weight, "depth_weight", 0.0)
         require(self.guidance.strip() != "", "guidance", "give procedural, a diffusers checkpoint folder or none")
+        if self.image is None:  # text-to-3D
+            if not (self.prompt.strip() or self.distill.prompt.strip()):
+                raise ConfigError("IMAGE", "give an image of the object, or --prompt TEXT for text-to-3D")
+            require(self.guidance not in ("none", "procedural"), "guidance",
+                    f"{self.guidance} cannot lift a prompt alone: give a text-to-image checkpoint folder (Stable Diffusion layout)")  # fmt: skip
+            if self.mask is not None or self.depth is not None:
+                raise ConfigError("IMAGE", "--mask and --depth describe an image: give it too")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from splatfield.data.single_view import write_single_view_dataset
+from splatfield.data.single_view import write_camera_only_dataset, write_single_view_dataset
 from splatfield.render import Cameras
 from splatfield.scenes.options import GaussianConfig, OutputConfig, RunConfig, TrainerConfig
 from splatfield.scenes.strategies.options import DepthRankConfig
@@ -51,6 +51,8 @@ def lift_config(cfg: Lift, reference: Path, run: Path) -> RunConfig:
     # --guidance is the distillation's folder; the reference dataset's world has z up
     distill = dataclasses.replace(cfg.distill, guidance="" if cfg.guidance == "none" else cfg.guidance, up=(0.0, 0.0, 1.0),
                                   prompt=cfg.prompt or cfg.distill.prompt)  # fmt: skip
+    if cfg.image is None:  # text-to-3D: the one view is a camera frame, its empty image never fitted
+        distill = dataclasses.replace(distill, reference_probability=(0.0, 0.0))
     depth = DepthRankConfig() if cfg.depth is None else DepthRankConfig(depth=str(cfg.depth.resolve()), kind=cfg.depth_kind,
                                                                          weight=cfg.depth_weight, seed=cfg.seed)  # fmt: skip
     strategy = ("adc",) + (("depth_rank",) if depth.depth else ()) + (("distill",) if distill.guidance else ())
@@ -58,7 +60,8 @@ def lift_config(cfg: Lift, reference: Path, run: Path) -> RunConfig:
                      scene=GaussianConfig(sh_degree=cfg.sh_degree, init_points=cfg.init_points,
                                           init_half_size=cfg.init_half_size),
                      trainer=TrainerConfig(steps=cfg.steps, seed=cfg.seed),
-                     outputs=OutputConfig(checkpoint_every=max(1, min(500, cfg.steps))), distill=distill)  # fmt: skip
+                     outputs=OutputConfig(checkpoint_every=max(1, min(500, cfg.steps)), eval=cfg.image is not None),
+                     distill=distill)  # fmt: skip
 
 
 def run_lift(
@@ -67,8 +70,11 @@ def run_lift(
 ) -> LiftResult:  # fmt: skip
     phase = on_phase or (lambda name, total: (lambda n: None))
     reference = cfg.out / "reference"
-    write_single_view_dataset(reference, cfg.image, cfg.mask, elevation=cfg.elevation, fov=cfg.fov, radius=cfg.radius,
-                              size=cfg.size)  # fmt: skip
+    if cfg.image is None:
+        write_camera_only_dataset(reference, elevation=cfg.elevation, fov=cfg.fov, radius=cfg.radius, size=cfg.size or 64)
+    else:
+        write_single_view_dataset(reference, cfg.image, cfg.mask, elevation=cfg.elevation, fov=cfg.fov, radius=cfg.radius,
+                                  size=cfg.size)  # fmt: skip
     run = cfg.out / "run"
     resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*.pt"))
     config = Run.open(run).config if resume else lift_config(cfg, reference, run)
@@ -76,7 +82,8 @@ def run_lift(
         + ("no prior (--guidance none): the reference view alone" if not config.distill.guidance else
            f"prior {config.distill.guidance}")
         + (f"; depth order from {config.depth_rank.depth} ({config.depth_rank.kind})" if config.depth_rank.depth else "")
-        + "; its test view is the reference view")  # fmt: skip
+        + ("; its test view is the reference view" if cfg.image is not None else
+           "; text-to-3D: the prompt alone, no view is fitted"))  # fmt: skip
     res = training.train(config, run_path=run, resume=resume, on_step=on_step, on_phase=phase, log=log, device=device)
     if not res.finished:
         return LiftResult(reference, run, res.step, False, res.stop_signal, None, None, None)

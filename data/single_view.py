@@ -65,10 +65,21 @@ def write_single_view_dataset(out: Path, image: Path, mask: Path | None = None, 
         raise DatasetError(image, f"is {w}x{h}: lifting takes a square image (crop it around the object)")
     if (rgba[..., 3] > 127).sum() == 0:
         raise DatasetError(mask or image, "the silhouette is empty (no pixel of the object)")
-    out.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(rgba, "RGBA")
     if size is not None and size != w:
         picture = picture.resize((size, size), Image.Resampling.LANCZOS)
+    return _write(out, picture, elevation, fov, radius)
+
+
+def write_camera_only_dataset(out: Path, *, elevation: float = 0.0, fov: float = 40.0, radius: float = 2.5,
+                              size: int = 64) -> Path:  # fmt: skip
+    """The same one-view dataset with an empty (transparent) image: the camera frame a
+    text-to-3D lift needs, whose image is never fitted (``reference_probability`` 0)."""
+    return _write(out, Image.new("RGBA", (size, size)), elevation, fov, radius)
+
+
+def _write(out: Path, picture: Image.Image, elevation: float, fov: float, radius: float) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
     picture.save(out / "reference.png")
     doc = {"camera_angle_x": math.radians(fov),  # square: the horizontal angle is the vertical one
            "frames": [{"file_path": "./reference", "transform_matrix": object_camera(elevation, 0.0, radius).tolist()}]}  # fmt: skip

@@ -110,6 +110,9 @@ class Trainer:
                                                           stats=strategies.statistics))  # fmt: skip
         loss, mse = scene.batch_loss(batch, out, ssim_weight=self.config.ssim_weight,
                                      alpha_weight=self.config.mask_alpha_weight)  # fmt: skip
+        weight = strategies.photometric_weight(step)
+        if weight != 1.0:
+            loss = loss * weight
         extras = [e for e in (strategies.extra_loss(step, scene, batch, out), fix.regularizer(batch)) if e is not None]
         total = loss + sum(extras) if extras else loss
         total.backward()

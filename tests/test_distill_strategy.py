@@ -105,3 +105,46 @@ def test_a_prompt_conditions_the_distillation_and_is_logged(demo_data, tmp_path,
     strategy = Distill(DistillConfig(guidance=str(sd), prompt="a red cube"), steps=4, background=(1.0, 1.0, 1.0))
     assert "prompt 'a red cube'" in strategy.describe()
     torch.testing.assert_close(strategy.negative, strategy.guidance.encode_prompt(""))
+
+
+def test_without_the_reference_the_training_images_do_not_touch_the_scene(demo_data, guidance, tmp_path, native):
+    """reference_probability 0 0 (text-to-3D): two datasets that differ only in their images
+    give bit-identical scenes; with 1 1 they do not."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    other = tmp_path / "inverted"
+    shutil.copytree(demo_data, other)
+    for png in other.rglob("*.png"):
+        with Image.open(png) as im:
+            rgba = np.asarray(im.convert("RGBA")).copy()
+        rgba[..., :3] = 255 - rgba[..., :3]
+        Image.fromarray(rgba, "RGBA").save(png)
+    for probability, same in (((0.0, 0.0), True), ((1.0, 1.0), False)):
+        means = []
+        for data in (demo_data, other):
+            out = tmp_path / f"p{probability[0]}-{data.name}"
+            training.train(_config(data, out, guidance, 4, distill_reference_probability=probability), log=lambda m: None)
+            means.append(ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"))["scene"]["params"]["means"])
+        assert torch.equal(means[0], means[1]) == same, probability
+
+
+def test_reference_probability_decays_and_draws_from_the_strategy_generator(guidance):
+    from splatfield.scenes.strategies.distill import Distill
+
+    config = DistillConfig(guidance=str(guidance), reference_probability=(0.9, 0.1))
+    strategy = Distill(config, steps=2001, background=(1.0, 1.0, 1.0))
+    assert strategy.reference_probability(1) == pytest.approx(0.9)
+    assert strategy.reference_probability(2001) == pytest.approx(0.1)
+    drawn = torch.tensor([strategy.photometric_weight(s) for s in range(1, 2002)])
+    assert set(drawn.tolist()) == {0.0, 1.0}
+    assert drawn[:500].mean() > 0.75 and drawn[-500:].mean() < 0.25  # expected 0.8 and 0.2
+    assert abs(float(drawn.mean()) - 0.5) < 0.05  # 2001 draws: the standard error is 0.011
+    always = Distill(DistillConfig(guidance=str(guidance)), steps=10, background=(1.0, 1.0, 1.0))
+    state = always.generator.get_state()
+    assert all(always.photometric_weight(s) == 1.0 for s in range(1, 11))
+    assert torch.equal(always.generator.get_state(), state)  # probability 1 draws nothing: old runs repeat
+    with pytest.raises(ConfigError, match="reference-probability"):
+        DistillConfig(reference_probability=(1.2, 0.0))

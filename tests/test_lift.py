@@ -4,6 +4,7 @@ strategy beside it. Bad images are one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -19,6 +20,7 @@ from splatfield.apps.lift import Lift
 from splatfield.apps.lift_run import run_lift
 from splatfield.data import DatasetError, load, procedural
 from splatfield.data.single_view import write_single_view_dataset
+from splatfield.scenes import checkpoint as ckpt
 from splatfield.scenes.run import Run
 
 from .test_distill_diffusers import save_checkpoint
@@ -98,3 +100,34 @@ def test_a_mask_replaces_the_alpha(image, tmp_path):
     assert np.array_equal(got[..., 3], alpha)
     doc = json.loads((tmp_path / "ref" / "transforms_train.json").read_text())
     assert len(doc["frames"]) == 1
+
+
+def test_a_prompt_alone_is_lifted_through_a_text_to_image_checkpoint(tmp_path, native):
+    """Text-to-3D: no image; the one view is a camera frame whose (empty) image is never
+    fitted, so every change to the scene comes from the distillation of the prompt."""
+    guidance = save_checkpoint(tmp_path / "tiny-sd", text=True)
+    cfg = Lift(prompt="a red cube", guidance=str(guidance), out=tmp_path / "lift", steps=6, frames=2, size=16,
+               init_points=300)  # fmt: skip
+    res = run_lift(cfg, log=lambda m: None)
+    assert res.finished and res.metrics is None and res.video is not None
+    config = Run.open(res.run).config
+    assert config.distill.reference_probability == (0.0, 0.0) and config.distill.prompt == "a red cube"
+    assert config.strategy == ("adc", "distill")
+    # the same lift with the distillation's weight 0 (nothing else can move its random start):
+    # the prompt's distillation is what moved the scene
+    still = run_lift(dataclasses.replace(cfg, out=tmp_path / "still", distill=dataclasses.replace(cfg.distill, weight=0.0)),
+                     log=lambda m: None)  # fmt: skip
+    moved, kept = (ckpt.load_checkpoint(ckpt.latest_checkpoint(r.run / "checkpoints"))["scene"]["params"] for r in (res, still))
+    assert not torch.equal(moved["means"], kept["means"])
+
+
+def test_a_prompt_alone_needs_a_text_to_image_checkpoint(tmp_path):
+    from splatfield.scenes.config import ConfigError
+
+    with pytest.raises(ConfigError, match="give an image of the object, or --prompt"):
+        Lift(guidance="x")
+    for guidance in ("procedural", "none"):
+        with pytest.raises(ConfigError, match="cannot lift a prompt alone"):
+            Lift(prompt="a cube", guidance=guidance)
+    with pytest.raises(ConfigError, match="describe an image"):
+        Lift(prompt="a cube", guidance="x", mask=tmp_path / "m.png")

@@ -8,6 +8,10 @@ Stable Diffusion 1.x/2.x checkpoints are published in)::
     PATH/vae/config.json + weights            optional: the UNet then works in the VAE's latents
     PATH/splatfield_prior.json                optional: a prior of ours conditioned on a reference view and a camera (:mod:`.prior`)
 
+or a Zero-1-to-3 checkpoint in its published diffusers layout (``cc_projection/`` and
+``image_encoder/`` beside an 8-channel UNet and a VAE, :mod:`.zero123`), conditioned on a
+reference view and the camera change from it.
+
 The UNet is a ``UNet2DConditionModel`` conditioned through cross-attention on
 ``encoder_hidden_states``: ``condition`` is that tensor ([L, C] or [B, L, C]); ``None`` is a
 zero embedding of length 1 (a stand-in for an empty prompt: text prompts need a text
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import zero123
 from .prior import MARKER, ReferenceCondition, camera_features, camera_tokens, guidance_folder, read_marker
 from .schedule import NoiseSchedule
 
@@ -52,11 +57,15 @@ class DiffusersGuidance:
         if not root.is_dir():
             raise GuidanceError(f"{root}: no such folder (--guidance takes a diffusers checkpoint folder)")
         missing = _check_component(root, "unet", "config.json", True) + _check_component(root, "scheduler", "scheduler_config.json", False)
-        has_vae = (root / "vae").is_dir()
+        is_zero123 = not (root / MARKER).is_file() and zero123.is_zero123(root)
+        has_vae = (root / "vae").is_dir() or is_zero123  # Zero123 works in latents: its VAE is required
         if has_vae:
             missing += _check_component(root, "vae", "config.json", True)
+        if is_zero123:
+            missing += zero123.missing_parts(root)
         if missing:
-            raise GuidanceError(f"{root}: not a complete diffusers checkpoint, missing {', '.join(missing)}")
+            kind = "Zero-1-to-3" if is_zero123 else "diffusers"
+            raise GuidanceError(f"{root}: not a complete {kind} checkpoint, missing {', '.join(missing)}")
         try:
             from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         except ImportError as e:  # a dependency of the project: only a broken install gets here
@@ -69,13 +78,14 @@ class DiffusersGuidance:
             scheduler = DDPMScheduler.from_config(config)
             self.unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False)
             self.vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False) if has_vae else None
+            self.reference_encoder = zero123.Zero123Encoder(root, dtype, self.unet.config.cross_attention_dim) if is_zero123 else None
         except Exception as e:  # diffusers raises many kinds; the user needs the first line of any
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise GuidanceError(f"{root}: cannot load the checkpoint: {first}") from None
         self.schedule = NoiseSchedule(scheduler.alphas_cumprod.to(torch.float64))
         marker = read_marker(root)
-        self.conditioning = "embedding" if marker is None else str(marker.get("conditioning"))
-        if self.conditioning not in ("embedding", "reference+camera"):
+        self.conditioning = "zero123" if is_zero123 else "embedding" if marker is None else str(marker.get("conditioning"))
+        if self.conditioning not in ("embedding", "reference+camera", "zero123"):
             raise GuidanceError(f"{root / MARKER}: conditioning {self.conditioning!r} is not supported")
         self.root = root
         self.text_encoder = self.tokenizer = None  # read on the first prompt (SD 1.5's encoder is 123M parameters)
@@ -83,6 +93,8 @@ class DiffusersGuidance:
         for module in (self.unet, self.vae):
             if module is not None:
                 module.requires_grad_(False).eval().to(self.device)
+        if self.reference_encoder is not None:
+            self.reference_encoder.to(self.device)
 
     @property
     def sample_size(self) -> int:
@@ -92,21 +104,27 @@ class DiffusersGuidance:
             size *= 2 ** (len(self.vae.config.block_out_channels) - 1)
         return size
 
-    def encode(self, images: Tensor) -> Tensor:
-        """Renders [B, H, W, 3] in [0, 1] to the model's input space, differentiably: resized to
-        the model's size, scaled to [-1, 1], and through the VAE's encoder (its mean) if any."""
+    def pixels(self, images: Tensor) -> Tensor:
+        """[B, H, W, 3] in [0, 1] -> [B, 3, S, S] in [-1, 1] at the model's pixel size S."""
         x = images.permute(0, 3, 1, 2).to(self.dtype) * 2 - 1
         size = self.sample_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Renders [B, H, W, 3] in [0, 1] to the model's input space, differentiably: resized to
+        the model's size, scaled to [-1, 1], and through the VAE's encoder (its mean) if any."""
+        x = self.pixels(images)
         if self.vae is None:
             return x
         return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
     def unet_inputs(self, x_t: Tensor, condition: Any) -> tuple[Tensor, Tensor]:
         """(sample, encoder_hidden_states) for the UNet: ``x_t`` and the condition's embedding,
-        or, for a reference-conditioned prior (:mod:`.prior`), ``x_t`` with the reference view
-        concatenated and the camera tokens (``None``: zeros, the unconditional prediction)."""
+        or, for a reference-conditioned prior (:mod:`.prior`, or Zero123's
+        :class:`~.zero123.Zero123Condition`), ``x_t`` with the reference view (Zero123: its
+        latent) concatenated and the camera tokens (``None``: zeros, the unconditional prediction)."""
         x = x_t.to(self.dtype)
         if self.conditioning == "embedding":
             return x, self.embedding(condition, x.shape[0])
@@ -131,6 +149,12 @@ class DiffusersGuidance:
         at the reference's distance) given the reference view ``reference`` [1, H, W, 3] in
         [0, 1] over white, seen at ``ref_elevation``/``ref_azimuth`` [1]."""
         n = elevation.shape[0]
+        if self.conditioning == "zero123":  # the latent's mode, not scaled: Zero123 was trained on it so
+            latent = self.vae.encode(self.pixels(reference[:1].to(self.device))).latent_dist.mode()
+            camera = zero123.camera_vector(ref_elevation.expand(n), ref_azimuth.expand(n), elevation, azimuth)
+            camera = camera.to(device=self.device, dtype=self.dtype)
+            tokens = self.reference_encoder.tokens(reference.to(self.device), camera)
+            return zero123.Zero123Condition(latent.expand(n, -1, -1, -1), tokens, camera)
         ref = self.encode(reference[:1])
         features = camera_features(ref_elevation.expand(n), ref_azimuth.expand(n), elevation, azimuth).to(ref)
         return ReferenceCondition(ref.expand(n, -1, -1, -1), camera_tokens(features))

@@ -6,7 +6,9 @@ resumed run continues exactly). The trainer calls, in order, for every step:
 
 1. ``statistics`` — which per-element statistics the renderer must return;
 2. ``extra_loss(step, scene, batch, out)`` — a term added to the photometric loss, or None
-   (``batch``: the step's views and targets, for a loss of another render);
+   (``batch``: the step's views and targets, for a loss of another render); before it, a
+   strategy that defines ``photometric_weight(step) -> float`` scales the training views'
+   own loss (optional: the distill strategy draws its reference view with a probability);
 3. ``after_backward(step, scene, out)`` — read the statistics filled by backward;
 4. (optimizer step)
 5. ``after_step(step, scene, generator)`` — edit the scene (only through
@@ -75,6 +77,14 @@ class Strategies:
             if term is not None:
                 total = term if total is None else total + term
         return total
+
+    def photometric_weight(self, step: int) -> float:
+        """The product of the weights the strategies put on the training views' loss this step (1 when none does)."""
+        weight = 1.0
+        for s in self.items:
+            if hasattr(s, "photometric_weight"):
+                weight *= s.photometric_weight(step)
+        return weight
 
     def after_backward(self, step: int, scene, out: RenderOutput) -> None:
         for s in self.items:

@@ -12,7 +12,9 @@ one's, unless given (``--distill.radius``, ``--distill.fov``); their images are 
 size. A reference-conditioned prior (:mod:`splatfield.scenes.distill.prior`) is given the
 batch's first view as its reference and the camera change from it to each random view. Timesteps are drawn uniformly in ``t_range`` (fractions of the schedule), its upper end
 moved linearly to ``t_max_end`` over the run. Randomness comes from the strategy's own
-generator, saved with it, so a resumed run draws what the uninterrupted one would have.
+generator, saved with it, so a resumed run draws what the uninterrupted one would have. With
+``reference_probability`` below 1 the training views' own loss counts only on the steps it
+draws (:meth:`Distill.photometric_weight`).
 """
 
 from __future__ import annotations
@@ -69,7 +71,15 @@ class Distill:
         prompt = f", prompt {c.prompt!r}" + (f" (negative {c.negative_prompt!r})" if c.negative_prompt else "") if self.prompt is not None else ""
         return (f"distillation: {c.estimator}{detail} from {c.guidance} ({unet:,}-parameter UNet, {g.prediction}, "
                 f"{'latent' if g.vae is not None else 'pixel'} space, {g.sample_size} px), {c.views} random view(s) per step, "
-                f"guidance scale {c.guidance_scale:g}, weight {c.weight:g}{second}{prompt}")  # fmt: skip
+                f"guidance scale {c.guidance_scale:g}, weight {c.weight:g}{second}{prompt}{self._reference_note()}")  # fmt: skip
+
+    def _reference_note(self) -> str:
+        start, end = self.config.reference_probability
+        if start == end == 1.0:
+            return ""
+        if start == end == 0.0:
+            return "; the training views are not fitted (distillation alone)"
+        return f"; the training views are fitted with probability {start:g} -> {end:g}"
 
     @property
     def statistics(self) -> tuple[Statistic, ...]:
@@ -121,10 +131,24 @@ class Distill:
         out = Cameras.look_at(eyes, torch.zeros_like(eyes), tuple(float(v) for v in up), fov, size, size)
         return out.to(device=cameras.device, dtype=cameras.fx.dtype)
 
+    def reference_probability(self, step: int) -> float:
+        start, end = self.config.reference_probability
+        return start + self._progress(step) * (end - start)
+
+    def photometric_weight(self, step: int) -> float:
+        """1 when this step fits the training views, else 0, drawn with :meth:`reference_probability`
+        (no draw when it is 0 or 1: runs that always fit them repeat bit for bit)."""
+        p = self.reference_probability(step)
+        if p >= 1.0 or p <= 0.0:
+            return float(p >= 1.0)
+        return float(torch.rand((), generator=self.generator) < p)
+
+    def _progress(self, step: int) -> float:
+        return min(max((step - 1) / max(1, self.steps - 1), 0.0), 1.0)
+
     def t_max(self, step: int) -> float:
-        lo, hi = self.config.t_range
-        f = min(max((step - 1) / max(1, self.steps - 1), 0.0), 1.0)
-        return hi + f * (self.config.t_max_end - hi)
+        hi = self.config.t_range[1]
+        return hi + self._progress(step) * (self.config.t_max_end - hi)
 
     def timesteps(self, step: int, n: int) -> Tensor:
         T = self.guidance.schedule.steps
@@ -166,7 +190,7 @@ class Distill:
         return {}
 
     def schedule_at(self, step: int) -> dict[str, float]:
-        out = {"distill_t_max": self.t_max(step)}
+        out = {"distill_t_max": self.t_max(step), "reference_probability": self.reference_probability(step)}
         if self.stein is not None:  # > 1: the control variate lowers the gradient's second moment
             out["stein_ratio"] = self.stein.second_moment_ratio()
         return out

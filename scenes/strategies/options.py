@@ -217,6 +217,11 @@ class DistillConfig:
     """Rank of the low-rank updates."""
     model_lr: float = 1e-3
     """Adam learning rate of the second model."""
+    reference_probability: tuple[float, float] = (1.0, 1.0)
+    """Probability that a step also fits the training views (their photometric and mask
+    losses), moved linearly from the first value to the second over the run (NeuralLift-360
+    draws its reference view with a decaying probability); 0 0 is the distillation alone
+    (text-to-3D)."""
     stein_bands: int = 10
     """stein: the control variate's coefficient is fitted per band of timesteps (this many, equal)."""
     stein_decay: float = 0.98
@@ -227,6 +232,8 @@ class DistillConfig:
     def __post_init__(self) -> None:
         finite_at_least(self.guidance_scale, "distill.guidance_scale", 0.0)
         at_least(self.stein_bands, "distill.stein_bands", 1)
+        require(all(0.0 <= p <= 1.0 for p in self.reference_probability), "distill.reference_probability",
+                f"must be two probabilities in [0, 1] (got {self.reference_probability})")  # fmt: skip
         require(0.0 <= self.stein_decay < 1.0, "distill.stein_decay", f"must be in [0, 1) (got {self.stein_decay})")
         require(0.0 <= self.entropy_weight <= 1.0, "distill.entropy_weight", f"must be in [0, 1] (got {self.entropy_weight})")
         finite_at_least(self.weight, "distill.weight", 0.0)
