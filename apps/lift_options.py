@@ -46,6 +46,9 @@ class Lift:
     """procedural (the prior of our own shipped with splatfield: objects seen at lift's default
     camera distance and field of view), a diffusers checkpoint folder (unet/, scheduler/,
     optional vae/; read locally), or none (the reference view alone)."""
+    model: Literal["gaussians", "field"] = "gaussians"
+    """What is lifted: 3D Gaussians, or a radiance field (a grid in the cube the reference
+    camera sees around the centre, --field.* options of train)."""
     out: Path = Path("runs/lift")
     """Output folder: reference/ (the one-view dataset), run/ (a run directory), orbit.mp4."""
     steps: int = 1000
@@ -91,6 +94,8 @@ class Lift:
         at_least(self.frames, "frames", 1)
         finite_at_least(self.depth_weight, "depth_weight", 0.0)
         require(self.guidance.strip() != "", "guidance", "give procedural, a diffusers checkpoint folder or none")
+        if self.model == "field" and self.depth is not None:
+            raise ConfigError("--depth", "depth ranking lifts Gaussians only (--model gaussians)")
         if self.image is None:  # text-to-3D
             if not (self.prompt.strip() or self.distill.prompt.strip()):
                 raise ConfigError("IMAGE", "give an image of the object, or --prompt TEXT for text-to-3D")

@@ -12,7 +12,7 @@ import torch
 
 from splatfield.data.single_view import write_camera_only_dataset, write_single_view_dataset
 from splatfield.render import Cameras
-from splatfield.scenes.options import GaussianConfig, OutputConfig, RunConfig, TrainerConfig
+from splatfield.scenes.options import FieldConfig, GaussianConfig, OutputConfig, RunConfig, TrainerConfig
 from splatfield.scenes.strategies.options import DepthRankConfig
 from splatfield.scenes.run import Run
 from splatfield.scenes.trainer import StepInfo
@@ -23,6 +23,7 @@ from .media import save_png, to_uint8, write_video
 
 
 BACKGROUND = (1.0, 1.0, 1.0)
+LIFT_FIELD_RESOLUTION = 128  # cells along the grid's side: 64-pixel views need no more
 
 
 @dataclass
@@ -55,7 +56,15 @@ def lift_config(cfg: Lift, reference: Path, run: Path) -> RunConfig:
         distill = dataclasses.replace(distill, reference_probability=(0.0, 0.0))
     depth = DepthRankConfig() if cfg.depth is None else DepthRankConfig(depth=str(cfg.depth.resolve()), kind=cfg.depth_kind,
                                                                          weight=cfg.depth_weight, seed=cfg.seed)  # fmt: skip
-    strategy = ("adc",) + (("depth_rank",) if depth.depth else ()) + (("distill",) if distill.guidance else ())
+    distilling = ("distill",) if distill.guidance else ()
+    if cfg.model == "field":
+        # the grid: the cube the reference camera sees at the object's centre
+        box = FieldConfig(box_half_size=cfg.radius * math.tan(math.radians(cfg.fov) / 2), resolution=LIFT_FIELD_RESOLUTION)
+        return RunConfig(data=str(reference.resolve()), out=str(run), scene_kind="field", strategy=distilling or ("none",),
+                         field=box, trainer=TrainerConfig(steps=cfg.steps, seed=cfg.seed),
+                         outputs=OutputConfig(checkpoint_every=max(1, min(500, cfg.steps)), eval=cfg.image is not None),
+                         distill=distill)  # fmt: skip
+    strategy = ("adc",) + (("depth_rank",) if depth.depth else ()) + distilling
     return RunConfig(data=str(reference.resolve()), out=str(run), strategy=strategy, depth_rank=depth,
                      scene=GaussianConfig(sh_degree=cfg.sh_degree, init_points=cfg.init_points,
                                           init_half_size=cfg.init_half_size),

@@ -132,6 +132,17 @@ class FieldScene:
                sh_degree: int | None = None) -> RenderOutput:  # fmt: skip
         return self.model.render(cameras, background=background, sh_degree=sh_degree)
 
+    def render_trainable(self, cameras: Cameras, *, background: Tensor, generator: torch.Generator) -> RenderOutput:
+        """Whole views with gradients (a loss on renders of other cameras than the training
+        views', as score distillation's): every pixel's ray, jittered from ``generator``."""
+        cams = cameras.to(device=self.device, dtype=torch.float32)
+        B, H, W = len(cams), cams.height, cams.width
+        origins, dirs = (v.reshape(-1, 3).contiguous() for v in cams.generate_rays())
+        jitter = torch.rand(origins.shape[0], generator=generator).to(self.device)
+        bg = torch.as_tensor(background, dtype=torch.float32, device=self.device).reshape(-1)[:3]
+        rgb, alpha, depth, _ = self.model.render_rays(origins, dirs, bg.expand(origins.shape[0], 3), jitter)
+        return RenderOutput(rgb.view(B, H, W, 3), alpha.view(B, H, W, 1), depth.view(B, H, W, 1), empty_meta(cams))
+
     def snapshot(self) -> FieldModel:
         return self.model.snapshot()
 

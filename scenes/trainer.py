@@ -64,6 +64,7 @@ class Trainer:
     ) -> None:
         self.strategies = strategies if isinstance(strategies, Strategies) else Strategies(strategies)
         self.strategies.check_scene(scene.kind)
+        self.strategies.bind_views(views)
         self.scene = scene
         self.views = views
         self.corrections = corrections if corrections is not None else ViewCorrections()

@@ -131,3 +131,21 @@ def test_a_prompt_alone_needs_a_text_to_image_checkpoint(tmp_path):
             Lift(prompt="a cube", guidance=guidance)
     with pytest.raises(ConfigError, match="describe an image"):
         Lift(prompt="a cube", guidance="x", mask=tmp_path / "m.png")
+
+
+def test_lift_field_distils_into_a_radiance_field(image, tmp_path, native):
+    """--model field: the same lift into a radiance field (grid in the cube the reference
+    camera sees); the reference-conditioned prior gets the reference through the views
+    (a field's batches are rays), and its random views' gradient reaches the grid."""
+    cfg = Lift(image=image, guidance="procedural", model="field", out=tmp_path / "lift", steps=3, frames=2)
+    res = run_lift(cfg, log=lambda m: None)
+    assert res.finished and res.video is not None and res.metrics["views"] == 1
+    config = Run.open(res.run).config
+    assert config.scene_kind == "field" and config.strategy == ("distill",)
+    assert config.field.box_half_size == pytest.approx(2.5 * math.tan(math.radians(20.0)))
+    still = run_lift(dataclasses.replace(cfg, out=tmp_path / "still", distill=dataclasses.replace(cfg.distill, weight=0.0)),
+                     log=lambda m: None)  # fmt: skip
+    moved, kept = (ckpt.load_checkpoint(ckpt.latest_checkpoint(r.run / "checkpoints"))["scene"] for r in (res, still))
+    assert moved["density"].shape == kept["density"].shape and not torch.equal(moved["density"], kept["density"])
+    with pytest.raises(Exception, match="depth ranking lifts Gaussians only"):
+        Lift(image=image, model="field", depth=image)

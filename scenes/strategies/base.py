@@ -2,7 +2,8 @@
 :class:`Strategies`, several of them run in order around the same step.
 
 A strategy is a small object with explicit state (``state_dict``/``load_state_dict``, so a
-resumed run continues exactly). The trainer calls, in order, for every step:
+resumed run continues exactly). The trainer shows them the training views once (``bind_views``, optional), then calls, in
+order, for every step:
 
 1. ``statistics`` — which per-element statistics the renderer must return;
 2. ``extra_loss(step, scene, batch, out)`` — a term added to the photometric loss, or None
@@ -77,6 +78,13 @@ class Strategies:
             if term is not None:
                 total = term if total is None else total + term
         return total
+
+    def bind_views(self, views) -> None:
+        """Shows the training views to the strategies that define ``bind_views`` (optional:
+        the distill strategy's reference-conditioned prior reads the first view's image)."""
+        for s in self.items:
+            if hasattr(s, "bind_views"):
+                s.bind_views(views)
 
     def photometric_weight(self, step: int) -> float:
         """The product of the weights the strategies put on the training views' loss this step (1 when none does)."""

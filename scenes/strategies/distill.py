@@ -10,7 +10,7 @@ The random cameras share the training cameras' frame: the world's up is their me
 direction (or ``--distill.up``), the distance their mean distance from the origin and the field of view the first
 one's, unless given (``--distill.radius``, ``--distill.fov``); their images are the guidance's
 size. A reference-conditioned prior (:mod:`splatfield.scenes.distill.prior`) is given the
-batch's first view as its reference and the camera change from it to each random view. Timesteps are drawn uniformly in ``t_range`` (fractions of the schedule), its upper end
+first training view as its reference and the camera change from it to each random view. Timesteps are drawn uniformly in ``t_range`` (fractions of the schedule), its upper end
 moved linearly to ``t_max_end`` over the run. Randomness comes from the strategy's own
 generator, saved with it, so a resumed run draws what the uninterrupted one would have. With
 ``reference_probability`` below 1 the training views' own loss counts only on the steps it
@@ -31,13 +31,14 @@ from splatfield.render.camera_paths import horizontal_axes, scene_frame
 from ..distill import DiffusersGuidance, RenderModel, distillation_loss, sds_gradient, variational_gradient
 from ..distill.prior import ReferenceCondition
 from ..distill.stein import FittedControlVariate
+from ..field_scene import FieldScene
 from ..gaussian_scene import GaussianScene
 from .options import DistillConfig
 
 
 class Distill:
     name = "distill"
-    scene_kinds = frozenset({"gaussians"})
+    scene_kinds = frozenset({"gaussians", "field"})
 
     def __init__(self, config: DistillConfig, *, steps: int, background: tuple[float, float, float],
                  load_guidance: Callable[[str], DiffusersGuidance] = DiffusersGuidance) -> None:  # fmt: skip
@@ -58,6 +59,7 @@ class Distill:
         if config.prompt or config.negative_prompt:
             self.prompt = self.guidance.encode_prompt(config.prompt)
             self.negative = self.guidance.encode_prompt(config.negative_prompt)
+        self.reference: Tensor | None = None  # [1, H, W, 3] uint8: the first training view (lift's reference)
         self.frame: tuple[Tensor, float, float] | None = None  # up, radius, fov (degrees): from the first batch
         self._last: tuple[Tensor, Cameras] | None = None  # the step's renders (model space) for the second model
 
@@ -107,15 +109,22 @@ class Distill:
         elevation = torch.rad2deg(torch.asin((c @ up / c.norm(dim=-1)).clamp(-1.0, 1.0)))
         return elevation, torch.rad2deg(torch.atan2(c @ b, c @ a))
 
-    def condition_for(self, batch, cameras: Cameras) -> ReferenceCondition | Tensor | None:
-        """A reference-conditioned prior's condition for the random ``cameras``: the batch's
-        first view (``lift``'s reference) and the camera change from it; for a text-to-image
-        checkpoint, the prompt's embedding (None without a prompt)."""
+    def bind_views(self, views) -> None:
+        self.reference = views.images[:1]
+        self.reference_camera = views.cameras[:1]
+
+    def condition_for(self, cameras: Cameras) -> ReferenceCondition | Tensor | None:
+        """A reference-conditioned prior's condition for the random ``cameras``: the first
+        training view (``lift``'s reference) and the camera change from it; for a
+        text-to-image checkpoint, the prompt's embedding (None without a prompt)."""
         if not self.guidance.takes_reference:
             return self.prompt
-        ref_el, ref_az = self.angles(batch.cameras[:1])
+        if self.reference is None:
+            raise RuntimeError("the distill strategy was not shown the training views (Strategies.bind_views)")
+        ref_el, ref_az = self.angles(self.reference_camera)
         el, az = self.angles(cameras)
-        return self.guidance.reference_condition(batch.target[:1], ref_el, ref_az, el, az)
+        image = self.reference.to(device=cameras.device, dtype=torch.float32) / 255.0
+        return self.guidance.reference_condition(image, ref_el, ref_az, el, az)
 
     def random_cameras(self, cameras: Cameras) -> Cameras:
         """``views`` cameras on the sphere, looking at the origin, at the guidance's size."""
@@ -156,16 +165,21 @@ class Distill:
         hi = max(lo + 1, int(round(self.t_max(step) * (T - 1))))
         return torch.randint(lo, hi + 1, (n,), generator=self.generator)
 
+    def render(self, step: int, scene: GaussianScene | FieldScene, cameras: Cameras) -> Tensor:
+        """[B, H, W, 3] views of either kind of scene, with gradients."""
+        if scene.kind == "field":
+            return scene.render_trainable(cameras, background=torch.tensor(self.background), generator=self.generator).image
+        return rasterize(scene.gaussians, cameras, sh_degree=scene.sh_degree_at(step - 1), background=self.background).image
+
     # ------------------------------------------------------------------ hooks
 
     def extra_loss(self, step: int, scene: GaussianScene, batch, out: RenderOutput) -> Tensor | None:
         c = self.config
         cameras = self.random_cameras(batch.cameras)
-        render = rasterize(scene.gaussians, cameras, sh_degree=scene.sh_degree_at(step - 1), background=self.background)
-        x = self.guidance.encode(render.image)
+        x = self.guidance.encode(self.render(step, scene, cameras))
         t = self.timesteps(step, x.shape[0]).to(x.device)
         eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
-        condition = self.condition_for(batch, cameras)
+        condition = self.condition_for(cameras)
         if self.model is None:
             grad = sds_gradient(self.guidance, x, t, eps, condition, guidance_scale=c.guidance_scale, negative=self.negative)
             if self.stein is not None:

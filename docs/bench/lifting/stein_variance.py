@@ -46,13 +46,14 @@ def main() -> None:
     size = 64
     config = replace(LIFT_DISTILL, guidance="procedural", up=(0.0, 0.0, 1.0), views=a.cameras)
     strategy = Distill(config, steps=1000, background=(1.0, 1.0, 1.0))
-    reference = torch.from_numpy(A.over_white(A.render(a.seed, A.camera(a.elevation, 0.0), size))).float()[None]
-    batch = SimpleNamespace(cameras=A.as_cameras([(a.elevation, 0.0)], size), target=reference)
-    cameras = strategy.random_cameras(batch.cameras)
+    reference = torch.from_numpy(A.over_white(A.render(a.seed, A.camera(a.elevation, 0.0), size)))[None]
+    camera = A.as_cameras([(a.elevation, 0.0)], size)
+    strategy.bind_views(SimpleNamespace(images=(reference * 255 + 0.5).to(torch.uint8), cameras=camera))  # as lift loads it
+    cameras = strategy.random_cameras(camera)
     guidance = strategy.guidance
     with torch.no_grad():
         x = guidance.encode(rasterize(scene.gaussians, cameras, sh_degree=0, background=(1.0, 1.0, 1.0)).image)
-    condition = strategy.condition_for(batch, cameras)
+    condition = strategy.condition_for(cameras)
     g = torch.Generator().manual_seed(1)
     rows = []
     for tv in a.timesteps:
