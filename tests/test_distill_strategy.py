@@ -67,14 +67,15 @@ def test_resume_continues_distillation_exactly(estimator, demo_data, guidance, t
 
 
 def test_distillation_moves_the_scene_beyond_the_photometric_loss(demo_data, guidance, tmp_path, native):
-    """The same run with the distillation's weight 0 and 10: the random views' gradient changes the scene."""
+    """The same run with the distillation's weight 0 and 10: the random views' gradient
+    changes the scene; and w(t) = 1 changes it otherwise than sigma_t^2."""
     scenes = []
-    for weight in (0.0, 10.0):
-        out = tmp_path / f"w{weight}"
-        training.train(_config(demo_data, out, guidance, 5, distill_weight=weight), log=lambda m: None)
+    for weight, weighting in ((0.0, "sigma2"), (10.0, "sigma2"), (10.0, "one")):
+        out = tmp_path / f"w{weight}{weighting}"
+        training.train(_config(demo_data, out, guidance, 5, distill_weight=weight, distill_weighting=weighting), log=lambda m: None)
         scenes.append(ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"))["scene"])
     means = [s["params"]["means"] for s in scenes]
-    assert not torch.equal(means[0], means[1])
+    assert not torch.equal(means[0], means[1]) and not torch.equal(means[1], means[2])
 
 
 def test_distill_without_a_guidance_folder_is_refused():

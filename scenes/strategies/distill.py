@@ -73,7 +73,7 @@ class Distill:
         prompt = f", prompt {c.prompt!r}" + (f" (negative {c.negative_prompt!r})" if c.negative_prompt else "") if self.prompt is not None else ""
         return (f"distillation: {c.estimator}{detail} from {c.guidance} ({unet:,}-parameter UNet, {g.prediction}, "
                 f"{'latent' if g.vae is not None else 'pixel'} space, {g.sample_size} px), {c.views} random view(s) per step, "
-                f"guidance scale {c.guidance_scale:g}, weight {c.weight:g}{second}{prompt}{self._reference_note()}")  # fmt: skip
+                f"guidance scale {c.guidance_scale:g}, w(t) {c.weighting}, weight {c.weight:g}{second}{prompt}{self._reference_note()}")  # fmt: skip
 
     def _reference_note(self) -> str:
         start, end = self.config.reference_probability
@@ -181,14 +181,15 @@ class Distill:
         eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
         condition = self.condition_for(cameras)
         if self.model is None:
-            grad = sds_gradient(self.guidance, x, t, eps, condition, guidance_scale=c.guidance_scale, negative=self.negative)
+            grad = sds_gradient(self.guidance, x, t, eps, condition, weighting=c.weighting, guidance_scale=c.guidance_scale,
+                                negative=self.negative)  # fmt: skip
             if self.stein is not None:
                 x_t = self.guidance.schedule.add_noise(x.detach(), t, eps)
                 grad = self.stein.apply(grad, x_t, eps, self.guidance.schedule.sigma(t).to(x), t)
         else:
             c2w = cameras.camera_to_world.to(x.dtype)
             grad = variational_gradient(self.guidance, self.model, x, t, eps, condition, camera=c2w,
-                                        guidance_scale=c.guidance_scale, negative=self.negative,
+                                        weighting=c.weighting, guidance_scale=c.guidance_scale, negative=self.negative,
                                         entropy_weight=c.entropy_weight if c.estimator == "esd" else 0.0)  # fmt: skip
             self._last = (x.detach(), c2w)
         loss = distillation_loss(x, grad) / x.shape[0]

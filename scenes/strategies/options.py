@@ -184,6 +184,8 @@ class DistillConfig:
     """sds (score distillation sampling), vsd (variational: a second model adapted to the
     renders), esd (vsd plus the entropy of the renders over all cameras, --distill.entropy-weight)
     or stein (sds plus a Stein control variate with a fitted coefficient: the same mean, less variance)."""
+    weighting: Literal["sigma2", "one"] = "sigma2"
+    """w(t) in the gradient: sigma2 (sigma_t^2, DreamFusion's) or one (constant: more weight on low noise)."""
     guidance_scale: float = 7.5
     """Classifier-free guidance s in eps_u + s (eps_c - eps_u): 1 is the conditional prediction alone."""
     entropy_weight: float = 0.5

@@ -39,6 +39,9 @@ def main() -> None:
     ap.add_argument("--estimator", default="sds")
     ap.add_argument("--weight", type=float, default=None, help="--distill.weight (default: the option's)")
     ap.add_argument("--guidance-scale", type=float, default=None, help="--distill.guidance-scale (default: the option's)")
+    ap.add_argument("--model", default="gaussians", choices=["gaussians", "field"])
+    ap.add_argument("--reference-probability", type=float, nargs=2, default=None,
+                    help="--distill.reference-probability START END (default: the option's)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--elevation", type=float, default=15.0)
@@ -54,8 +57,10 @@ def main() -> None:
         Image.fromarray((ref * 255 + 0.5).astype(np.uint8), "RGBA").save(folder / "reference_input.png")
         t0 = time.perf_counter()
         cfg = Lift(image=folder / "reference_input.png", guidance=a.guidance, out=folder, steps=a.steps, frames=8,
-                   elevation=a.elevation)  # fmt: skip
-        tuned = {k: v for k, v in (("weight", a.weight), ("guidance_scale", a.guidance_scale)) if v is not None}
+                   elevation=a.elevation, model=a.model)  # fmt: skip
+        tuned = {k: v for k, v in (("weight", a.weight), ("guidance_scale", a.guidance_scale),
+                                   ("reference_probability", a.reference_probability and tuple(a.reference_probability)))
+                 if v is not None}  # fmt: skip
         cfg = replace(cfg, distill=replace(cfg.distill, estimator=a.estimator, **tuned))
         res = run_lift(cfg, log=lambda m: None)
         seconds = time.perf_counter() - t0
@@ -74,6 +79,7 @@ def main() -> None:
         tiles = np.concatenate([np.concatenate(list(strip[1 : 1 + a.views]), 1), np.concatenate(list(strip[1 + a.views :]), 1)], 0)
         Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / "novel_truth_vs_lifted.png")
     out = {"guidance": a.guidance, "estimator": a.estimator if a.guidance != "none" else None, "steps": a.steps,
+           "model": a.model, "reference_probability": a.reference_probability,
            "weight": a.weight, "guidance_scale": a.guidance_scale, "seeds": a.seeds,
            "size": a.size, "elevation": a.elevation, "views": a.views, "machine": machine_info(),
            "novel_psnr_mean": float(np.mean([r["novel_psnr"] for r in rows])),
