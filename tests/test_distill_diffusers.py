@@ -170,3 +170,17 @@ def test_missing_or_incomplete_folders_are_one_line_errors(checkpoint, tmp_path)
     broken = save_checkpoint(tmp_path / "broken")
     (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
     assert "cannot load the checkpoint" in one_line_error(broken)
+
+
+def test_decode_returns_images_from_model_space(tmp_path):
+    """decode inverts encode exactly for a pixel-space model, and gives [B, 3, S, S] images
+    through the VAE's decoder (differentiably) for a latent one: stein's depth baseline reads them."""
+    images = torch.rand(2, 16, 16, 3)
+    pixel = DiffusersGuidance(save_checkpoint(tmp_path / "pixel"))
+    torch.testing.assert_close(pixel.decode(pixel.encode(images)), images.permute(0, 3, 1, 2), rtol=0, atol=1e-6)
+    latent = DiffusersGuidance(save_checkpoint(tmp_path / "latent", vae=True))
+    z = latent.encode(torch.rand(2, latent.sample_size, latent.sample_size, 3)).requires_grad_(True)
+    out = latent.decode(z)
+    assert out.shape == (2, 3, latent.sample_size, latent.sample_size)
+    (grad,) = torch.autograd.grad(out.sum(), z)
+    assert grad.abs().sum() > 0

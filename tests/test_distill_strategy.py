@@ -149,3 +149,24 @@ def test_reference_probability_decays_and_draws_from_the_strategy_generator(guid
     assert torch.equal(always.generator.get_state(), state)  # probability 1 draws nothing: old runs repeat
     with pytest.raises(ConfigError, match="reference-probability"):
         DistillConfig(reference_probability=(1.2, 0.0))
+
+
+def test_stein_with_a_depth_model_uses_its_agreement_as_baseline(demo_data, guidance, tmp_path, native):
+    """--distill.stein-depth: the control variate is built from the depth model's agreement
+    with the render (not the constant baseline's eps): the fitted statistics differ."""
+    from .test_distill_stein import save_depth_model
+
+    depth = save_depth_model(tmp_path / "dpt")
+    states = []
+    for name, folder in (("constant", ""), ("depth", str(depth))):
+        out = tmp_path / name
+        training.train(_config(demo_data, out, guidance, 4, "stein", distill_stein_depth=folder), log=lambda m: None)
+        saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"))
+        states.append(next(s["state"] for s in saved["strategies"] if s["name"] == "distill")["stein"])
+    assert (states[1]["power"] > 0).any()
+    assert not torch.equal(states[0]["power"], states[1]["power"])
+    with pytest.raises(ConfigError, match="stein-depth"):
+        DistillConfig(guidance=str(guidance), stein_depth=str(depth))  # the baseline of stein only
+    with pytest.raises(ConfigError, match="stein-depth: .*no such folder"):
+        make_strategies(["distill"], scene_kind="gaussians", distill=DistillConfig(guidance=str(guidance), estimator="stein",
+                                                                                   stein_depth=str(tmp_path / "none")))  # fmt: skip

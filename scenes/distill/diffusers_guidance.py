@@ -120,6 +120,13 @@ class DiffusersGuidance:
             return x
         return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
+    def decode(self, x: Tensor) -> Tensor:
+        """Model space back to images [B, 3, S, S] in [0, 1] (about: not clamped, so it stays
+        differentiable everywhere), through the VAE's decoder for a latent model."""
+        if self.vae is not None:
+            x = self.vae.decode(x.to(self.dtype) / self.vae.config.scaling_factor).sample
+        return (x + 1) / 2
+
     def unet_inputs(self, x_t: Tensor, condition: Any) -> tuple[Tensor, Tensor]:
         """(sample, encoder_hidden_states) for the UNet: ``x_t`` and the condition's embedding,
         or, for a reference-conditioned prior (:mod:`.prior`, or Zero123's

@@ -7,8 +7,8 @@ gradient for any ``mu`` chosen without looking at this draw of ``eps``; the ``mu
 minimises the variance is ``-E<g, cv> / E|cv|^2``.
 
 SteinDreamer's ``phi`` is the agreement of the rendered depth with a monocular depth
-estimate of ``x_t``; no depth estimator can be had here (no model downloads), so the
-baseline is the constant 1, for which ``cv = eps``: the part of SDS's noise that is the
+estimate of ``x_t`` (:mod:`.depth_agreement`, with a depth model folder the user has: none
+can be downloaded here); without one the baseline is the constant 1, for which ``cv = eps``: the part of SDS's noise that is the
 injected ``eps`` itself, not cancelled by the denoiser (a linear model of ``eps_hat`` gives
 no more: any smooth ``phi`` reduces to a multiple of ``eps`` at first order). How much of it
 the denoiser cancels depends on the timestep, so ``mu`` is fitted per band of timesteps, as
@@ -17,6 +17,8 @@ draw's ``mu`` never depends on its ``eps``: no bias). Reported factors: docs/LIF
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -50,8 +52,10 @@ class FittedControlVariate:
         b = self.band(t)
         return torch.where(self.power[b] > 0, -self.cross[b] / self.power[b].clamp_min(1e-300), torch.zeros(()))
 
-    def apply(self, grad: Tensor, x_t: Tensor, eps: Tensor, sigma: Tensor, t: Tensor) -> Tensor:
-        cv = stein_control_variate(constant_baseline, x_t, eps, sigma)
+    def apply(self, grad: Tensor, x_t: Tensor, eps: Tensor, sigma: Tensor, t: Tensor,
+              baseline: Callable[[Tensor], Tensor] = constant_baseline) -> Tensor:  # fmt: skip
+        """``grad + mu cv`` with ``cv`` the control variate of ``baseline`` (phi of ``x_t`` [B])."""
+        cv = stein_control_variate(baseline, x_t, eps, sigma)
         mu = self.coefficient(t)
         out = grad + mu.to(grad).view((-1,) + (1,) * (grad.ndim - 1)) * cv
         b = self.band(t)

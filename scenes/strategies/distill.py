@@ -29,8 +29,9 @@ from splatfield.render import Cameras, RenderOutput, Statistic, rasterize
 from splatfield.render.camera_paths import horizontal_axes, scene_frame
 
 from ..distill import DiffusersGuidance, RenderModel, distillation_loss, sds_gradient, variational_gradient
+from ..distill.depth_agreement import DepthEstimator, depth_agreement, render_disparity
 from ..distill.prior import ReferenceCondition
-from ..distill.stein import FittedControlVariate
+from ..distill.stein import FittedControlVariate, constant_baseline
 from ..field_scene import FieldScene
 from ..gaussian_scene import GaussianScene
 from .options import DistillConfig
@@ -49,8 +50,11 @@ class Distill:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model: RenderModel | None = None
         self.stein: FittedControlVariate | None = None
+        self.depth: DepthEstimator | None = None  # stein's depth-agreement baseline
         if config.estimator == "stein":
             self.stein = FittedControlVariate(self.guidance.schedule.steps, config.stein_bands, config.stein_decay)
+            if config.stein_depth:
+                self.depth = DepthEstimator(config.stein_depth, device=self.guidance.device, dtype=self.guidance.dtype)
         elif config.estimator != "sds":
             self.model = RenderModel(self.guidance, adapter=config.adapter, rank=config.lora_rank, lr=config.model_lr,
                                      generator=self.generator, seed=config.seed)  # fmt: skip
@@ -69,7 +73,8 @@ class Distill:
         unet = sum(p.numel() for p in g.unet.parameters() if not p.requires_grad)  # the frozen base, not the adapter
         second = "" if self.model is None else f", second model: {c.adapter}" + (f" rank {c.lora_rank}" if c.adapter == "lora" else "")
         detail = {"esd": f" (lambda {c.entropy_weight:g})",
-                  "stein": f" (sds + a constant-baseline control variate fitted in {c.stein_bands} timestep bands)"}.get(c.estimator, "")
+                  "stein": f" (sds + a Stein control variate, baseline {'depth agreement with ' + c.stein_depth if c.stein_depth else 'constant'}, "
+                           f"fitted in {c.stein_bands} timestep bands)"}.get(c.estimator, "")  # fmt: skip
         prompt = f", prompt {c.prompt!r}" + (f" (negative {c.negative_prompt!r})" if c.negative_prompt else "") if self.prompt is not None else ""
         return (f"distillation: {c.estimator}{detail} from {c.guidance} ({unet:,}-parameter UNet, {g.prediction}, "
                 f"{'latent' if g.vae is not None else 'pixel'} space, {g.sample_size} px), {c.views} random view(s) per step, "
@@ -165,18 +170,26 @@ class Distill:
         hi = max(lo + 1, int(round(self.t_max(step) * (T - 1))))
         return torch.randint(lo, hi + 1, (n,), generator=self.generator)
 
-    def render(self, step: int, scene: GaussianScene | FieldScene, cameras: Cameras) -> Tensor:
-        """[B, H, W, 3] views of either kind of scene, with gradients."""
+    def render(self, step: int, scene: GaussianScene | FieldScene, cameras: Cameras) -> RenderOutput:
+        """Views of either kind of scene, with gradients."""
         if scene.kind == "field":
-            return scene.render_trainable(cameras, background=torch.tensor(self.background), generator=self.generator).image
-        return rasterize(scene.gaussians, cameras, sh_degree=scene.sh_degree_at(step - 1), background=self.background).image
+            return scene.render_trainable(cameras, background=torch.tensor(self.background), generator=self.generator)
+        return rasterize(scene.gaussians, cameras, sh_degree=scene.sh_degree_at(step - 1), background=self.background)
+
+    def baseline(self, render: RenderOutput, t: Tensor) -> Callable[[Tensor], Tensor]:
+        """stein's phi: the depth agreement with ``--distill.stein-depth``, else the constant 1."""
+        if self.depth is None:
+            return constant_baseline
+        alpha = self.guidance.schedule.alpha(t).to(render.image).view(-1, 1, 1, 1)
+        return depth_agreement(self.depth, lambda y: self.guidance.decode(y / alpha), render_disparity(render.alpha, render.depth))
 
     # ------------------------------------------------------------------ hooks
 
     def extra_loss(self, step: int, scene: GaussianScene, batch, out: RenderOutput) -> Tensor | None:
         c = self.config
         cameras = self.random_cameras(batch.cameras)
-        x = self.guidance.encode(self.render(step, scene, cameras))
+        render = self.render(step, scene, cameras)
+        x = self.guidance.encode(render.image)
         t = self.timesteps(step, x.shape[0]).to(x.device)
         eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
         condition = self.condition_for(cameras)
@@ -185,7 +198,7 @@ class Distill:
                                 negative=self.negative)  # fmt: skip
             if self.stein is not None:
                 x_t = self.guidance.schedule.add_noise(x.detach(), t, eps)
-                grad = self.stein.apply(grad, x_t, eps, self.guidance.schedule.sigma(t).to(x), t)
+                grad = self.stein.apply(grad, x_t, eps, self.guidance.schedule.sigma(t).to(x), t, self.baseline(render, t))
         else:
             c2w = cameras.camera_to_world.to(x.dtype)
             grad = variational_gradient(self.guidance, self.model, x, t, eps, condition, camera=c2w,

@@ -228,12 +228,17 @@ class DistillConfig:
     """stein: the control variate's coefficient is fitted per band of timesteps (this many, equal)."""
     stein_decay: float = 0.98
     """stein: decay per step of the averages the coefficient is fitted on (earlier steps only)."""
+    stein_depth: str = ""
+    """stein: a monocular depth model folder (transformers AutoModelForDepthEstimation: DPT,
+    Depth Anything...; read locally): the baseline is the agreement of its estimate of the
+    noisy view with the render's depth (SteinDreamer's). Empty: the constant baseline."""
     seed: int = 0
     """Seed of the random views, timesteps and noise."""
 
     def __post_init__(self) -> None:
         finite_at_least(self.guidance_scale, "distill.guidance_scale", 0.0)
         at_least(self.stein_bands, "distill.stein_bands", 1)
+        require(not self.stein_depth or self.estimator == "stein", "distill.stein_depth", "is the baseline of --distill.estimator stein")
         require(all(0.0 <= p <= 1.0 for p in self.reference_probability), "distill.reference_probability",
                 f"must be two probabilities in [0, 1] (got {self.reference_probability})")  # fmt: skip
         require(0.0 <= self.stein_decay < 1.0, "distill.stein_decay", f"must be in [0, 1) (got {self.stein_decay})")

@@ -36,6 +36,7 @@ def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: Steepest
         return Elastic(elastic, start=max(1, start), background=tuple(background), ssim_weight=ssim_weight)
     if name == "distill":
         from ..distill import GuidanceError
+        from ..distill.depth_agreement import DepthModelError
 
         if not distill.guidance:
             raise ConfigError("--distill.guidance", "distill needs a diffusers checkpoint folder (unet/, scheduler/)")
@@ -43,6 +44,8 @@ def make_strategy(name: str, *, adc: AdcConfig = AdcConfig(), steepest: Steepest
             return Distill(distill, steps=steps or 1, background=tuple(background))
         except GuidanceError as e:
             raise ConfigError("--distill.guidance", str(e)) from None
+        except DepthModelError as e:
+            raise ConfigError("--distill.stein-depth", str(e)) from None
     if name == "depth_rank":
         if not depth_rank.depth:
             raise ConfigError("--depth-rank.depth", "depth_rank needs a depth map (an image or a .npy array)")
