@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from splatfield.scenes.config import ConfigError
-from splatfield.scenes.distill import NoiseSchedule, sds_gradient
+from splatfield.scenes.distill import GaussianMixture, NoiseSchedule, sds_gradient
 from splatfield.scenes.distill.stein import FittedControlVariate, constant_baseline
 from splatfield.scenes.strategies.options import DistillConfig
 
