@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from .scenes import SceneSpec, make_cameras, make_gaussians
+from .test_distill_diffusers import one_line_error
 from splatfield.render import rasterize
 from splatfield.scenes.distill import DiffusersGuidance, GuidanceError, RenderModel, distillation_loss, sds_gradient
 from splatfield.scenes.distill.zero123 import CLIP_MEAN, CLIP_STD, camera_vector, clip_input, load_projection
@@ -194,14 +195,6 @@ def test_threestudios_folder_name_for_the_projection_is_read(checkpoint, tmp_pat
               tmp_path / "clip_camera_projection" / "diffusion_pytorch_model.safetensors")  # fmt: skip
     linear = load_projection(tmp_path, torch.float32)
     assert torch.equal(linear.weight, state["projection.weight"]) and torch.equal(linear.bias, state["projection.bias"])
-
-
-def one_line_error(path) -> str:
-    with pytest.raises(GuidanceError) as e:
-        DiffusersGuidance(path)
-    message = str(e.value)
-    assert "\n" not in message and str(path) in message
-    return message
 
 
 @pytest.mark.parametrize(
