@@ -64,6 +64,7 @@ class Distill:
             self.prompt = self.guidance.encode_prompt(config.prompt)
             self.negative = self.guidance.encode_prompt(config.negative_prompt)
         self.reference: Tensor | None = None  # [1, H, W, 3] uint8: the first training view (lift's reference)
+        self.reference_camera: Cameras | None = None  # and its camera
         self.frame: tuple[Tensor, float, float] | None = None  # up, radius, fov (degrees): from the first batch
         self._last: tuple[Tensor, Cameras] | None = None  # the step's renders (model space) for the second model
 
