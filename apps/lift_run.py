@@ -13,6 +13,7 @@ import torch
 from splatfield.data.single_view import write_camera_only_dataset, write_single_view_dataset
 from splatfield.render import Cameras
 from splatfield.scenes.options import FieldConfig, GaussianConfig, OutputConfig, RunConfig, TrainerConfig
+from splatfield.scenes.strategies.depth_rank import read_depth_map
 from splatfield.scenes.strategies.options import DepthRankConfig
 from splatfield.scenes.run import Run
 from splatfield.scenes.trainer import StepInfo
@@ -78,6 +79,8 @@ def run_lift(
     log: Callable[[str], None] = print, device: torch.device = torch.device("cpu"),
 ) -> LiftResult:  # fmt: skip
     phase = on_phase or (lambda name, total: (lambda n: None))
+    if cfg.depth is not None:
+        read_depth_map(cfg.depth, option="--depth")  # a bad map stops here, named by lift's own flag
     reference = cfg.out / "reference"
     if cfg.image is None:
         write_camera_only_dataset(reference, elevation=cfg.elevation, fov=cfg.fov, radius=cfg.radius, size=cfg.size or 64)

@@ -20,10 +20,10 @@ from ..losses import depth_ranking
 from .options import DepthRankConfig
 
 
-def read_depth_map(path: str | Path) -> np.ndarray:
-    """[H, W] float64 of an image (its first channel) or a .npy array; a one-line error otherwise."""
+def read_depth_map(path: str | Path, option: str = "--depth-rank.depth") -> np.ndarray:
+    """[H, W] float64 of an image (its first channel) or a .npy array; a one-line error
+    (under ``option``, the flag the user gave it with) otherwise."""
     path = Path(path)
-    option = "--depth-rank.depth"
     if not path.is_file():
         raise ConfigError(option, f"{path}: no such file")
     try:
