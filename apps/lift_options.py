@@ -11,7 +11,7 @@ import tyro
 from typing_extensions import Annotated
 
 from splatfield.scenes.config import ConfigError, at_least, check_device, finite_at_least, require
-from splatfield.scenes.strategies.options import DistillConfig
+from splatfield.scenes.strategies.options import DistillConfig, Estimator
 
 
 # lift's distillation defaults, validated with the procedural prior (docs/LIFTING.md)
@@ -46,6 +46,11 @@ class Lift:
     """procedural (the prior of our own shipped with splatfield: objects seen at lift's default
     camera distance and field of view), a diffusers checkpoint folder (unet/, scheduler/,
     optional vae/; read locally), or none (the reference view alone)."""
+    estimator: Optional[Estimator] = None
+    """Shorthand for --distill.estimator: sds, vsd, esd or stein (None: sds)."""
+    guidance_scale: Optional[float] = None
+    """Shorthand for --distill.guidance-scale (None: 1, the procedural prior's best; a Stable
+    Diffusion checkpoint wants 7.5 or more, Zero-1-to-3 3-5)."""
     model: Literal["gaussians", "field"] = "gaussians"
     """What is lifted: 3D Gaussians, or a radiance field (a grid in the cube the reference
     camera sees around the centre, --field.* options of train)."""
@@ -83,6 +88,8 @@ class Lift:
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        if self.guidance_scale is not None:
+            finite_at_least(self.guidance_scale, "guidance_scale", 0.0)
         at_least(self.steps, "steps", 1)
         at_least(self.size, "size", 8)
         require(-89.0 <= self.elevation <= 89.0, "elevation", f"must be within [-89, 89] degrees (got {self.elevation})")

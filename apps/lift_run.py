@@ -52,7 +52,9 @@ def orbit(cfg: Lift, size: int) -> Cameras:
 def lift_config(cfg: Lift, reference: Path, run: Path) -> RunConfig:
     # --guidance is the distillation's folder; the reference dataset's world has z up
     distill = dataclasses.replace(cfg.distill, guidance="" if cfg.guidance == "none" else cfg.guidance, up=(0.0, 0.0, 1.0),
-                                  prompt=cfg.prompt or cfg.distill.prompt)  # fmt: skip
+                                  prompt=cfg.prompt or cfg.distill.prompt,
+                                  estimator=cfg.estimator or cfg.distill.estimator,
+                                  guidance_scale=cfg.distill.guidance_scale if cfg.guidance_scale is None else cfg.guidance_scale)  # fmt: skip
     if cfg.image is None:  # text-to-3D: the one view is a camera frame, its empty image never fitted
         distill = dataclasses.replace(distill, reference_probability=(0.0, 0.0))
     depth = DepthRankConfig() if cfg.depth is None else DepthRankConfig(depth=str(cfg.depth.resolve()), kind=cfg.depth_kind,

@@ -149,3 +149,13 @@ def test_lift_field_distils_into_a_radiance_field(image, tmp_path, native):
     assert moved["density"].shape == kept["density"].shape and not torch.equal(moved["density"], kept["density"])
     with pytest.raises(Exception, match="depth ranking lifts Gaussians only"):
         Lift(image=image, model="field", depth=image)
+
+
+def test_lift_shorthands_set_the_distillation(image, tmp_path):
+    from splatfield.apps.lift_run import lift_config
+
+    cfg = Lift(image=image, estimator="vsd", guidance_scale=3.0, prompt="a cube")
+    distill = lift_config(cfg, tmp_path / "ref", tmp_path / "run").distill
+    assert (distill.estimator, distill.guidance_scale, distill.prompt) == ("vsd", 3.0, "a cube")
+    default = lift_config(Lift(image=image), tmp_path / "ref", tmp_path / "run").distill
+    assert (default.estimator, default.guidance_scale) == ("sds", 1.0)
