@@ -2,8 +2,8 @@
 :class:`Strategies`, several of them run in order around the same step.
 
 A strategy is a small object with explicit state (``state_dict``/``load_state_dict``, so a
-resumed run continues exactly). The trainer shows them the training views once (``bind_views``, optional), then calls, in
-order, for every step:
+resumed run continues exactly). The trainer shows them the training views once
+(``bind_views``, optional), then calls, in order, for every step:
 
 1. ``statistics`` — which per-element statistics the renderer must return;
 2. ``extra_loss(step, scene, batch, out)`` — a term added to the photometric loss, or None
