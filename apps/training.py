@@ -130,7 +130,8 @@ def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state:
 def view_corrections(config: RunConfig, dataset: sfdata.Dataset, views: Views, device: torch.device) -> ViewCorrections:
     """The run's camera refinement and per-image appearance (none unless asked for)."""
     c = config.corrections
-    settings = CameraOptSettings(pose_lr=c.camera_pose_lr, intrinsics_lr=c.camera_intrinsics_lr, reg=c.camera_reg)
+    settings = CameraOptSettings(pose_lr=c.camera_pose_lr, intrinsics_lr=c.camera_intrinsics_lr, reg=c.camera_reg,
+                                 final_lr_fraction=c.camera_lr_final_ratio)  # fmt: skip
     return ViewCorrections.build(views.cameras, camera_opt=c.camera_opt, camera_settings=settings,
                                  appearance=c.appearance, appearance_lr=c.appearance_lr,
                                  extent=dataset.scene_extent(), steps=config.trainer.steps, device=device)  # fmt: skip

@@ -193,9 +193,11 @@ class CorrectionConfig:
     camera), pose+intrinsics (also focal length and principal point per physical camera)."""
     camera_pose_lr: float = 5e-4
     """Adam learning rate of the pose corrections (radians; translations in scene extents),
-    decaying to 1% over the run."""
+    decaying to --camera-lr-final-ratio of it over the run."""
     camera_intrinsics_lr: float = 1e-4
     """Adam learning rate of the log focal-length factor and the principal point (in image sizes)."""
+    camera_lr_final_ratio: float = 0.01
+    """The camera learning rates decay exponentially to this fraction of their start over the run."""
     camera_reg: float = 1e-3
     """Weight of the L2 regulariser on the corrections."""
     align_steps: int = 30
@@ -211,6 +213,8 @@ class CorrectionConfig:
         for name in ("camera_pose_lr", "camera_intrinsics_lr"):
             finite_at_least(getattr(self, name), name, 0.0, strict=True)
         finite_at_least(self.camera_reg, "camera_reg", 0.0)
+        require(0.0 < self.camera_lr_final_ratio <= 1.0, "camera_lr_final_ratio",
+                f"must be in (0, 1] (got {self.camera_lr_final_ratio})")  # fmt: skip
         at_least(self.align_steps, "align_steps", 0)
         if self.appearance_lr is not None:
             finite_at_least(self.appearance_lr, "appearance_lr", 0.0, strict=True)

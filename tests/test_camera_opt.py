@@ -184,3 +184,20 @@ def test_test_time_alignment_fits_a_held_out_pose(native):
     aligned = align_pose(lambda c: _render(g, c), start, target, extent=EXTENT, steps=150, lr=3e-3)
     assert err(aligned) < 0.35 * err(start), (err(start), err(aligned))
     assert not aligned.world_to_camera.requires_grad
+
+
+def test_the_learning_rates_decay_to_the_configured_ratio():
+    """--camera-lr-final-ratio reaches the refinement: 1 keeps the rates, 0.01 ends at 1%."""
+    from splatfield.apps.training import view_corrections
+    from splatfield.scenes.config import ConfigError
+    from splatfield.scenes.options import CorrectionConfig, run_config
+    from types import SimpleNamespace
+
+    cams = Cameras.look_at(torch.tensor([[0.0, -3.0, 0.0], [3.0, 0.0, 0.0]]), torch.zeros(2, 3), (0.0, 0.0, 1.0), 40.0, 16, 16)
+    dataset = SimpleNamespace(scene_extent=lambda: 2.0)
+    for ratio in (1.0, 0.1, 0.01):
+        config = run_config("x", steps=100, camera_opt="pose", camera_lr_final_ratio=ratio)
+        refinement = view_corrections(config, dataset, SimpleNamespace(cameras=cams), torch.device("cpu")).cameras
+        assert refinement.lr_factor(0) == 1.0 and refinement.lr_factor(100) == pytest.approx(ratio)
+    with pytest.raises(ConfigError, match="camera-lr-final-ratio"):
+        CorrectionConfig(camera_lr_final_ratio=0.0)
