@@ -15,23 +15,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from splatfield.render.camera import similarity_fit
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:  # [N, 3], [N, 3]
-    """(s, R, t) minimising sum |dst_i - (s R src_i + t)|^2, with det R = +1."""
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 3:
-        raise ValueError(f"need two [N, 3] arrays with N >= 3, got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / len(src)
-    U, D, Vt = np.linalg.svd(cov)
-    S = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:  # a reflection: flip the weakest axis
-        S[2, 2] = -1
-    R = U @ S @ Vt
-    var_s = (xs**2).sum() / len(src)
-    s = float(np.trace(np.diag(D) @ S) / var_s)
-    return s, R, mu_d - s * R @ mu_s
+    """(s, R, t) minimising sum |dst_i - (s R src_i + t)|^2, with det R = +1
+    (:func:`splatfield.render.camera.similarity_fit` on numpy arrays)."""
+    s, R, t = similarity_fit(torch.from_numpy(np.asarray(src, dtype=np.float64)), torch.from_numpy(np.asarray(dst, dtype=np.float64)))
+    return s, R.numpy(), t.numpy()
 
 
 @dataclass

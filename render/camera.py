@@ -183,3 +183,20 @@ def opencv_w2c_to_opengl_c2w(w2c: Tensor) -> Tensor:
     camera-to-world in OpenGL/Blender axes (what transforms.json stores)."""
     flip = _GL_TO_CV.to(dtype=w2c.dtype, device=w2c.device)
     return torch.linalg.inv(w2c) @ flip
+
+
+def similarity_fit(src: Tensor, dst: Tensor) -> tuple[float, Tensor, Tensor]:
+    """(s, R, t) minimising sum |dst_i - (s R src_i + t)|^2 over point sets [N, 3] (N >= 3),
+    det R = +1 (Umeyama's least squares): how a set of camera centres moved as a whole."""
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 3:
+        raise ValueError(f"need two [N, 3] point sets with N >= 3, got {tuple(src.shape)} and {tuple(dst.shape)}")
+    src, dst = src.double(), dst.double()
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    U, D, Vt = torch.linalg.svd(xd.T @ xs / len(src))
+    S = torch.eye(3, dtype=torch.float64, device=src.device)
+    if torch.det(U) * torch.det(Vt) < 0:  # a reflection: flip the weakest axis
+        S[2, 2] = -1
+    R = U @ S @ Vt
+    scale = float((D * S.diagonal()).sum() / (xs.square().sum() / len(src)))
+    return scale, R, mu_d - scale * R @ mu_s

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from splatfield.render import Cameras
+from splatfield.render.camera import similarity_fit
 
 from .options import CameraOptMode
 
@@ -47,21 +48,34 @@ def pose_correction(xi: Tensor, extent: float) -> Tensor:
     return out
 
 
-def frame_change(given: Cameras, refined: Cameras) -> Tensor:
-    """The rigid change of world frame [4, 4] that best maps ``given`` cameras onto their
-    ``refined`` ones (``refined_i ~ given_i @ change``): the mean of the per-camera changes
-    ``given_i^-1 @ refined_i``, its rotation projected back onto SO(3)."""
-    g = given.world_to_camera.detach().double().cpu()
-    r = refined.world_to_camera.detach().double().cpu()
-    per_camera = torch.linalg.inv(g) @ r  # [B, 4, 4]
-    mean = per_camera.mean(0)
-    U, _, Vt = torch.linalg.svd(mean[:3, :3])
-    D = torch.eye(3, dtype=torch.float64)
-    D[2, 2] = torch.sign(torch.det(U @ Vt))
-    out = torch.eye(4, dtype=torch.float64)
-    out[:3, :3] = U @ D @ Vt
-    out[:3, 3] = mean[:3, 3]
-    return out
+@dataclass(frozen=True)
+class FrameChange:
+    """How the world drifted as a whole while the training cameras were refined: a point
+    ``x`` of the given frame is ``scale * rotation @ x + translation`` in the refined one."""
+
+    scale: float
+    rotation: Tensor  # [3, 3] float64
+    translation: Tensor  # [3] float64
+
+    def apply(self, cameras: Cameras) -> Cameras:
+        """``cameras`` (of the given frame) in the refined frame. Their camera coordinates are
+        scaled by ``scale`` with the world, which leaves every projection unchanged."""
+        W = cameras.world_to_camera.detach().double().cpu()
+        turned = W[:, :3, :3] @ self.rotation.T
+        out = W.clone()
+        out[:, :3, :3] = turned
+        out[:, :3, 3] = self.scale * W[:, :3, 3] - turned @ self.translation
+        return replace(cameras, world_to_camera=out.to(cameras.world_to_camera))
+
+
+def frame_change(given: Cameras, refined: Cameras) -> FrameChange:
+    """The similarity that best maps the ``given`` camera centres onto their ``refined`` ones
+    (least squares; the scene may drift, turn and scale as a whole while every camera is
+    refined). Fewer than 3 cameras fix no frame: the identity."""
+    if len(given) < 3:
+        return FrameChange(1.0, torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    scale, R, t = similarity_fit(given.centers.detach().double().cpu(), refined.centers.detach().double().cpu())
+    return FrameChange(scale, R, t)
 
 
 def intrinsics_groups(cameras: Cameras) -> tuple[Tensor, Tensor]:
@@ -149,9 +163,7 @@ class CameraRefinement:
         with the corrected intrinsics of the training group they match."""
         if len(cameras) == 0:
             return cameras
-        change = frame_change(train, self.refined(train)).to(cameras.world_to_camera)
-        moved = replace(cameras, world_to_camera=cameras.world_to_camera @ change)
-        return self.refined_intrinsics(moved)
+        return self.refined_intrinsics(frame_change(train, self.refined(train)).apply(cameras))
 
     @torch.no_grad()
     def refined_intrinsics(self, cameras: Cameras) -> Cameras:

@@ -132,11 +132,33 @@ def test_intrinsics_groups_and_test_views_take_their_group():
     assert out.fx[2] == test.fx[2]  # matches no training camera: unchanged
 
 
-def test_frame_change_recovers_a_common_rigid_motion():
+def test_frame_change_recovers_a_common_rigid_motion_and_scale():
     cams = _cameras(8, dtype=torch.float64)
     T = pose_correction(torch.tensor([[0.02, -0.01, 0.03, 0.05, -0.02, 0.01]], dtype=torch.float64), 1.0)[0]
     moved = Cameras(cams.world_to_camera @ T, cams.fx, cams.fy, cams.cx, cams.cy, 40, 40)
-    torch.testing.assert_close(frame_change(cams, moved), T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(frame_change(cams, moved).apply(cams).world_to_camera, moved.world_to_camera, rtol=0, atol=1e-12)
+    # the world grown by 2% as well (camera coordinates scale with it: the same images)
+    grown = frame_change(cams, moved)
+    grown = type(grown)(1.02 * grown.scale, grown.rotation, grown.translation)
+    far = grown.apply(cams)
+    assert frame_change(cams, far).scale == pytest.approx(1.02 * frame_change(cams, moved).scale, rel=1e-12)
+    torch.testing.assert_close(frame_change(cams, far).apply(cams).world_to_camera, far.world_to_camera, rtol=0, atol=1e-12)
+    torch.testing.assert_close(far.centers, 1.02 * moved.centers - 0.02 * grown.translation, rtol=0, atol=1e-12)
+
+
+def test_frame_change_ignores_noise_about_the_camera_centres():
+    """Each camera turned by its own small angle about its centre (refinement noise) moves
+    no centre: the fitted change is the identity. The mean of the per-camera changes that
+    came before read such turns as world translations of up to their angle times the
+    distance from the origin."""
+    cams = _cameras(12, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    turns = torch.cat([0.01 * torch.randn(12, 3, generator=g, dtype=torch.float64), torch.zeros(12, 3, dtype=torch.float64)], 1)
+    noisy = Cameras(pose_correction(turns, 1.0) @ cams.world_to_camera, cams.fx, cams.fy, cams.cx, cams.cy, 40, 40)
+    change = frame_change(cams, noisy)
+    assert change.scale == pytest.approx(1.0, abs=1e-12)
+    torch.testing.assert_close(change.rotation, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(change.translation, torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 def test_test_views_follow_the_refined_frame(native):
