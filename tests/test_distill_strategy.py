@@ -170,3 +170,28 @@ def test_stein_with_a_depth_model_uses_its_agreement_as_baseline(demo_data, guid
     with pytest.raises(ConfigError, match="stein-depth: .*no such folder"):
         make_strategies(["distill"], scene_kind="gaussians", distill=DistillConfig(guidance=str(guidance), estimator="stein",
                                                                                    stein_depth=str(tmp_path / "none")))  # fmt: skip
+
+
+def test_the_reference_is_encoded_once_and_conditions_as_the_image_would():
+    """The reference view does not change during a run: the guidance reads it once (for
+    Zero123 a VAE and a CLIP pass), and the per-step condition equals the one built from
+    the image itself."""
+    from types import SimpleNamespace
+
+    from splatfield.data import arrangements as A
+    from splatfield.scenes.strategies.distill import Distill
+
+    strategy = Distill(DistillConfig(guidance="procedural", up=(0.0, 0.0, 1.0)), steps=10, background=(1.0, 1.0, 1.0))
+    image = torch.from_numpy((A.over_white(A.render(500, A.camera(15.0, 0.0), 64)) * 255 + 0.5).astype("uint8"))[None]
+    strategy.bind_views(SimpleNamespace(images=image, cameras=A.as_cameras([(15.0, 0.0)], 64)))
+    calls = []
+    encode = strategy.guidance.encode_reference
+    strategy.guidance.encode_reference = lambda ref: calls.append(1) or encode(ref)
+    cameras = strategy.random_cameras(A.as_cameras([(15.0, 0.0)], 64))
+    first, second = strategy.condition_for(cameras), strategy.condition_for(cameras)
+    assert len(calls) == 1
+    ref_el, ref_az = strategy.angles(strategy.reference_camera)
+    el, az = strategy.angles(cameras)
+    direct = strategy.guidance.reference_condition(image.float() / 255.0, ref_el, ref_az, el, az)
+    for cond in (first, second):
+        assert torch.equal(cond.reference, direct.reference) and torch.equal(cond.tokens, direct.tokens)

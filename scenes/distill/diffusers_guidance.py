@@ -23,6 +23,7 @@ requires grad, and predictions run without building a graph.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ from .prior import MARKER, ReferenceCondition, camera_features, camera_tokens, g
 from .schedule import NoiseSchedule
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class EncodedReference:
+    """A reference view as the model reads it: in model space [1, C, h, w] (Zero123: its
+    VAE latent), and for Zero123 its CLIP image embedding [1, D]."""
+
+    image: Tensor
+    embedding: Tensor | None = None
 
 
 class GuidanceError(Exception):
@@ -150,21 +160,32 @@ class DiffusersGuidance:
         return self.conditioning != "embedding"
 
     @torch.no_grad()
-    def reference_condition(self, reference: Tensor, ref_elevation: Tensor, ref_azimuth: Tensor, elevation: Tensor,
-                            azimuth: Tensor) -> ReferenceCondition:  # fmt: skip
-        """The condition for views at ``elevation``/``azimuth`` [B] (degrees around the object,
-        at the reference's distance) given the reference view ``reference`` [1, H, W, 3] in
-        [0, 1] over white, seen at ``ref_elevation``/``ref_azimuth`` [1]."""
-        n = elevation.shape[0]
+    def encode_reference(self, reference: Tensor) -> EncodedReference:
+        """What the model reads of a reference view [1, H, W, 3] in [0, 1] over white, once:
+        the reference's side of every :meth:`reference_condition` (the view does not change
+        during a run; Zero123's VAE and CLIP passes would otherwise run every step)."""
         if self.conditioning == "zero123":  # the latent's mode, not scaled: Zero123 was trained on it so
-            latent = self.vae.encode(self.pixels(reference[:1].to(self.device))).latent_dist.mode()
+            image = reference[:1].to(self.device)
+            latent = self.vae.encode(self.pixels(image)).latent_dist.mode()
+            return EncodedReference(latent, self.reference_encoder.embed(image))
+        return EncodedReference(self.encode(reference[:1]))
+
+    @torch.no_grad()
+    def reference_condition(self, reference: Tensor | EncodedReference, ref_elevation: Tensor, ref_azimuth: Tensor,
+                            elevation: Tensor, azimuth: Tensor) -> ReferenceCondition:  # fmt: skip
+        """The condition for views at ``elevation``/``azimuth`` [B] (degrees around the object,
+        at the reference's distance) given the reference view (an image [1, H, W, 3] in [0, 1]
+        over white, or :meth:`encode_reference`'s reading of it), seen at
+        ``ref_elevation``/``ref_azimuth`` [1]."""
+        n = elevation.shape[0]
+        encoded = reference if isinstance(reference, EncodedReference) else self.encode_reference(reference)
+        if self.conditioning == "zero123":
             camera = zero123.camera_vector(ref_elevation.expand(n), ref_azimuth.expand(n), elevation, azimuth)
             camera = camera.to(device=self.device, dtype=self.dtype)
-            tokens = self.reference_encoder.tokens(reference.to(self.device), camera)
-            return zero123.Zero123Condition(latent.expand(n, -1, -1, -1), tokens, camera)
-        ref = self.encode(reference[:1])
-        features = camera_features(ref_elevation.expand(n), ref_azimuth.expand(n), elevation, azimuth).to(ref)
-        return ReferenceCondition(ref.expand(n, -1, -1, -1), camera_tokens(features))
+            tokens = self.reference_encoder.tokens(encoded.embedding, camera)
+            return zero123.Zero123Condition(encoded.image.expand(n, -1, -1, -1), tokens, camera)
+        features = camera_features(ref_elevation.expand(n), ref_azimuth.expand(n), elevation, azimuth).to(encoded.image)
+        return ReferenceCondition(encoded.image.expand(n, -1, -1, -1), camera_tokens(features))
 
     @torch.no_grad()
     def encode_prompt(self, text: str) -> Tensor:

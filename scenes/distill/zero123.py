@@ -151,10 +151,13 @@ class Zero123Encoder:
         return self
 
     @torch.no_grad()
-    def tokens(self, reference: Tensor, camera: Tensor) -> Tensor:
-        """[B, 1, C]: the projection of the reference's CLIP embedding ([1, H, W, 3] in [0, 1]) with each camera [B, 4]."""
-        dtype = self.projection.weight.dtype
-        x = clip_input(reference[:1].to(dtype), self.image_encoder.config.image_size, self.mean, self.std)
-        embedding = self.image_encoder(pixel_values=x).image_embeds  # [1, D]
+    def embed(self, reference: Tensor) -> Tensor:
+        """[1, D]: the CLIP image embedding of the reference ([1, H, W, 3] in [0, 1])."""
+        x = clip_input(reference[:1].to(self.projection.weight.dtype), self.image_encoder.config.image_size, self.mean, self.std)
+        return self.image_encoder(pixel_values=x).image_embeds
+
+    @torch.no_grad()
+    def tokens(self, embedding: Tensor, camera: Tensor) -> Tensor:
+        """[B, 1, C]: the projection of the reference's embedding [1, D] with each camera [B, 4]."""
         features = torch.cat([embedding.expand(camera.shape[0], -1), camera.to(embedding)], -1)
         return self.projection(features)[:, None]

@@ -29,6 +29,7 @@ from splatfield.render import Cameras, RenderOutput, Statistic, rasterize
 from splatfield.render.camera_paths import horizontal_axes, scene_frame
 
 from ..distill import DiffusersGuidance, RenderModel, distillation_loss, sds_gradient, variational_gradient
+from ..distill.diffusers_guidance import EncodedReference
 from ..distill.depth_agreement import DepthEstimator, depth_agreement, render_disparity
 from ..distill.prior import ReferenceCondition
 from ..distill.stein import FittedControlVariate, constant_baseline
@@ -65,6 +66,7 @@ class Distill:
             self.negative = self.guidance.encode_prompt(config.negative_prompt)
         self.reference: Tensor | None = None  # [1, H, W, 3] uint8: the first training view (lift's reference)
         self.reference_camera: Cameras | None = None  # and its camera
+        self._encoded: EncodedReference | None = None  # the guidance's reading of it, made on first use
         self.frame: tuple[Tensor, float, float] | None = None  # up, radius, fov (degrees): from the first batch
         self._last: tuple[Tensor, Cameras] | None = None  # the step's renders (model space) for the second model
 
@@ -118,6 +120,7 @@ class Distill:
     def bind_views(self, views) -> None:
         self.reference = views.images[:1]
         self.reference_camera = views.cameras[:1]
+        self._encoded = None
 
     def condition_for(self, cameras: Cameras) -> ReferenceCondition | Tensor | None:
         """A reference-conditioned prior's condition for the random ``cameras``: the first
@@ -129,8 +132,10 @@ class Distill:
             raise RuntimeError("the distill strategy was not shown the training views (Strategies.bind_views)")
         ref_el, ref_az = self.angles(self.reference_camera)
         el, az = self.angles(cameras)
-        image = self.reference.to(device=cameras.device, dtype=torch.float32) / 255.0
-        return self.guidance.reference_condition(image, ref_el, ref_az, el, az)
+        if self._encoded is None:
+            image = self.reference.to(device=cameras.device, dtype=torch.float32) / 255.0
+            self._encoded = self.guidance.encode_reference(image)
+        return self.guidance.reference_condition(self._encoded, ref_el, ref_az, el, az)
 
     def random_cameras(self, cameras: Cameras) -> Cameras:
         """``views`` cameras on the sphere, looking at the origin, at the guidance's size."""
