@@ -30,6 +30,13 @@ class ConfigError(Exception):
         self.problem = problem
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first line, or its type's name when it says nothing: what a one-line
+    error quotes of a library's many-line message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def flag(field: str) -> str:
     """The command-line spelling of a field: ``split_threshold`` -> ``--split-threshold``."""
     return "--" + field.replace("_", "-")

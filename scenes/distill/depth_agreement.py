@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import first_line
+
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -47,8 +49,7 @@ class DepthEstimator:
 
             self.model = AutoModelForDepthEstimation.from_pretrained(root, local_files_only=True, torch_dtype=dtype)
         except Exception as e:  # transformers raises many kinds; the user needs the first line of any
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DepthModelError(f"{root}: cannot load the depth model: {first}") from None
+            raise DepthModelError(f"{root}: cannot load the depth model: {first_line(e)}") from None
         self.model.requires_grad_(False).eval().to(device)
         pre = root / "preprocessor_config.json"
         config = json.loads(pre.read_text()) if pre.is_file() else {}

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import first_line
 from . import zero123
 from .prior import MARKER, ReferenceCondition, camera_features, camera_tokens, guidance_folder, read_marker
 from .schedule import NoiseSchedule
@@ -90,8 +91,7 @@ class DiffusersGuidance:
             self.vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False) if has_vae else None
             self.reference_encoder = zero123.Zero123Encoder(root, dtype, self.unet.config.cross_attention_dim) if is_zero123 else None
         except Exception as e:  # diffusers raises many kinds; the user needs the first line of any
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise GuidanceError(f"{root}: cannot load the checkpoint: {first}") from None
+            raise GuidanceError(f"{root}: cannot load the checkpoint: {first_line(e)}") from None
         self.schedule = NoiseSchedule(scheduler.alphas_cumprod.to(torch.float64))
         marker = read_marker(root)
         self.conditioning = "zero123" if is_zero123 else "embedding" if marker is None else str(marker.get("conditioning"))
@@ -216,8 +216,7 @@ class DiffusersGuidance:
             self.text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True,
                                                               torch_dtype=self.dtype)  # fmt: skip
         except Exception as e:  # transformers raises many kinds; the user needs the first line of any
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise GuidanceError(f"{root}: cannot load the text encoder: {first}") from None
+            raise GuidanceError(f"{root}: cannot load the text encoder: {first_line(e)}") from None
         self.text_encoder.requires_grad_(False).eval().to(self.device)
 
     def embedding(self, condition: Any, batch: int) -> Tensor:

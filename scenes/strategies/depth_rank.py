@@ -14,7 +14,7 @@ from torch import Tensor
 
 from splatfield.render import RenderOutput, Statistic
 
-from ..config import ConfigError
+from ..config import ConfigError, first_line
 from ..gaussian_scene import GaussianScene
 from ..losses import depth_ranking
 from .options import DepthRankConfig
@@ -35,7 +35,7 @@ def read_depth_map(path: str | Path, option: str = "--depth-rank.depth") -> np.n
             with Image.open(path) as im:
                 values = np.asarray(im if im.mode in ("I", "I;16", "F", "L") else im.convert("L"))
     except Exception as e:  # PIL and numpy raise many kinds; the user needs the file and the first line
-        raise ConfigError(option, f"{path}: not a depth map ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+        raise ConfigError(option, f"{path}: not a depth map ({first_line(e)})") from None
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 3:
         values = values[..., 0]
