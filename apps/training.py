@@ -121,20 +121,24 @@ def new_trainer(config: RunConfig, dataset: sfdata.Dataset, views: Views, state:
     if device.type == "cuda" and not views.images.is_pinned():
         views.images = views.images.pin_memory()
     trainer = Trainer(scene, strategies, views, config=config.trainer, background=background_of(dataset), parallel=parallel,
-                      corrections=view_corrections(config, dataset, views, device))  # fmt: skip
+                      corrections=view_corrections(config, dataset, views, device,
+                                                   points=scene.points() if config.corrections.camera_opt != "off" else None))  # fmt: skip
     if state is not None:
         trainer.load_state_dict(state)
     return trainer
 
 
-def view_corrections(config: RunConfig, dataset: sfdata.Dataset, views: Views, device: torch.device) -> ViewCorrections:
-    """The run's camera refinement and per-image appearance (none unless asked for)."""
+def view_corrections(config: RunConfig, dataset: sfdata.Dataset, views: Views, device: torch.device,
+                     points: torch.Tensor | None = None) -> ViewCorrections:  # fmt: skip
+    """The run's camera refinement and per-image appearance (none unless asked for);
+    ``points``: the scene's Gaussians, which place the cameras' pivots."""
     c = config.corrections
     settings = CameraOptSettings(pose_lr=c.camera_pose_lr, intrinsics_lr=c.camera_intrinsics_lr, reg=c.camera_reg,
-                                 final_lr_fraction=c.camera_lr_final_ratio)  # fmt: skip
+                                 final_lr_fraction=c.camera_lr_final_ratio, pivot=c.camera_pivot)  # fmt: skip
     return ViewCorrections.build(views.cameras, camera_opt=c.camera_opt, camera_settings=settings,
                                  appearance=c.appearance, appearance_lr=c.appearance_lr,
-                                 extent=dataset.scene_extent(), steps=config.trainer.steps, device=device)  # fmt: skip
+                                 extent=dataset.scene_extent(), steps=config.trainer.steps, device=device,
+                                 points=points)  # fmt: skip
 
 
 def refined_cameras(trainer: Trainer, dataset: sfdata.Dataset) -> RefinedCameras | None:
@@ -320,10 +324,12 @@ def evaluate_run(run: Run, scene, dataset: sfdata.Dataset, *, steps: int, train_
         start = with_refined_cameras(dataset, run.path).test.cameras
         aligned = start if align_steps == 0 else align_cameras(
             scene, start, split.image, mask_at=split.mask, background=bg, extent=dataset.scene_extent(),
-            steps=align_steps, tick=phase(f"aligning test views ({align_steps} steps each)", len(split)))  # fmt: skip
+            steps=align_steps, pivot=run.config.corrections.camera_pivot,
+            tick=phase(f"aligning test views ({align_steps} steps each)", len(split)))  # fmt: skip
         res = evaluate(scene, aligned, split.image, background=bg, mask_at=split.mask,
                        silhouette_at=split.silhouette, on_view=saver(phase("evaluating aligned", len(split)), save))  # fmt: skip
-        extra = {"headline": "aligned", "align_steps": align_steps, "as_given": _summary(given),
+        extra = {"headline": "aligned", "align_steps": align_steps, "align_pivot": run.config.corrections.camera_pivot,
+                 "as_given": _summary(given),
                  "aligned": _summary(res)}  # fmt: skip
         _record_aligned(run, dataset, aligned)
     metrics = {

@@ -28,8 +28,7 @@ from torch import Tensor
 from splatfield.render import Cameras
 from splatfield.render.camera import similarity_fit
 
-from .options import CameraOptMode
-
+from .options import CameraOptMode, CameraPivot
 
 
 def skew(v: Tensor) -> Tensor:  # [..., 3] -> [..., 3, 3]
@@ -38,13 +37,40 @@ def skew(v: Tensor) -> Tensor:  # [..., 3] -> [..., 3, 3]
     return torch.stack([torch.stack([o, -z, y], -1), torch.stack([z, o, -x], -1), torch.stack([-y, x, o], -1)], -2)
 
 
-def pose_correction(xi: Tensor, extent: float) -> Tensor:
-    """[..., 6] (rotation vector, translation / extent) -> [..., 4, 4] rigid transforms."""
+def pose_correction(xi: Tensor, extent: float, pivot_depth: Tensor | None = None) -> Tensor:
+    """[..., 6] (rotation vector, translation / extent) -> [..., 4, 4] rigid transforms of
+    camera coordinates: the turn about the point ``(0, 0, pivot_depth)`` (on the optical axis;
+    None: the camera centre), then the translation."""
     R = torch.linalg.matrix_exp(skew(xi[..., :3]))  # exact at zero and differentiable there
     out = torch.zeros(*xi.shape[:-1], 4, 4, dtype=xi.dtype, device=xi.device)
     out[..., :3, :3] = R
     out[..., :3, 3] = xi[..., 3:] * extent
+    if pivot_depth is not None:  # p - R p with p = (0, 0, d)
+        d = pivot_depth.to(xi)[..., None]
+        out[..., :3, 3] += d * (torch.eye(3, dtype=xi.dtype, device=xi.device)[:, 2] - R[..., :, 2])
     out[..., 3, 3] = 1.0
+    return out
+
+
+def pivot_depths(cameras: Cameras, points: Tensor, *, limit: int = 20000) -> Tensor:
+    """[B] per camera: the median depth of the ``points`` [N, 3] in front of it (at most
+    ``limit`` of them, evenly picked); a camera that sees none: the depth of their centroid,
+    or 1 when that is behind it too."""
+    pts = points.detach().double().cpu()
+    if len(pts) > limit:
+        pts = pts[torch.linspace(0, len(pts) - 1, limit).long()]
+    W = cameras.world_to_camera.detach().double().cpu()
+    out = torch.ones(len(cameras), dtype=torch.float64)
+    if len(pts) == 0:
+        return out
+    z = pts @ W[:, 2, :3].T + W[:, 2, 3]  # [N, B]
+    centroid_z = W[:, 2, :3] @ pts.mean(0) + W[:, 2, 3]
+    for i in range(len(cameras)):
+        front = z[:, i][z[:, i] > 0]
+        if len(front):
+            out[i] = front.median()
+        elif centroid_z[i] > 0:
+            out[i] = centroid_z[i]
     return out
 
 
@@ -101,15 +127,22 @@ class CameraOptSettings:
     intrinsics_lr: float = 1e-4  # log-focal and principal point in image sizes, per Adam step
     final_lr_fraction: float = 0.01
     reg: float = 1e-3  # weight of the L2 of the batch's corrections
+    pivot: CameraPivot = "scene"  # what a pose correction turns the camera about
 
 
 class CameraRefinement:
     """The corrections of ``cameras`` (the training cameras, in view order)."""
 
-    def __init__(self, cameras: Cameras, settings: CameraOptSettings, *, extent: float, steps: int) -> None:
+    def __init__(self, cameras: Cameras, settings: CameraOptSettings, *, extent: float, steps: int,
+                 points: Tensor | None = None) -> None:  # fmt: skip
+        """``points`` [N, 3]: the scene's initial Gaussians, whose depths place the pivots
+        (``settings.pivot == "scene"``; without them the pivot is the camera centre)."""
         if settings.mode == "off":
             raise ValueError("camera refinement needs mode pose or pose+intrinsics")
         device = cameras.device
+        self.pivot_depth: Tensor | None = None
+        if settings.pivot == "scene" and points is not None:
+            self.pivot_depth = pivot_depths(cameras, points).to(device=device, dtype=torch.float32)
         self.settings = settings
         self.extent = float(extent)
         self.steps = int(steps)
@@ -139,7 +172,8 @@ class CameraRefinement:
         """The training ``cameras`` of ``views``, corrected (differentiable w.r.t. the corrections)."""
         idx = torch.as_tensor(list(views), dtype=torch.long, device=self.pose.device)
         fixed = cameras.to(device=self.pose.device)
-        w2c = pose_correction(self.pose[idx], self.extent) @ fixed.world_to_camera.to(self.pose.dtype)
+        pivot = None if self.pivot_depth is None else self.pivot_depth[idx]
+        w2c = pose_correction(self.pose[idx], self.extent, pivot) @ fixed.world_to_camera.to(self.pose.dtype)
         if not self.refines_intrinsics:
             return replace(fixed, world_to_camera=w2c)
         return self._with_intrinsics(replace(fixed, world_to_camera=w2c), self.groups[idx])
@@ -237,6 +271,7 @@ class CameraRefinement:
             "pose": self.pose.detach().cpu().clone(),
             "focal": self.focal.detach().cpu().clone(),
             "principal": self.principal.detach().cpu().clone(),
+            "pivot_depth": None if self.pivot_depth is None else self.pivot_depth.cpu().clone(),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # a copy, not the live moments
         }
 
@@ -247,6 +282,11 @@ class CameraRefinement:
             self.pose.copy_(state["pose"])
             self.focal.copy_(state["focal"])
             self.principal.copy_(state["principal"])
+        pivot = state.get("pivot_depth")
+        if (pivot is None) != (self.pivot_depth is None):
+            raise ValueError("the checkpoint's camera corrections turn about another --camera-pivot")
+        if pivot is not None:  # the start's pivots, not the resumed scene's
+            self.pivot_depth = pivot.to(self.pivot_depth)
         self.optimizer.load_state_dict(state["optimizer"])
 
 
@@ -259,21 +299,23 @@ def align_pose(
     steps: int,
     lr: float = 1e-3,
     mask: Tensor | None = None,  # [H, W] bool: pixels that count
+    pivot_depth: float | None = None,  # the turn's pivot on the optical axis (None: the camera centre)
 ) -> Cameras:
     """Test-time alignment: the pose correction of one camera that best fits ``target`` with
     the scene frozen (``render`` maps cameras to an image [1, H, W, 3]); L1 loss, Adam with
     a cosine-decayed learning rate. Returns the aligned camera (detached)."""
     xi = torch.zeros(1, 6, device=camera.device, requires_grad=True)
+    pivot = None if pivot_depth is None else torch.tensor([pivot_depth], device=camera.device)
     opt = torch.optim.Adam([xi], lr=lr, eps=1e-15)
     base = camera.world_to_camera.detach().to(xi.dtype)
     for k in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / max(1, steps)))
-        cam = replace(camera, world_to_camera=pose_correction(xi, extent) @ base)
+        cam = replace(camera, world_to_camera=pose_correction(xi, extent, pivot) @ base)
         err = (render(cam)[0] - target).abs()
         loss = err.mean() if mask is None else err[mask].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return replace(camera, world_to_camera=(pose_correction(xi, extent) @ base).to(camera.world_to_camera.dtype))
+        return replace(camera, world_to_camera=(pose_correction(xi, extent, pivot) @ base).to(camera.world_to_camera.dtype))

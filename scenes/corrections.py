@@ -31,11 +31,11 @@ class ViewCorrections:
     @classmethod
     def build(cls, train_cameras: Cameras, *, camera_opt: CameraOptMode, camera_settings: CameraOptSettings,
               appearance: AppearanceMode, appearance_lr: float | None, extent: float, steps: int,
-              device: torch.device) -> ViewCorrections:  # fmt: skip
+              device: torch.device, points: Tensor | None = None) -> ViewCorrections:  # fmt: skip
         cams = None
         if camera_opt != "off":
             cams = CameraRefinement(train_cameras.to(device=device), replace(camera_settings, mode=camera_opt),
-                                    extent=extent, steps=steps)  # fmt: skip
+                                    extent=extent, steps=steps, points=points)  # fmt: skip
         app = None
         if appearance != "none":
             extra = {} if appearance_lr is None else {"lr": appearance_lr}
@@ -131,8 +131,11 @@ class ViewCorrections:
         out = []
         if self.cameras is not None:
             s = self.cameras.settings
+            d = self.cameras.pivot_depth
+            pivot = ("about the camera centres" if d is None else
+                     f"about the scene's median depth on each optical axis ({float(d.min()):.3g}–{float(d.max()):.3g})")  # fmt: skip
             out.append(f"camera refinement: {s.mode} ({len(self.cameras.pose)} cameras, "
-                       f"{len(self.cameras.group_intrinsics)} intrinsics group(s)), lr {s.pose_lr:g}")  # fmt: skip
+                       f"{len(self.cameras.group_intrinsics)} intrinsics group(s)), lr {s.pose_lr:g}, turns {pivot}")  # fmt: skip
         if self.appearance is not None:
             out.append(f"appearance: {self.appearance.mode} per training image")
         return out

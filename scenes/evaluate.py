@@ -11,7 +11,8 @@ from torch import Tensor
 from splatfield.render import Cameras, rasterize
 
 from . import metrics
-from .camera_opt import align_pose
+from .camera_opt import align_pose, pivot_depths
+from .options import CameraPivot
 from .scene import Renderable
 
 
@@ -77,19 +78,24 @@ def align_cameras(
     background: Sequence[float] = (0.0, 0.0, 0.0),
     mask_at: Callable[[int], Tensor | None] | None = None,
     tick: Callable[[int], None] | None = None,
+    pivot: CameraPivot = "scene",
 ) -> Cameras:
     """Test-time alignment: each camera's pose fitted to its image with the scene frozen
-    (:func:`.camera_opt.align_pose`), for metrics that do not charge a reconstruction for
-    the drift of its frame or the error of a held-out view's given pose."""
+    (:func:`.camera_opt.align_pose`; turns about ``pivot`` as in training), for metrics that
+    do not charge a reconstruction for the drift of its frame or the error of a held-out
+    view's given pose."""
     frozen = scene.snapshot().gaussians  # detached: the scene gets no gradient
     cams = cameras.to(device=frozen.device, dtype=torch.float32)
+    depths = pivot_depths(cams, frozen.means) if pivot == "scene" else None
     render = lambda c: rasterize(frozen, c, background=background).image  # noqa: E731
     poses = []
     for i in range(len(cams)):
         target = image_at(i).to(frozen.device, torch.float32) / 255.0
         mask = None if mask_at is None else mask_at(i)
         mask = None if mask is None else mask.to(frozen.device)
-        poses.append(align_pose(render, cams[i], target, extent=extent, steps=steps, mask=mask).world_to_camera)
+        depth = None if depths is None else float(depths[i])
+        poses.append(align_pose(render, cams[i], target, extent=extent, steps=steps, mask=mask,
+                                pivot_depth=depth).world_to_camera)  # fmt: skip
         if tick is not None:
             tick(1)
     return replace(cams, world_to_camera=torch.cat(poses)) if poses else cams

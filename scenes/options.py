@@ -20,6 +20,7 @@ from .strategies.options import (
 
 SceneKind = Literal["gaussians", "field"]
 CameraOptMode = Literal["off", "pose", "pose+intrinsics"]
+CameraPivot = Literal["scene", "camera"]
 AppearanceMode = Literal["none", "affine", "bilateral"]
 CONFIG_VERSION = 2
 
@@ -198,6 +199,10 @@ class CorrectionConfig:
     """Adam learning rate of the log focal-length factor and the principal point (in image sizes)."""
     camera_lr_final_ratio: float = 0.01
     """The camera learning rates decay exponentially to this fraction of their start over the run."""
+    camera_pivot: CameraPivot = "scene"
+    """What a pose correction turns the camera about: scene, a point on its optical axis at
+    the median depth of the initial points it sees (a turn then leaves the scene where it
+    is in the image, a translation shifts it: Adam gets the two apart); camera, its centre."""
     camera_reg: float = 1e-3
     """Weight of the L2 regulariser on the corrections."""
     align_steps: int = 30

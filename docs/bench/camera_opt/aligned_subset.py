@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--align-steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pivot", choices=("scene", "camera"), default="scene", help="the alignment's turns (as training's --camera-pivot)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     run = Run.open(a.run)
@@ -37,13 +38,14 @@ def main() -> None:
     pick = torch.arange(0, len(ds.test), a.every)
     image = lambda i: ds.test.image(int(pick[i]))  # noqa: E731
     bg = background_of(ds)
-    out = {"run": str(a.run), "views": pick.tolist(), "align_steps": a.align_steps, "cpu": machine_info()["model"]}
+    out = {"run": str(a.run), "views": pick.tolist(), "align_steps": a.align_steps, "pivot": a.pivot,
+           "cpu": machine_info()["model"]}  # fmt: skip
     given = ds.test.cameras[pick].to(dtype=torch.float32)
     start = with_refined_cameras(ds, a.run).test.cameras[pick].to(dtype=torch.float32)
     out["as_given"] = evaluate(scene, given, image, background=bg, use_lpips=False).psnr
     out["frame_change"] = evaluate(scene, start, image, background=bg, use_lpips=False).psnr
     t0 = time.perf_counter()
-    aligned = align_cameras(scene, start, image, extent=ds.scene_extent(), steps=a.align_steps, background=bg)
+    aligned = align_cameras(scene, start, image, extent=ds.scene_extent(), steps=a.align_steps, background=bg, pivot=a.pivot)
     out["align_seconds_per_view"] = (time.perf_counter() - t0) / len(pick)
     res = evaluate(scene, aligned, image, background=bg, use_lpips=False)
     out["aligned"] = res.psnr
