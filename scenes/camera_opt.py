@@ -64,14 +64,10 @@ def pivot_depths(cameras: Cameras, points: Tensor, *, limit: int = 20000) -> Ten
     if len(pts) == 0:
         return out
     z = pts @ W[:, 2, :3].T + W[:, 2, 3]  # [N, B]
+    front = torch.where(z > 0, z, torch.nan).nanmedian(0).values  # NaN for a camera that sees none
     centroid_z = W[:, 2, :3] @ pts.mean(0) + W[:, 2, 3]
-    for i in range(len(cameras)):
-        front = z[:, i][z[:, i] > 0]
-        if len(front):
-            out[i] = front.median()
-        elif centroid_z[i] > 0:
-            out[i] = centroid_z[i]
-    return out
+    out = torch.where(centroid_z > 0, centroid_z, out)
+    return torch.where(front.isnan(), out, front)
 
 
 @dataclass(frozen=True)

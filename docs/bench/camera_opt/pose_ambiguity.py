@@ -1,6 +1,6 @@
 """Where a run's remaining pose error lies (issue 19): the turn of each refined training camera
 against the dataset's own, and how far that camera puts the scene centre (the world origin
-of the given frame) in its image from where the true camera puts it.
+of the dataset's frame) in its image from where the true camera puts it.
 
     python docs/bench/camera_opt/pose_ambiguity.py RUN [RUN ...] > ambiguity.json
 
@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from splatfield.apps.run_data import load_dataset
-from splatfield.data.pose_alignment import umeyama
+from splatfield.data.pose_alignment import compare_poses, umeyama
 from splatfield.scenes.options import with_options
 from splatfield.scenes.run import Run
 
 
-def _centre(W: np.ndarray) -> np.ndarray:
-    return -W[:3, :3].T @ W[:3, 3]
+def _centres(w2c: np.ndarray) -> np.ndarray:  # [N, 4, 4] -> [N, 3]
+    return -np.einsum("nji,nj->ni", w2c[:, :3, :3], w2c[:, :3, 3])
 
 
 def ambiguity(run_dir: Path) -> dict:
@@ -34,18 +34,17 @@ def ambiguity(run_dir: Path) -> dict:
     fx = truth.fx.double().numpy()
     doc = json.loads((run_dir / "cameras.json").read_text())
     est = np.array([r.get("refined", r)["world_to_camera"] for r in doc["train"]], dtype=np.float64)
-    s, R, t = umeyama(np.array([_centre(W) for W in ref]), np.array([_centre(W) for W in est]))
-    turns, shifts = [], []
-    for i, (We, Wr) in enumerate(zip(est, ref)):
-        Rr, cr = Wr[:3, :3] @ R.T, s * R @ _centre(Wr) + t  # the true camera in the refined frame
-        origin = t  # the given frame's origin in the refined frame
-        pe, pr = We[:3, :3] @ origin + We[:3, 3], Rr @ (origin - cr)
-        shifts.append(float(np.linalg.norm(fx[i] * (pe[:2] / pe[2] - pr[:2] / pr[2]))))
-        dR = We[:3, :3] @ Rr.T
-        turns.append(float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))))
+    turns = np.array([c["rotation_error_deg"] for c in compare_poses(est, ref).per_camera])
+    # the refined cameras in the reference frame (the same similarity compare_poses fits), and
+    # the image of the reference frame's origin through each of them and through the truth
+    s, R, t = umeyama(_centres(est), _centres(ref))
+    rot_e = est[:, :3, :3] @ R.T
+    p_e = np.einsum("nij,nj->ni", rot_e, -(s * _centres(est) @ R.T + t))
+    p_r = ref[:, :3, 3]
+    shifts = fx * np.linalg.norm(p_e[:, :2] / p_e[:, 2:] - p_r[:, :2] / p_r[:, 2:], axis=1)
     turn_px = np.radians(turns) * fx
-    return {"run": str(run_dir), "turn_deg_mean": float(np.mean(turns)), "turn_px_mean": float(turn_px.mean()),
-            "centre_shift_px_mean": float(np.mean(shifts)), "centre_shift_px_max": float(np.max(shifts))}
+    return {"run": str(run_dir), "turn_deg_mean": float(turns.mean()), "turn_px_mean": float(turn_px.mean()),
+            "centre_shift_px_mean": float(shifts.mean()), "centre_shift_px_max": float(shifts.max())}
 
 
 if __name__ == "__main__":
