@@ -28,7 +28,7 @@ from torch import Tensor
 from splatfield.render import Cameras
 from splatfield.render.camera import similarity_fit
 
-from .options import CameraOptMode, CameraPivot
+from .options import CameraOptMode, CameraPivot, CorrectionConfig
 
 
 def skew(v: Tensor) -> Tensor:  # [..., 3] -> [..., 3, 3]
@@ -118,12 +118,14 @@ def intrinsics_groups(cameras: Cameras) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class CameraOptSettings:
+    """The refinement's settings; defaults are ``splatfield train``'s (``CorrectionConfig``)."""
+
     mode: CameraOptMode = "pose"
-    pose_lr: float = 5e-4  # radians, and extents, per Adam step
-    intrinsics_lr: float = 1e-4  # log-focal and principal point in image sizes, per Adam step
-    final_lr_fraction: float = 0.01
-    reg: float = 1e-3  # weight of the L2 of the batch's corrections
-    pivot: CameraPivot = "scene"  # what a pose correction turns the camera about
+    pose_lr: float = CorrectionConfig.camera_pose_lr  # radians, and extents, per Adam step
+    intrinsics_lr: float = CorrectionConfig.camera_intrinsics_lr  # log-focal, principal point in image sizes
+    final_lr_fraction: float = CorrectionConfig.camera_lr_final_ratio
+    reg: float = CorrectionConfig.camera_reg  # weight of the L2 of the batch's corrections
+    pivot: CameraPivot = CorrectionConfig.camera_pivot  # what a pose correction turns the camera about
 
 
 class CameraRefinement:

@@ -177,7 +177,6 @@ class TrainerConfig:
     mask_alpha_weight: float = 0.5
     """Weight of the L1 between the rendered alpha and an object mask (--dataset.mask-mode
     object): what keeps Gaussians out of the background."""
-
     def __post_init__(self) -> None:
         at_least(self.steps, "steps", 1)
         at_least(self.batch_size, "batch_size", 1)
@@ -192,9 +191,10 @@ class CorrectionConfig:
     camera_opt: CameraOptMode = "off"
     """Refine the training cameras with the scene: pose (a rotation and translation per
     camera), pose+intrinsics (also focal length and principal point per physical camera)."""
-    camera_pose_lr: float = 5e-4
+    camera_pose_lr: float = 1e-4
     """Adam learning rate of the pose corrections (radians; translations in scene extents),
-    decaying to --camera-lr-final-ratio of it over the run."""
+    decaying to --camera-lr-final-ratio of it over the run. 1e-4 suits poses that are nearly
+    right (a real capture's SfM or calibration); poses off by about a degree need 5e-4."""
     camera_intrinsics_lr: float = 1e-4
     """Adam learning rate of the log focal-length factor and the principal point (in image sizes)."""
     camera_lr_final_ratio: float = 0.01
