@@ -44,6 +44,11 @@ class PoseComparison:
         return asdict(self)
 
 
+def camera_centres(w2c: np.ndarray) -> np.ndarray:  # [N, 4, 4] world-to-camera -> [N, 3]
+    """Each camera's centre in the world, -Rᵀ t."""
+    return -np.einsum("nji,nj->ni", w2c[:, :3, :3], w2c[:, :3, 3])
+
+
 def compare_poses(
     w2c_est: np.ndarray,  # [N, 4, 4] OpenCV world-to-camera, estimated
     w2c_ref: np.ndarray,  # [N, 4, 4] OpenCV world-to-camera, reference
@@ -51,8 +56,7 @@ def compare_poses(
 ) -> PoseComparison:
     """Aligns the estimated camera centres to the reference ones and measures the residuals."""
     R_est, R_ref = w2c_est[:, :3, :3], w2c_ref[:, :3, :3]
-    c_est = -np.einsum("nji,nj->ni", R_est, w2c_est[:, :3, 3])  # centre = -R^T t
-    c_ref = -np.einsum("nji,nj->ni", R_ref, w2c_ref[:, :3, 3])
+    c_est, c_ref = camera_centres(w2c_est), camera_centres(w2c_ref)
     s, R, t = umeyama(c_est, c_ref)
     c_map = s * c_est @ R.T + t
     pos = np.linalg.norm(c_map - c_ref, axis=1)

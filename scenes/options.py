@@ -177,6 +177,7 @@ class TrainerConfig:
     mask_alpha_weight: float = 0.5
     """Weight of the L1 between the rendered alpha and an object mask (--dataset.mask-mode
     object): what keeps Gaussians out of the background."""
+
     def __post_init__(self) -> None:
         at_least(self.steps, "steps", 1)
         at_least(self.batch_size, "batch_size", 1)

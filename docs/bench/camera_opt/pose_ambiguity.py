@@ -18,13 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from splatfield.apps.run_data import load_dataset
-from splatfield.data.pose_alignment import compare_poses, umeyama
+from splatfield.data.pose_alignment import camera_centres, compare_poses, umeyama
 from splatfield.scenes.options import with_options
 from splatfield.scenes.run import Run
-
-
-def _centres(w2c: np.ndarray) -> np.ndarray:  # [N, 4, 4] -> [N, 3]
-    return -np.einsum("nji,nj->ni", w2c[:, :3, :3], w2c[:, :3, 3])
 
 
 def ambiguity(run_dir: Path) -> dict:
@@ -37,9 +33,10 @@ def ambiguity(run_dir: Path) -> dict:
     turns = np.array([c["rotation_error_deg"] for c in compare_poses(est, ref).per_camera])
     # the refined cameras in the reference frame (the same similarity compare_poses fits), and
     # the image of the reference frame's origin through each of them and through the truth
-    s, R, t = umeyama(_centres(est), _centres(ref))
+    c_est = camera_centres(est)
+    s, R, t = umeyama(c_est, camera_centres(ref))
     rot_e = est[:, :3, :3] @ R.T
-    p_e = np.einsum("nij,nj->ni", rot_e, -(s * _centres(est) @ R.T + t))
+    p_e = np.einsum("nij,nj->ni", rot_e, -(s * c_est @ R.T + t))
     p_r = ref[:, :3, 3]
     shifts = fx * np.linalg.norm(p_e[:, :2] / p_e[:, 2:] - p_r[:, :2] / p_r[:, 2:], axis=1)
     turn_px = np.radians(turns) * fx

@@ -5,8 +5,8 @@ the rendered alpha with what lies outside the test mask (floaters) in red.
     python docs/bench/training/object_figure.py RUN [RUN2 ...] --views 3 4 8 --out docs/bench/training/maryrose.png
 
 Each extra run adds its own render and alpha columns (e.g. with and without --appearance).
-The views are the runs' test views as ``metrics.json`` lists them; PSNR and alpha outside
-the mask are printed on each tile, read from the first run's ``metrics.json``.
+The views are the runs' test views as ``metrics.json`` lists them; each run's PSNR and alpha
+outside the mask are printed over its tiles, read from that run's ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def alpha_tile(alpha: np.ndarray, silhouette: np.ndarray) -> np.ndarray:
     """Grey alpha inside the mask; red alpha outside it, where a clean object has none."""
     outside = silhouette < 128
     tile = np.repeat(alpha[..., None], 3, axis=-1)
-    tile[outside] = np.stack([alpha[outside], np.zeros_like(alpha[outside]), np.zeros_like(alpha[outside])], -1)
+    tile[outside, 1:] = 0.0
     return tile
 
 
@@ -78,7 +78,7 @@ def main() -> None:
         y = r * (a.size + label_h)
         canvas.paste(img, (0, y + label_h))
         xs = [0] + [int((w + 6 + k * (w + w + 6) + j * w) * scale) for k in range(len(runs)) for j in (0, 1)]
-        first = f"{Path(split.image_paths[a.views[r]]).stem}  " + text[0]
+        first = f"{Path(split.image_paths[a.views[r]]).stem}  {text[0]}"
         for x, t in zip(xs, [first] + text[1:]):
             draw.text((x + 3, y + 2), t, fill="black")
     a.out.parent.mkdir(parents=True, exist_ok=True)
